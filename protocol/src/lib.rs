@@ -1,0 +1,47 @@
+//! The provium wire protocol, shared by the host rock and the guest agent.
+//!
+//! One long-lived, multiplexed connection per VM carries every operation:
+//!
+//! * the agent dials the host when it is ready and sends [`AgentMsg::Hello`];
+//! * the host answers [`HostMsg::Hello`] (or [`HostMsg::HelloRejected`] and closes);
+//! * from then on the host sends [`HostMsg::Call`]s tagged with a [`RequestId`],
+//!   and the agent answers each with exactly one [`AgentMsg::Reply`] carrying the
+//!   same id. Replies may come in any order; many calls may be in flight.
+//! * Bulk bytes never travel in one huge frame: either side may send
+//!   [`Data`](AgentMsg::Data) frames for a call that is in flight (file contents,
+//!   process output, stream pushes), before its final reply.
+//!
+//! Frames are `[u32 little-endian body length][postcard body]` ([`frame`]) and run
+//! over any byte stream (vsock, a Unix socket, a virtio-serial port).
+//!
+//! Compatibility rule: the `Hello` variants are variant 0 of both message enums and
+//! carry the version as their first field, forever, so two sides of different
+//! versions can always read each other's hello and fail with a clear message.
+
+pub mod frame;
+pub mod ids;
+pub mod messages;
+
+pub use frame::{decode, encode, read_frame, FrameError, FRAME_HEADER_LEN, MAX_FRAME_LEN};
+pub use ids::{HandleId, RequestId};
+pub use messages::*;
+
+/// Version of this protocol; both sides must agree exactly.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// vsock port on the host (CID 2) that the agent dials when it is ready.
+pub const HOST_PORT: u32 = 1025;
+
+/// vsock port the agent listens on for host-initiated connections (raw echo
+/// benchmark and reconnects).
+pub const AGENT_PORT: u32 = 1024;
+
+/// Size of the bulk chunks carried by `Data` frames.
+pub const CHUNK_LEN: usize = 256 * 1024;
+
+/// Magic line a host writes on a fresh connection to [`AGENT_PORT`] to ask for a
+/// raw byte echo (used to measure the transport without the RPC layer).
+pub const RAW_ECHO_MAGIC: &[u8; 8] = b"PRVECHO\n";
+
+/// Name of the virtio-serial port carrying the protocol when `transport = "serial"`.
+pub const SERIAL_PORT_NAME: &str = "org.provium.agent";

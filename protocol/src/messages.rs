@@ -1,0 +1,318 @@
+//! Message types. Field order is wire order (postcard is not self-describing):
+//! append new variants at the end of an enum, never reorder, and bump
+//! [`crate::PROTOCOL_VERSION`] for any change that an older peer could misread.
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use crate::ids::RequestId;
+
+/// `Data` channel carrying a file body (read_file).
+pub const CH_BODY: u8 = 0;
+/// `Data` channel carrying a process's standard output.
+pub const CH_STDOUT: u8 = 1;
+/// `Data` channel carrying a process's standard error.
+pub const CH_STDERR: u8 = 2;
+
+/// What the agent says first on a new connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentHello {
+    /// Must stay the first field: see the crate docs.
+    pub version: u32,
+    /// The agent crate's version.
+    pub agent_version: String,
+    /// `uname -r` of the guest kernel.
+    pub kernel: String,
+}
+
+/// Frames the host sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostMsg {
+    /// The host accepts the agent's hello; `version` is the host's version.
+    Hello { version: u32 },
+    /// The host refuses the agent (version mismatch) and closes the connection.
+    HelloRejected { version: u32, reason: String },
+    /// Starts an operation.
+    Call { id: RequestId, op: Op },
+    /// More upload bytes for a call in flight (write_file, process stdin).
+    /// `last` ends the upload.
+    Data {
+        id: RequestId,
+        chunk: ByteBuf,
+        last: bool,
+    },
+    /// Asks the agent to end a call early (closes a stream, drops an upload).
+    Cancel { id: RequestId },
+}
+
+/// Frames the agent sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentMsg {
+    /// First frame on every connection.
+    Hello(AgentHello),
+    /// The final answer to a call.
+    Reply {
+        id: RequestId,
+        result: Result<Reply, Failure>,
+    },
+    /// Bulk bytes for a call in flight, before its reply (file bodies, process
+    /// output, stream pushes). The host concatenates them per channel.
+    Data {
+        id: RequestId,
+        channel: u8,
+        chunk: ByteBuf,
+    },
+    /// The agent refuses the host's hello (version mismatch) and closes.
+    HelloRejected { version: u32, reason: String },
+}
+
+/// Checks a peer's protocol version; `Err` carries the peer's version.
+pub fn check_version(peer: u32) -> Result<(), u32> {
+    if peer == crate::PROTOCOL_VERSION {
+        Ok(())
+    } else {
+        Err(peer)
+    }
+}
+
+/// The operations an agent serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Replies [`Reply::Unit`]; measures a round trip.
+    Ping,
+    /// `stat(2)` (or `lstat(2)` when `follow` is false) → [`Reply::Stat`].
+    Stat {
+        #[serde(with = "serde_bytes")]
+        path: Vec<u8>,
+        follow: bool,
+    },
+    /// Whole file → `Data` chunks on [`CH_BODY`], then [`Reply::Bytes`] with the
+    /// remaining tail (small files come back in the reply alone).
+    ReadFile {
+        #[serde(with = "serde_bytes")]
+        path: Vec<u8>,
+    },
+    /// Create or truncate, then write `data`; when `more` is set, further
+    /// [`HostMsg::Data`] frames follow until one has `last`. → [`Reply::Unit`].
+    WriteFile {
+        #[serde(with = "serde_bytes")]
+        path: Vec<u8>,
+        /// Mode for a newly created file (default 0o644, umask applies).
+        perm: Option<u32>,
+        data: ByteBuf,
+        more: bool,
+    },
+    /// → [`Reply::Entries`] (no `.` and `..`, directory order).
+    ListDir {
+        #[serde(with = "serde_bytes")]
+        path: Vec<u8>,
+    },
+    /// → [`Reply::Unit`]. With `parents`, existing directories are fine.
+    Mkdir {
+        #[serde(with = "serde_bytes")]
+        path: Vec<u8>,
+        parents: bool,
+        /// Default 0o755, umask applies.
+        perm: Option<u32>,
+    },
+    /// Removes a file, or an empty directory. → [`Reply::Unit`].
+    Unlink {
+        #[serde(with = "serde_bytes")]
+        path: Vec<u8>,
+    },
+    /// `rename(2)`. → [`Reply::Unit`].
+    Rename {
+        #[serde(with = "serde_bytes")]
+        from: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        to: Vec<u8>,
+    },
+    /// Runs a program to completion. Output arrives as `Data` on
+    /// [`CH_STDOUT`]/[`CH_STDERR`], then [`Reply::Run`].
+    Run(RunSpec),
+    /// Syncs file systems and powers the guest off after replying.
+    Poweroff,
+}
+
+/// How to start a process.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSpec {
+    /// Program to execute, looked up in `PATH` when it has no slash.
+    #[serde(with = "serde_bytes")]
+    pub program: Vec<u8>,
+    pub args: Vec<ByteBuf>,
+    /// Variables set on top of the agent's environment (or of an empty one).
+    pub env: Vec<(ByteBuf, ByteBuf)>,
+    pub env_clear: bool,
+    pub cwd: Option<ByteBuf>,
+    /// Bytes written to the child's stdin, which is then closed. With
+    /// `stdin_more`, further [`HostMsg::Data`] frames follow until `last`.
+    pub stdin: ByteBuf,
+    pub stdin_more: bool,
+    /// Kill the whole process group after this many milliseconds.
+    pub timeout_ms: Option<u64>,
+}
+
+/// Successful results.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    Unit,
+    Stat(StatInfo),
+    Entries(Vec<DirEntry>),
+    /// The last bytes of a body whose earlier bytes came as `Data`.
+    Bytes(ByteBuf),
+    Run(RunOutcome),
+}
+
+/// Metadata of a file, as `stat(2)` gives it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatInfo {
+    pub size: u64,
+    /// Full `st_mode` (type and permission bits).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub ino: u64,
+    pub nlink: u64,
+    pub dev: u64,
+    pub rdev: u64,
+    pub blocks: u64,
+    pub blksize: u64,
+    pub atime_ns: i64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+impl StatInfo {
+    /// Permission bits (≤ 0o7777).
+    pub fn perm(&self) -> u32 {
+        self.mode & 0o7777
+    }
+
+    /// The file type encoded in `mode`.
+    pub fn entry_type(&self) -> EntryType {
+        EntryType::from_mode(self.mode)
+    }
+}
+
+/// The type of a directory entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryType {
+    File,
+    Directory,
+    Symlink,
+    Fifo,
+    Socket,
+    BlockDevice,
+    CharDevice,
+    Other,
+}
+
+impl EntryType {
+    /// Classifies the `S_IFMT` bits of a mode.
+    pub fn from_mode(mode: u32) -> Self {
+        match mode & 0o170000 {
+            0o100000 => EntryType::File,
+            0o040000 => EntryType::Directory,
+            0o120000 => EntryType::Symlink,
+            0o010000 => EntryType::Fifo,
+            0o140000 => EntryType::Socket,
+            0o060000 => EntryType::BlockDevice,
+            0o020000 => EntryType::CharDevice,
+            _ => EntryType::Other,
+        }
+    }
+
+    /// The name the Lua API uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryType::File => "file",
+            EntryType::Directory => "directory",
+            EntryType::Symlink => "symlink",
+            EntryType::Fifo => "fifo",
+            EntryType::Socket => "socket",
+            EntryType::BlockDevice => "block_device",
+            EntryType::CharDevice => "char_device",
+            EntryType::Other => "other",
+        }
+    }
+}
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    #[serde(with = "serde_bytes")]
+    pub name: Vec<u8>,
+    pub entry_type: EntryType,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitStatus {
+    Exited(i32),
+    Signalled(i32),
+    /// Killed (with its process group) because the timeout expired.
+    TimedOut,
+}
+
+/// Result of [`Op::Run`]; output bytes not already sent as `Data` are here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunOutcome {
+    pub status: ExitStatus,
+    pub stdout: ByteBuf,
+    pub stderr: ByteBuf,
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub kind: FailureKind,
+    /// The guest errno for [`FailureKind::Os`], else 0.
+    pub errno: i32,
+    /// Human-readable detail (for `Os`, the guest's `strerror`).
+    pub message: String,
+}
+
+/// Classes of failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailureKind {
+    /// The guest OS refused (errno is set).
+    Os,
+    /// The request was malformed or not valid in this state.
+    BadRequest,
+    /// The agent does not implement this.
+    Unsupported,
+    /// A handle id the agent does not know.
+    UnknownHandle,
+    /// A bug or resource exhaustion inside the agent.
+    Internal,
+}
+
+impl Failure {
+    /// An OS failure with its errno and message.
+    pub fn os(errno: i32, message: impl Into<String>) -> Self {
+        Failure {
+            kind: FailureKind::Os,
+            errno,
+            message: message.into(),
+        }
+    }
+
+    /// A failure that is not an errno.
+    pub fn other(kind: FailureKind, message: impl Into<String>) -> Self {
+        Failure {
+            kind,
+            errno: 0,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            FailureKind::Os => write!(f, "{} (errno {})", self.message, self.errno),
+            kind => write!(f, "agent error ({kind:?}): {}", self.message),
+        }
+    }
+}
