@@ -1,1 +1,65 @@
-fn main() {}
+//! `provium-agent`: PID 1 and op server of provium guests.
+//!
+//! ```text
+//! provium-agent                 as PID 1: init mode (mounts, modules, ...,
+//!                               then forks the op server)
+//! provium-agent --server        op server only (transport from /proc/cmdline)
+//! provium-agent --serve-stdio   serve one connection on stdin/stdout
+//! provium-agent --serve-fd N    serve one connection on descriptor N
+//! provium-agent --version
+//! ```
+//! `PROVIUM_AGENT_DEBUG=1` turns on debug logging in the developer modes.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use provium_agent::config::Config;
+use provium_agent::server::{self, ServerEnv};
+use provium_agent::{init, log, sys};
+
+const USAGE: &str = "usage: provium-agent [--server | --serve-stdio | --serve-fd N | --version]
+(without arguments it must be PID 1)";
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(|a| a.to_str().unwrap_or("")).collect();
+    if std::env::var_os("PROVIUM_AGENT_DEBUG").is_some_and(|v| v == "1") {
+        log::set_debug(true);
+    }
+    match args.as_slice() {
+        [] if sys::getpid() == 1 => init::run(),
+        ["--server"] => {
+            let cfg = Config::load();
+            if cfg.debug {
+                log::set_debug(true);
+            }
+            server::run(&cfg, &ServerEnv::default())
+        }
+        ["--serve-stdio"] => serve(0, 1),
+        ["--serve-fd", fd] => match fd.parse::<i32>() {
+            Ok(fd) if fd >= 0 => serve(fd, fd),
+            _ => usage(),
+        },
+        ["--version"] => {
+            server::print(concat!("provium-agent ", env!("CARGO_PKG_VERSION")));
+            ExitCode::SUCCESS
+        }
+        _ => usage(),
+    }
+}
+
+fn serve(read_fd: i32, write_fd: i32) -> ExitCode {
+    let fds = server::dup_fd(read_fd).and_then(|r| Ok((r, server::dup_fd(write_fd)?)));
+    match fds {
+        Ok((r, w)) => server::serve_fds(r, w),
+        Err(e) => {
+            provium_agent::log!("bad descriptor: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn usage() -> ExitCode {
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("{USAGE}\n").as_bytes());
+    ExitCode::from(2)
+}

@@ -1,0 +1,106 @@
+//! Options read from the kernel command line (`/proc/cmdline`).
+//!
+//! * `provium.transport=vsock|serial` (default `vsock`)
+//! * `provium.port=N`: the host's vsock port to dial (default [`HOST_PORT`])
+//! * `provium.debug` (or `provium.debug=1`): verbose logging
+
+use provium_protocol::HOST_PORT;
+
+/// How the op server reaches the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Dial CID 2 (the host) over vsock.
+    Vsock,
+    /// Serve the virtio-serial port named [`provium_protocol::SERIAL_PORT_NAME`].
+    Serial,
+}
+
+/// The agent's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Transport carrying the protocol.
+    pub transport: Transport,
+    /// vsock port on the host to dial.
+    pub port: u32,
+    /// Verbose logging.
+    pub debug: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            transport: Transport::Vsock,
+            port: HOST_PORT,
+            debug: false,
+        }
+    }
+}
+
+impl Config {
+    /// Parses a kernel command line; unknown or malformed `provium.*` values
+    /// are logged and left at their defaults.
+    pub fn from_cmdline(cmdline: &str) -> Config {
+        let mut cfg = Config::default();
+        for word in cmdline.split_ascii_whitespace() {
+            let (key, value) = match word.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (word, None),
+            };
+            match (key, value) {
+                ("provium.transport", Some("vsock")) => cfg.transport = Transport::Vsock,
+                ("provium.transport", Some("serial")) => cfg.transport = Transport::Serial,
+                ("provium.port", Some(v)) => match v.parse() {
+                    Ok(port) => cfg.port = port,
+                    Err(_) => log!("ignoring bad kernel option {word:?}"),
+                },
+                ("provium.debug", None | Some("1" | "on" | "true" | "yes")) => cfg.debug = true,
+                ("provium.debug", Some(_)) => cfg.debug = false,
+                (k, _) if k.starts_with("provium.") => {
+                    log!("ignoring unknown or malformed kernel option {word:?}")
+                }
+                _ => {}
+            }
+        }
+        cfg
+    }
+
+    /// Reads `/proc/cmdline` (defaults when it cannot be read).
+    pub fn load() -> Config {
+        match std::fs::read_to_string("/proc/cmdline") {
+            Ok(line) => Config::from_cmdline(&line),
+            Err(e) => {
+                log!("cannot read /proc/cmdline ({e}); using defaults");
+                Config::default()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        assert_eq!(
+            Config::from_cmdline("console=ttyS0 quiet"),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn options() {
+        let cfg = Config::from_cmdline(
+            "console=ttyS0 provium.transport=serial provium.port=4000 provium.debug\n",
+        );
+        assert_eq!(cfg.transport, Transport::Serial);
+        assert_eq!(cfg.port, 4000);
+        assert!(cfg.debug);
+    }
+
+    #[test]
+    fn bad_values_keep_defaults() {
+        let cfg = Config::from_cmdline("provium.transport=carrier-pigeon provium.port=x");
+        assert_eq!(cfg, Config::default());
+    }
+}

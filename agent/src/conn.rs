@@ -1,0 +1,375 @@
+//! Serving one connection: hello, handshake, then the multiplexed call loop.
+//!
+//! The calling thread becomes the connection's reader. Cheap operations
+//! (ping, stat, listdir, mkdir, unlink, rename, write_file and its chunks) run
+//! inline on it, which keeps a round trip to one read, one system call and one
+//! write. Operations that can block (read_file, run) get a thread each and
+//! reply through the shared [`Sender`] whenever they finish, in any order.
+
+use std::io::{self, BufReader, Read, Write};
+
+use provium_protocol::{
+    check_version, decode, frame::body_len, AgentHello, AgentMsg, FrameError, HostMsg, Op, Reply,
+    RequestId, FRAME_HEADER_LEN, PROTOCOL_VERSION, RAW_ECHO_MAGIC,
+};
+
+use crate::error::{internal, OpResult};
+use crate::ops::{self, upload::Uploads};
+use crate::sender::Sender;
+use crate::sys;
+
+/// Capacity of the reader's buffer: small frames arrive in one `read`.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// Options for one connection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServeOptions {
+    /// Accept [`RAW_ECHO_MAGIC`] in place of the host's hello and turn the
+    /// connection into a raw echo (only on host-initiated connections).
+    pub allow_echo: bool,
+}
+
+/// How a connection ended normally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnEnd {
+    /// The host closed the connection.
+    Closed,
+    /// The host rejected our hello (version mismatch).
+    Rejected,
+    /// We rejected the host's hello (version mismatch).
+    RejectedHost,
+    /// The host asked for a power-off; the reply has been sent.
+    Poweroff,
+    /// The connection was a raw echo, now finished.
+    Echo,
+}
+
+/// Why a connection was dropped.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    /// Bad framing (oversized, truncated, undecodable frame) or a read error.
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    /// The handshake went wrong.
+    #[error("handshake failed: {0}")]
+    Handshake(String),
+    /// Writing to the host failed.
+    #[error("cannot write to the host: {0}")]
+    Write(io::Error),
+}
+
+/// The hello this agent sends first on every connection.
+pub fn hello() -> AgentHello {
+    AgentHello {
+        version: PROTOCOL_VERSION,
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        kernel: sys::kernel_release(),
+    }
+}
+
+/// Serves one connection until it ends; `reader` and `writer` are the two
+/// halves of one byte stream. The writer is dropped when this returns (even
+/// if operation threads still hold the [`Sender`]), so the host sees the
+/// connection close once `reader` is dropped too.
+pub fn serve<R, W>(reader: R, writer: W, opts: ServeOptions) -> Result<ConnEnd, ConnError>
+where
+    R: Read,
+    W: Write + Send + 'static,
+{
+    let sender = Sender::new(writer);
+    let _close = CloseOnDrop(sender.clone());
+    let mut reader = BufReader::with_capacity(READ_BUFFER, reader);
+
+    sender
+        .send(&AgentMsg::Hello(hello()))
+        .map_err(ConnError::Write)?;
+
+    let body = match read_first_frame(&mut reader, opts.allow_echo)? {
+        First::Frame(body) => body,
+        First::Echo => {
+            echo(&mut reader, &sender);
+            return Ok(ConnEnd::Echo);
+        }
+        First::Eof => {
+            return Err(ConnError::Handshake(
+                "the host closed the connection before its hello".into(),
+            ))
+        }
+    };
+    match decode::<HostMsg>(&body) {
+        Ok(HostMsg::Hello { version }) => {
+            if let Some(end) = check_host_version(&sender, version)? {
+                return Ok(end);
+            }
+        }
+        Ok(HostMsg::HelloRejected { version, reason }) => {
+            log!(
+                "the host (protocol version {version}) rejected this agent \
+                 (protocol version {PROTOCOL_VERSION}): {reason}"
+            );
+            return Ok(ConnEnd::Rejected);
+        }
+        Ok(other) => {
+            return Err(ConnError::Handshake(format!(
+                "expected the host's hello, got {}",
+                describe(&other)
+            )))
+        }
+        Err(e) => {
+            return Err(ConnError::Handshake(format!(
+                "expected the host's hello, got an undecodable frame ({e})"
+            )))
+        }
+    }
+
+    let mut session = Session {
+        sender,
+        uploads: Uploads::default(),
+    };
+    loop {
+        let Some(body) = read_frame(&mut reader)? else {
+            return Ok(ConnEnd::Closed);
+        };
+        let msg: HostMsg = decode(&body)?;
+        if let Some(end) = session.handle(msg)? {
+            return Ok(end);
+        }
+    }
+}
+
+/// Checks the host's version; on a mismatch sends `HelloRejected` and
+/// returns the end of the connection.
+fn check_host_version(sender: &Sender, version: u32) -> Result<Option<ConnEnd>, ConnError> {
+    match check_version(version) {
+        Ok(()) => Ok(None),
+        Err(theirs) => {
+            let reason = format!(
+                "protocol version mismatch: the agent speaks version {PROTOCOL_VERSION}, \
+                 the host speaks version {theirs}"
+            );
+            log!("rejecting the host: {reason}");
+            sender
+                .send(&AgentMsg::HelloRejected {
+                    version: PROTOCOL_VERSION,
+                    reason,
+                })
+                .map_err(ConnError::Write)?;
+            Ok(Some(ConnEnd::RejectedHost))
+        }
+    }
+}
+
+/// Closes the connection's writer when `serve` returns, however it returns.
+struct CloseOnDrop(Sender);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// Per-connection state owned by the reader thread.
+struct Session {
+    sender: Sender,
+    uploads: Uploads,
+}
+
+impl Session {
+    /// Handles one host frame; `Some` ends the connection.
+    fn handle(&mut self, msg: HostMsg) -> Result<Option<ConnEnd>, ConnError> {
+        match msg {
+            HostMsg::Call { id, op } => return self.call(id, op),
+            HostMsg::Data { id, chunk, last } => {
+                self.uploads.data(&self.sender, id, chunk.into_vec(), last)
+            }
+            HostMsg::Cancel { id } => self.uploads.cancel(&self.sender, id),
+            HostMsg::Hello { version } => {
+                // A host that reconnected to a stream we still consider open
+                // (a virtio-serial port across a snapshot restore) starts
+                // over: answer with a fresh hello. Uploads of the old
+                // session are dropped.
+                debug!("hello in mid-session: starting a new session");
+                self.uploads = Uploads::default();
+                if let Some(end) = check_host_version(&self.sender, version)? {
+                    return Ok(Some(end));
+                }
+                self.sender
+                    .send(&AgentMsg::Hello(hello()))
+                    .map_err(ConnError::Write)?;
+            }
+            HostMsg::HelloRejected { version, reason } => {
+                log!(
+                    "the host (protocol version {version}) rejected this agent \
+                     (protocol version {PROTOCOL_VERSION}): {reason}"
+                );
+                return Ok(Some(ConnEnd::Rejected));
+            }
+        }
+        Ok(None)
+    }
+
+    fn call(&mut self, id: RequestId, op: Op) -> Result<Option<ConnEnd>, ConnError> {
+        let result = match op {
+            Op::Ping => Ok(Reply::Unit),
+            Op::Stat { path, follow } => ops::fs::stat(&path, follow),
+            Op::ListDir { path } => ops::fs::list_dir(&path),
+            Op::Mkdir {
+                path,
+                parents,
+                perm,
+            } => ops::fs::mkdir(&path, parents, perm),
+            Op::Unlink { path } => ops::fs::unlink(&path),
+            Op::Rename { from, to } => ops::fs::rename(&from, &to),
+            Op::WriteFile {
+                path,
+                perm,
+                data,
+                more,
+            } => match self.uploads.write_file(id, &path, perm, &data, more) {
+                Some(result) => result,
+                None => return Ok(None),
+            },
+            Op::ReadFile { path } => {
+                self.spawn(id, "read-file", move |s| ops::read::read_file(s, id, &path));
+                return Ok(None);
+            }
+            Op::Run(spec) => {
+                let feed = spec.stdin_more.then(|| self.uploads.stdin(id));
+                self.spawn(id, "run", move |s| ops::run::run(s, id, spec, feed));
+                return Ok(None);
+            }
+            Op::Poweroff => {
+                self.reply(id, Ok(Reply::Unit))?;
+                return Ok(Some(ConnEnd::Poweroff));
+            }
+        };
+        self.reply(id, result)?;
+        Ok(None)
+    }
+
+    fn reply(&self, id: RequestId, result: OpResult) -> Result<(), ConnError> {
+        self.sender.reply(id, result).map_err(ConnError::Write)
+    }
+
+    /// Runs a blocking operation on its own thread; it replies when done.
+    fn spawn<F>(&self, id: RequestId, name: &str, op: F)
+    where
+        F: FnOnce(&Sender) -> OpResult + Send + 'static,
+    {
+        let sender = self.sender.clone();
+        let spawned = ops::spawn_thread(name, move || {
+            let result = op(&sender);
+            if let Err(e) = sender.reply(id, result) {
+                debug!("{id}: reply not sent: {e}");
+            }
+        });
+        if let Err(e) = spawned {
+            log!("{id}: cannot start a thread: {e}");
+            let _ = self
+                .sender
+                .reply(id, Err(internal(format!("cannot start a thread: {e}"))));
+        }
+    }
+}
+
+/// A short name of a host message for error messages.
+fn describe(msg: &HostMsg) -> String {
+    match msg {
+        HostMsg::Hello { .. } => "Hello".into(),
+        HostMsg::HelloRejected { .. } => "HelloRejected".into(),
+        HostMsg::Call { id, .. } => format!("Call for {id}"),
+        HostMsg::Data { id, .. } => format!("Data for {id}"),
+        HostMsg::Cancel { id } => format!("Cancel for {id}"),
+    }
+}
+
+enum First {
+    Frame(Vec<u8>),
+    Echo,
+    Eof,
+}
+
+/// Reads the host's first frame, recognising the raw echo magic (whose first
+/// four bytes, read as a length, exceed the frame limit, so it can never be
+/// mistaken for a frame).
+fn read_first_frame<R: Read>(r: &mut R, allow_echo: bool) -> Result<First, ConnError> {
+    let mut header = [0u8; FRAME_HEADER_LEN];
+    if !read_header(r, &mut header)? {
+        return Ok(First::Eof);
+    }
+    if allow_echo && header[..] == RAW_ECHO_MAGIC[..FRAME_HEADER_LEN] {
+        let mut rest = [0u8; 4];
+        let got = read_full(r, &mut rest).map_err(FrameError::Io)?;
+        if got == rest.len() && rest[..] == RAW_ECHO_MAGIC[FRAME_HEADER_LEN..] {
+            return Ok(First::Echo);
+        }
+        return Err(ConnError::Handshake("garbled echo request".into()));
+    }
+    Ok(First::Frame(read_body(r, header)?))
+}
+
+/// Reads one frame body; `None` at a clean end of stream.
+fn read_frame<R: Read>(r: &mut R) -> Result<Option<Vec<u8>>, FrameError> {
+    let mut header = [0u8; FRAME_HEADER_LEN];
+    if !read_header(r, &mut header)? {
+        return Ok(None);
+    }
+    read_body(r, header).map(Some)
+}
+
+/// Fills `header`; false at a clean end of stream.
+fn read_header<R: Read>(
+    r: &mut R,
+    header: &mut [u8; FRAME_HEADER_LEN],
+) -> Result<bool, FrameError> {
+    match read_full(r, header)? {
+        0 => Ok(false),
+        FRAME_HEADER_LEN => Ok(true),
+        got => Err(FrameError::Truncated {
+            got,
+            want: FRAME_HEADER_LEN,
+        }),
+    }
+}
+
+/// Reads the body announced by `header` (its length is checked first).
+fn read_body<R: Read>(r: &mut R, header: [u8; FRAME_HEADER_LEN]) -> Result<Vec<u8>, FrameError> {
+    let len = body_len(header)?;
+    let mut body = vec![0u8; len];
+    let got = read_full(r, &mut body)?;
+    if got < len {
+        return Err(FrameError::Truncated { got, want: len });
+    }
+    Ok(body)
+}
+
+/// Reads until `buf` is full or the stream ends; returns the bytes read.
+fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Raw echo: writes back every byte read, until end of stream.
+pub fn echo<R: Read>(reader: &mut R, sender: &Sender) {
+    let mut buf = vec![0u8; READ_BUFFER];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if sender.send_raw(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Metadata and directory operations: stat, listdir, mkdir, unlink, rename.
+//! All of them are cheap and run inline on the connection's reader thread.
+
+use std::fs::{self, DirBuilder, FileType, Metadata};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
+
+use provium_protocol::{DirEntry, EntryType, Reply, StatInfo};
+
+use super::path;
+use crate::error::{io_failure, OpResult};
+
+/// `stat(2)` when `follow`, else `lstat(2)` → [`Reply::Stat`].
+pub fn stat(p: &[u8], follow: bool) -> OpResult {
+    let meta = if follow {
+        fs::metadata(path(p))
+    } else {
+        fs::symlink_metadata(path(p))
+    };
+    meta.map(|m| Reply::Stat(stat_info(&m)))
+        .map_err(|e| io_failure(&e))
+}
+
+/// Seconds plus nanoseconds as nanoseconds, saturating at the i64 range.
+fn nanos(secs: i64, nsec: i64) -> i64 {
+    secs.saturating_mul(1_000_000_000).saturating_add(nsec)
+}
+
+/// Fills every [`StatInfo`] field from `Metadata`.
+pub fn stat_info(m: &Metadata) -> StatInfo {
+    StatInfo {
+        size: m.size(),
+        mode: m.mode(),
+        uid: m.uid(),
+        gid: m.gid(),
+        ino: m.ino(),
+        nlink: m.nlink(),
+        dev: m.dev(),
+        rdev: m.rdev(),
+        blocks: m.blocks(),
+        blksize: m.blksize(),
+        atime_ns: nanos(m.atime(), m.atime_nsec()),
+        mtime_ns: nanos(m.mtime(), m.mtime_nsec()),
+        ctime_ns: nanos(m.ctime(), m.ctime_nsec()),
+    }
+}
+
+/// Classifies a `FileType`.
+pub fn entry_type(t: FileType) -> EntryType {
+    if t.is_file() {
+        EntryType::File
+    } else if t.is_dir() {
+        EntryType::Directory
+    } else if t.is_symlink() {
+        EntryType::Symlink
+    } else if t.is_fifo() {
+        EntryType::Fifo
+    } else if t.is_socket() {
+        EntryType::Socket
+    } else if t.is_block_device() {
+        EntryType::BlockDevice
+    } else if t.is_char_device() {
+        EntryType::CharDevice
+    } else {
+        EntryType::Other
+    }
+}
+
+/// Lists a directory (no `.`/`..`, directory order) → [`Reply::Entries`].
+/// The type comes from `d_type`, or `lstat` where the file system gives none;
+/// entries that cannot be read or typed are skipped.
+pub fn list_dir(p: &[u8]) -> OpResult {
+    let dir = fs::read_dir(path(p)).map_err(|e| io_failure(&e))?;
+    let mut entries = Vec::new();
+    for entry in dir {
+        let Ok(entry) = entry else { continue };
+        let Ok(file_type) = entry.file_type() else {
+            continue;
+        };
+        entries.push(DirEntry {
+            name: entry.file_name().as_bytes().to_vec(),
+            entry_type: entry_type(file_type),
+        });
+    }
+    Ok(Reply::Entries(entries))
+}
+
+/// Creates a directory (mode `perm`, default 0o755, umask applies); with
+/// `parents`, missing parents are created and an existing directory is fine.
+pub fn mkdir(p: &[u8], parents: bool, perm: Option<u32>) -> OpResult {
+    DirBuilder::new()
+        .recursive(parents)
+        .mode(perm.unwrap_or(0o755))
+        .create(path(p))
+        .map(|()| Reply::Unit)
+        .map_err(|e| io_failure(&e))
+}
+
+/// Removes a file, or an empty directory (`ENOTEMPTY` otherwise).
+pub fn unlink(p: &[u8]) -> OpResult {
+    let target = path(p);
+    match fs::remove_file(target) {
+        Ok(()) => Ok(Reply::Unit),
+        Err(e) if is_dir_error(&e) && is_dir(p) => fs::remove_dir(target)
+            .map(|()| Reply::Unit)
+            .map_err(|e| io_failure(&e)),
+        Err(e) => Err(io_failure(&e)),
+    }
+}
+
+/// `unlink(2)` on a directory fails with `EISDIR` on Linux, `EPERM` per POSIX.
+fn is_dir_error(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EISDIR | libc::EPERM))
+}
+
+fn is_dir(p: &[u8]) -> bool {
+    fs::symlink_metadata(path(p)).is_ok_and(|m| m.is_dir())
+}
+
+/// `rename(2)`.
+pub fn rename(from: &[u8], to: &[u8]) -> OpResult {
+    fs::rename(path(from), path(to))
+        .map(|()| Reply::Unit)
+        .map_err(|e| io_failure(&e))
+}

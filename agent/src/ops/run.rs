@@ -1,0 +1,325 @@
+//! run: spawns a program in its own process group, captures its output and
+//! enforces the timeout (runs on its own thread).
+//!
+//! * stdin: the spec's bytes, then (with `stdin_more`) the chunks of the
+//!   call's `Data` frames, written by a thread of its own; then closed.
+//! * stdout/stderr: read by one thread each into a shared buffer. Whenever
+//!   both together exceed [`CHUNK_LEN`] everything buffered is flushed as
+//!   `Data` frames on [`CH_STDOUT`]/[`CH_STDERR`]; the rest (at most
+//!   `CHUNK_LEN` bytes) travels in the [`RunOutcome`]. Output that fits in
+//!   one chunk therefore comes back in the reply alone.
+//! * exit: waited for through a pidfd (no polling). The leader stays a zombie
+//!   until the output is collected, so its process group id cannot be reused
+//!   while we may still signal it.
+//! * timeout: SIGKILL to the whole group, [`ExitStatus::TimedOut`], and the
+//!   output collected so far; pipes still held open (by processes that left
+//!   the group) get only [`KILL_GRACE`] to reach end of file. Without a
+//!   timeout the call waits for the pipes' end of file, like a shell's `$(…)`.
+
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use provium_protocol::{
+    ExitStatus, Failure, Reply, RequestId, RunOutcome, RunSpec, CHUNK_LEN, CH_STDERR, CH_STDOUT,
+};
+use serde_bytes::ByteBuf;
+
+use super::upload::StdinFeed;
+use super::{path, spawn_thread};
+use crate::error::{bad_request, internal, io_failure, OpResult};
+use crate::sender::Sender;
+use crate::sys;
+
+/// How long output pipes may stay open after the process group was killed.
+pub const KILL_GRACE: Duration = Duration::from_millis(250);
+
+/// Poll interval when the kernel has no `pidfd_open` (before Linux 5.3).
+const FALLBACK_POLL: Duration = Duration::from_millis(2);
+
+/// Runs `spec` to completion; `feed` carries stdin chunks after `spec.stdin`.
+pub fn run(sender: &Sender, id: RequestId, spec: RunSpec, feed: Option<StdinFeed>) -> OpResult {
+    let wants_stdin = !spec.stdin.is_empty() || feed.is_some();
+    let mut cmd = command(&spec, wants_stdin)?;
+    let mut child = cmd.spawn().map_err(|e| io_failure(&e))?;
+    let pid = child.id() as i32;
+    let deadline = spec
+        .timeout_ms
+        .and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms)));
+
+    let collector = Arc::new(Collector::new(sender.clone(), id));
+    if let Err(e) = start_threads(&mut child, spec.stdin.into_vec(), feed, &collector) {
+        abandon(&mut child, pid);
+        return Err(internal(format!("cannot start a thread: {e}")));
+    }
+
+    let timed_out = match wait_exit(pid, deadline) {
+        Ok(timed_out) => timed_out,
+        Err(e) => {
+            abandon(&mut child, pid);
+            return Err(internal(format!("waiting for pid {pid}: {e}")));
+        }
+    };
+    if timed_out {
+        collector.wait_pipes(Some(Instant::now() + KILL_GRACE));
+    } else if !collector.wait_pipes(deadline) {
+        // The process exited but something still holds its pipes past the
+        // deadline: kill the group (its id is still ours: the leader is a
+        // zombie) and give the pipes a short grace.
+        sys::kill_group(pid, libc::SIGKILL);
+        collector.wait_pipes(Some(Instant::now() + KILL_GRACE));
+    }
+    let (stdout, stderr) = collector.finish();
+
+    let status = child.wait().map_err(|e| io_failure(&e))?;
+    let status = if timed_out {
+        ExitStatus::TimedOut
+    } else if let Some(code) = status.code() {
+        ExitStatus::Exited(code)
+    } else if let Some(sig) = status.signal() {
+        ExitStatus::Signalled(sig)
+    } else {
+        return Err(internal(format!(
+            "pid {pid} ended in an unknown way: {status}"
+        )));
+    };
+    Ok(Reply::Run(RunOutcome {
+        status,
+        stdout: ByteBuf::from(stdout),
+        stderr: ByteBuf::from(stderr),
+    }))
+}
+
+/// Builds the command: PATH lookup, environment, cwd, own process group.
+fn command(spec: &RunSpec, wants_stdin: bool) -> Result<Command, Failure> {
+    if spec.program.is_empty() {
+        return Err(bad_request("run: empty program name"));
+    }
+    let mut cmd = Command::new(OsStr::from_bytes(&spec.program));
+    cmd.args(spec.args.iter().map(|a| OsStr::from_bytes(a)));
+    if spec.env_clear {
+        cmd.env_clear();
+    }
+    for (key, value) in &spec.env {
+        if key.is_empty() || key.contains(&b'=') {
+            return Err(bad_request(format!(
+                "run: bad environment variable name {:?}",
+                String::from_utf8_lossy(key)
+            )));
+        }
+        cmd.env(OsStr::from_bytes(key), OsStr::from_bytes(value));
+    }
+    if let Some(cwd) = &spec.cwd {
+        cmd.current_dir(path(cwd));
+    }
+    cmd.process_group(0)
+        .stdin(if wants_stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    Ok(cmd)
+}
+
+/// Starts the stdin writer and the two output readers.
+fn start_threads(
+    child: &mut Child,
+    stdin_bytes: Vec<u8>,
+    feed: Option<StdinFeed>,
+    collector: &Arc<Collector>,
+) -> std::io::Result<()> {
+    if let Some(stdin) = child.stdin.take() {
+        spawn_thread("run-stdin", move || feed_stdin(stdin, stdin_bytes, feed))?;
+    }
+    let pipes: [Option<Box<dyn Read + Send>>; 2] = [
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    ];
+    for (index, pipe) in pipes.into_iter().enumerate() {
+        let Some(pipe) = pipe else {
+            collector.pipe_closed();
+            continue;
+        };
+        let c = Arc::clone(collector);
+        if let Err(e) = spawn_thread("run-output", move || pump(pipe, index, &c)) {
+            collector.pipe_closed();
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Kills the process group and reaps the leader (after an internal error).
+fn abandon(child: &mut Child, pid: i32) {
+    sys::kill_group(pid, libc::SIGKILL);
+    let _ = child.wait();
+}
+
+/// Writes the initial stdin bytes, then every fed chunk; closing stdin when
+/// the feed ends (last chunk, cancel, or connection gone).
+fn feed_stdin(mut stdin: ChildStdin, initial: Vec<u8>, feed: Option<StdinFeed>) {
+    if !initial.is_empty() && stdin.write_all(&initial).is_err() {
+        return;
+    }
+    if let Some(feed) = feed {
+        for chunk in feed {
+            if stdin.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Reads one output pipe until end of file.
+fn pump(mut pipe: Box<dyn Read + Send>, index: usize, collector: &Collector) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match pipe.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => collector.push(index, &buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    collector.pipe_closed();
+}
+
+/// Waits for `pid` to exit without reaping it; at `deadline` kills its
+/// group. Returns whether it was killed for the timeout.
+fn wait_exit(pid: i32, deadline: Option<Instant>) -> std::io::Result<bool> {
+    let pidfd = sys::pidfd_open(pid).ok();
+    loop {
+        let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if remaining == Some(Duration::ZERO) {
+            if sys::has_exited(pid)? {
+                return Ok(false);
+            }
+            sys::kill_group(pid, libc::SIGKILL);
+            return Ok(true);
+        }
+        match &pidfd {
+            Some(fd) => {
+                if sys::poll_readable(fd.as_raw_fd(), remaining)? {
+                    return Ok(false);
+                }
+            }
+            None => {
+                if sys::has_exited(pid)? {
+                    return Ok(false);
+                }
+                let nap = remaining.map_or(FALLBACK_POLL, |r| r.min(FALLBACK_POLL));
+                std::thread::sleep(nap);
+            }
+        }
+    }
+}
+
+/// The output buffers of one process, shared by its two reader threads and
+/// the thread waiting for it.
+struct Collector {
+    sender: Sender,
+    id: RequestId,
+    state: Mutex<OutState>,
+    changed: Condvar,
+}
+
+struct OutState {
+    /// Buffered stdout (0) and stderr (1) not yet sent.
+    bufs: [Vec<u8>; 2],
+    /// Output pipes not yet at end of file.
+    open_pipes: u8,
+    /// Once set, output is discarded (the reply is built or the connection
+    /// is gone): no `Data` may follow the reply.
+    detached: bool,
+}
+
+const CHANNELS: [u8; 2] = [CH_STDOUT, CH_STDERR];
+
+impl Collector {
+    fn new(sender: Sender, id: RequestId) -> Collector {
+        Collector {
+            sender,
+            id,
+            state: Mutex::new(OutState {
+                bufs: [Vec::new(), Vec::new()],
+                open_pipes: 2,
+                detached: false,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, OutState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Buffers output; flushes everything as `Data` once the buffers together
+    /// exceed one chunk.
+    fn push(&self, index: usize, bytes: &[u8]) {
+        let mut st = self.lock();
+        if st.detached {
+            return;
+        }
+        st.bufs[index].extend_from_slice(bytes);
+        if st.bufs[0].len() + st.bufs[1].len() <= CHUNK_LEN {
+            return;
+        }
+        for (i, channel) in CHANNELS.into_iter().enumerate() {
+            let buf = std::mem::take(&mut st.bufs[i]);
+            for piece in buf.chunks(CHUNK_LEN) {
+                if self.sender.data(self.id, channel, piece).is_err() {
+                    st.detached = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn pipe_closed(&self) {
+        let mut st = self.lock();
+        st.open_pipes = st.open_pipes.saturating_sub(1);
+        self.changed.notify_all();
+    }
+
+    /// Waits until both pipes reached end of file (true) or `deadline` passed.
+    fn wait_pipes(&self, deadline: Option<Instant>) -> bool {
+        let mut st = self.lock();
+        while st.open_pipes > 0 {
+            match deadline {
+                None => st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    st = match self.changed.wait_timeout(st, left) {
+                        Ok((guard, _)) => guard,
+                        Err(p) => p.into_inner().0,
+                    };
+                }
+            }
+        }
+        true
+    }
+
+    /// Stops collecting and returns what was not sent yet.
+    fn finish(&self) -> (Vec<u8>, Vec<u8>) {
+        let mut st = self.lock();
+        st.detached = true;
+        let [out, err] = std::mem::take(&mut st.bufs);
+        (out, err)
+    }
+}

@@ -1,0 +1,160 @@
+//! The writing half of a connection, shared by every thread serving it.
+//!
+//! Each frame is encoded first and then written with a single `write_all`
+//! under a mutex, so frames from different threads never interleave. Once the
+//! connection ends the writer is dropped and later sends fail quietly, so a
+//! slow operation finishing after its connection closed cannot write into a
+//! new session on the same stream (virtio-serial reuses one port).
+
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use provium_protocol::{encode, AgentMsg, Failure, FrameError, Reply, RequestId, FRAME_HEADER_LEN};
+
+use crate::error::internal;
+
+type Writer = Box<dyn Write + Send>;
+
+/// A cloneable handle on the writing half of one connection.
+#[derive(Clone)]
+pub struct Sender {
+    inner: Arc<Mutex<Option<Writer>>>,
+}
+
+impl Sender {
+    /// Wraps a stream's writing half.
+    pub fn new<W: Write + Send + 'static>(writer: W) -> Sender {
+        Sender {
+            inner: Arc::new(Mutex::new(Some(Box::new(writer)))),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Writer>> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Writes raw bytes (one complete frame, or echo data) in one go.
+    ///
+    /// A write error closes the writer: a partly written frame leaves the
+    /// stream unusable.
+    pub fn send_raw(&self, bytes: &[u8]) -> io::Result<()> {
+        let mut guard = self.lock();
+        let Some(writer) = guard.as_mut() else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "connection closed",
+            ));
+        };
+        let result = writer.write_all(bytes).and_then(|()| writer.flush());
+        if result.is_err() {
+            *guard = None;
+        }
+        result
+    }
+
+    /// Encodes and sends one message.
+    pub fn send(&self, msg: &AgentMsg) -> io::Result<()> {
+        let frame = encode(msg).map_err(frame_to_io)?;
+        self.send_raw(&frame)
+    }
+
+    /// Sends the final reply of a call. A reply too large for one frame is
+    /// replaced by an internal failure, so the call still gets its one reply.
+    pub fn reply(&self, id: RequestId, result: Result<Reply, Failure>) -> io::Result<()> {
+        let frame = match encode(&AgentMsg::Reply { id, result }) {
+            Ok(frame) => frame,
+            Err(e) => {
+                log!("{id}: reply cannot be encoded: {e}");
+                let result = Err(internal(format!("reply cannot be sent: {e}")));
+                encode(&AgentMsg::Reply { id, result }).map_err(frame_to_io)?
+            }
+        };
+        self.send_raw(&frame)
+    }
+
+    /// Sends one `Data` frame without copying `chunk` twice (the frame is
+    /// built by hand in postcard's encoding of [`AgentMsg::Data`]).
+    pub fn data(&self, id: RequestId, channel: u8, chunk: &[u8]) -> io::Result<()> {
+        self.send_raw(&data_frame(id, channel, chunk))
+    }
+
+    /// Drops the writer: later sends fail with `NotConnected`.
+    pub fn close(&self) {
+        *self.lock() = None;
+    }
+
+    /// Whether the writer is still open.
+    pub fn is_open(&self) -> bool {
+        self.lock().is_some()
+    }
+}
+
+/// Variant index of [`AgentMsg::Data`] in postcard's encoding.
+const DATA_VARIANT: u8 = 2;
+
+/// Builds the frame of `AgentMsg::Data { id, channel, chunk }`.
+pub fn data_frame(id: RequestId, channel: u8, chunk: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(FRAME_HEADER_LEN + 1 + 10 + 1 + 5 + chunk.len());
+    frame.extend_from_slice(&[0; FRAME_HEADER_LEN]);
+    frame.push(DATA_VARIANT);
+    push_varint(&mut frame, id.0);
+    frame.push(channel);
+    push_varint(&mut frame, chunk.len() as u64);
+    frame.extend_from_slice(chunk);
+    let body_len = (frame.len() - FRAME_HEADER_LEN) as u32;
+    frame[..FRAME_HEADER_LEN].copy_from_slice(&body_len.to_le_bytes());
+    frame
+}
+
+/// Appends a LEB128 varint (postcard's integer encoding).
+fn push_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8 & 0x7f) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn frame_to_io(e: FrameError) -> io::Error {
+    match e {
+        FrameError::Io(e) => e,
+        other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_bytes::ByteBuf;
+
+    #[test]
+    fn hand_built_data_frame_matches_postcard() {
+        for (id, channel, len) in [
+            (0u64, 0u8, 0usize),
+            (7, 1, 5),
+            (300, 2, 200),
+            (u64::MAX, 255, 70_000),
+        ] {
+            let chunk: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let ours = data_frame(RequestId(id), channel, &chunk);
+            let theirs = encode(&AgentMsg::Data {
+                id: RequestId(id),
+                channel,
+                chunk: ByteBuf::from(chunk),
+            })
+            .unwrap();
+            assert_eq!(ours, theirs, "id {id} channel {channel} len {len}");
+        }
+    }
+
+    #[test]
+    fn closed_sender_refuses() {
+        let s = Sender::new(Vec::new());
+        assert!(s.is_open());
+        s.close();
+        assert!(!s.is_open());
+        assert!(s.data(RequestId(1), 0, b"x").is_err());
+    }
+}

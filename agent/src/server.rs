@@ -1,0 +1,340 @@
+//! The op server: finds the host over the configured transport and serves
+//! every connection with [`conn::serve`].
+//!
+//! * **vsock** (default): dials CID 2 on the configured port, retrying every
+//!   [`RETRY`] until the host listens; when a connection ends (the host
+//!   closed it, or a snapshot reset it) it dials again.
+//! * **serial**: serves the virtio-serial port named [`SERIAL_PORT_NAME`],
+//!   looking for it every [`RETRY`] until it appears; each time the host side
+//!   (re)connects a new session starts with a fresh hello.
+//! * In both cases it also listens on vsock port [`AGENT_PORT`] for
+//!   host-initiated connections: raw echo ([`RAW_ECHO_MAGIC`]) or the protocol.
+//!
+//! A power-off request ends the server process with [`POWEROFF_EXIT_CODE`],
+//! which PID 1 turns into `reboot(RB_POWER_OFF)`.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use provium_protocol::{AGENT_PORT, RAW_ECHO_MAGIC, SERIAL_PORT_NAME};
+use vsock::{VsockListener, VsockStream, VMADDR_CID_ANY, VMADDR_CID_HOST};
+
+use crate::config::{Config, Transport};
+use crate::conn::{self, ConnEnd, ConnError, ServeOptions};
+use crate::init::POWEROFF_EXIT_CODE;
+use crate::ops::spawn_thread;
+use crate::sender::Sender;
+use crate::sys;
+
+/// Delay between attempts to reach the host (dialing, finding the port).
+pub const RETRY: Duration = Duration::from_millis(20);
+
+/// How long a host-initiated connection has to show the echo magic before
+/// the agent sends its hello (a late magic still works: see
+/// [`ServeOptions::allow_echo`]).
+pub const ECHO_GRACE: Duration = Duration::from_millis(25);
+
+/// How long the server waits for syslogd's socket before serving.
+const SYSLOG_WAIT: Duration = Duration::from_millis(500);
+
+/// Where the server runs.
+#[derive(Debug, Clone, Default)]
+pub struct ServerEnv {
+    /// Forked by the agent's own PID 1: a power-off request exits with
+    /// [`POWEROFF_EXIT_CODE`]. Otherwise it only ends the connection.
+    pub under_init: bool,
+    /// A path to wait for (briefly) before serving: syslogd's socket, so
+    /// `logger` works from the very first call.
+    pub wait_for: Option<PathBuf>,
+}
+
+/// Runs the server forever.
+pub fn run(cfg: &Config, env: &ServerEnv) -> ! {
+    if let Some(p) = &env.wait_for {
+        wait_for_path(p, SYSLOG_WAIT);
+    }
+    let under_init = env.under_init;
+    if let Err(e) = spawn_thread("listen", move || listen(under_init)) {
+        log!("cannot start the vsock listener thread: {e}");
+    }
+    match cfg.transport {
+        Transport::Vsock => dial_home(cfg.port, under_init),
+        Transport::Serial => serve_serial(under_init),
+    }
+}
+
+/// Acts on how a connection ended; a power-off request under init ends the
+/// process with [`POWEROFF_EXIT_CODE`].
+fn finished(what: &str, result: Result<ConnEnd, ConnError>, under_init: bool) {
+    match result {
+        Ok(ConnEnd::Poweroff) if under_init => {
+            debug!("power-off requested on {what}");
+            sys::sync();
+            std::process::exit(POWEROFF_EXIT_CODE);
+        }
+        Ok(ConnEnd::Poweroff) => {
+            log!("power-off requested on {what}, but this agent is not PID 1's server: connection closed")
+        }
+        Ok(end) => debug!("{what} ended: {end:?}"),
+        Err(e) => log!("{what} dropped: {e}"),
+    }
+}
+
+/// Dials the host forever.
+fn dial_home(port: u32, under_init: bool) -> ! {
+    let mut failures: u64 = 0;
+    loop {
+        match VsockStream::connect_with_cid_port(VMADDR_CID_HOST, port) {
+            Ok(stream) => {
+                if failures > 0 {
+                    debug!("connected to the host after {failures} failed attempts");
+                }
+                failures = 0;
+                let end = serve_stream(stream, ServeOptions::default());
+                let rejected = matches!(end, Ok(ConnEnd::Rejected | ConnEnd::RejectedHost));
+                finished("the vsock connection to the host", end, under_init);
+                if rejected {
+                    // Dialing again would be refused again: do it slowly.
+                    thread::sleep(Duration::from_secs(1));
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                if failures == 50 || failures % 3000 == 0 {
+                    log!("still waiting for the host on vsock port {port}: {e}");
+                }
+                thread::sleep(RETRY);
+            }
+        }
+    }
+}
+
+/// Serves one vsock connection.
+fn serve_stream(stream: VsockStream, opts: ServeOptions) -> Result<ConnEnd, ConnError> {
+    let writer = stream
+        .try_clone()
+        .map_err(|e| ConnError::Handshake(format!("cannot duplicate the socket: {e}")))?;
+    conn::serve(stream, writer, opts)
+}
+
+/// Accepts host-initiated connections on [`AGENT_PORT`].
+fn listen(under_init: bool) {
+    let listener = match VsockListener::bind_with_cid_port(VMADDR_CID_ANY, AGENT_PORT) {
+        Ok(listener) => listener,
+        Err(e) => {
+            log!("cannot listen on vsock port {AGENT_PORT}: {e}");
+            return;
+        }
+    };
+    let mut failures: u64 = 0;
+    loop {
+        match listener.accept() {
+            Ok((stream, addr)) => {
+                failures = 0;
+                debug!("connection from {addr:?}");
+                if let Err(e) = spawn_thread("accepted", move || accepted(stream, under_init)) {
+                    log!("cannot serve a connection: {e}");
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures % 1000 == 0 {
+                    log!("accept on vsock port {AGENT_PORT} failed: {e}");
+                }
+                thread::sleep(RETRY);
+            }
+        }
+    }
+}
+
+/// Serves a host-initiated connection: raw echo or the protocol.
+fn accepted(mut stream: VsockStream, under_init: bool) {
+    if starts_with_echo_magic(stream.as_raw_fd()) {
+        let mut magic = [0u8; RAW_ECHO_MAGIC.len()];
+        if stream.read_exact(&mut magic).is_err() {
+            return;
+        }
+        match stream.try_clone() {
+            Ok(writer) => conn::echo(&mut stream, &Sender::new(writer)),
+            Err(e) => log!("cannot duplicate the socket: {e}"),
+        }
+        return;
+    }
+    let end = serve_stream(stream, ServeOptions { allow_echo: true });
+    finished("a host-initiated vsock connection", end, under_init);
+}
+
+/// Peeks (without consuming) for [`RAW_ECHO_MAGIC`] during [`ECHO_GRACE`].
+fn starts_with_echo_magic(fd: RawFd) -> bool {
+    let deadline = Instant::now() + ECHO_GRACE;
+    let mut buf = [0u8; RAW_ECHO_MAGIC.len()];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match sys::poll_readable(fd, Some(left)) {
+            Ok(true) => {}
+            Ok(false) if left.is_zero() => return false,
+            Ok(false) => continue,
+            Err(_) => return false,
+        }
+        // SAFETY: buf is valid for buf.len() bytes.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        let Ok(n) = usize::try_from(n) else {
+            return false;
+        };
+        if n == 0 || buf[..n] != RAW_ECHO_MAGIC[..n] {
+            return false;
+        }
+        if n == RAW_ECHO_MAGIC.len() {
+            return true;
+        }
+        // A prefix of the magic: the rest is on its way.
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Serves the virtio-serial port forever.
+fn serve_serial(under_init: bool) -> ! {
+    loop {
+        let port = wait_for_serial_port();
+        let file = match OpenOptions::new().read(true).write(true).open(&port) {
+            Ok(file) => file,
+            Err(e) => {
+                log!("cannot open {}: {e}", port.display());
+                thread::sleep(RETRY);
+                continue;
+            }
+        };
+        debug!("serving {}", port.display());
+        loop {
+            discard_pending_input(&file);
+            let started = Instant::now();
+            let writer = match file.try_clone() {
+                Ok(w) => w,
+                Err(e) => {
+                    log!("cannot duplicate {}: {e}", port.display());
+                    thread::sleep(RETRY);
+                    break;
+                }
+            };
+            // Writing the hello blocks until the host side is connected.
+            let end = conn::serve(&file, writer, ServeOptions::default());
+            let failed = end.is_err();
+            finished("the serial port", end, under_init);
+            if failed && !port.exists() {
+                log!("{} is gone; looking for the port again", port.display());
+                break;
+            }
+            if started.elapsed() < RETRY {
+                thread::sleep(RETRY);
+            }
+        }
+    }
+}
+
+/// Reads and drops whatever a previous host left unread on the port.
+fn discard_pending_input(file: &File) {
+    let mut buf = [0u8; 4096];
+    let mut reader = file;
+    while let Ok(true) = sys::poll_readable(file.as_raw_fd(), Some(Duration::ZERO)) {
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Looks for the protocol's virtio-serial port every [`RETRY`] until found.
+fn wait_for_serial_port() -> PathBuf {
+    let mut tries: u64 = 0;
+    loop {
+        if let Some(path) = find_serial_port() {
+            return path;
+        }
+        tries += 1;
+        if tries == 250 {
+            log!("still looking for the virtio-serial port {SERIAL_PORT_NAME:?}");
+        }
+        thread::sleep(RETRY);
+    }
+}
+
+/// The device of the virtio-serial port named [`SERIAL_PORT_NAME`], from the
+/// udev-style link or the names in `/sys/class/virtio-ports`.
+fn find_serial_port() -> Option<PathBuf> {
+    let link = Path::new("/dev/virtio-ports").join(SERIAL_PORT_NAME);
+    if link.exists() {
+        return Some(link);
+    }
+    let ports = std::fs::read_dir("/sys/class/virtio-ports").ok()?;
+    for port in ports.flatten() {
+        let Ok(name) = std::fs::read_to_string(port.path().join("name")) else {
+            continue;
+        };
+        if name.trim_end() == SERIAL_PORT_NAME {
+            let dev = Path::new("/dev").join(port.file_name());
+            if dev.exists() {
+                return Some(dev);
+            }
+        }
+    }
+    None
+}
+
+/// Waits until `path` exists, at most `limit`.
+fn wait_for_path(path: &Path, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while !path.exists() {
+        if Instant::now() >= deadline {
+            log!("{} did not appear within {limit:?}", path.display());
+            return;
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Developer mode: serves one connection on a reading and a writing
+/// descriptor (standard input and output for `--serve-stdio`).
+pub fn serve_fds(read_fd: OwnedFd, write_fd: OwnedFd) -> ExitCode {
+    let reader = File::from(read_fd);
+    let writer = File::from(write_fd);
+    match conn::serve(reader, writer, ServeOptions::default()) {
+        Ok(end) => {
+            debug!("connection ended: {end:?}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log!("connection dropped: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Duplicates a descriptor that must be open (for the developer modes).
+pub fn dup_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    if !sys::fd_is_open(fd) {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: fd is open; we only borrow it to duplicate it.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    borrowed.as_fd().try_clone_to_owned()
+}
+
+/// Writes a line to standard output (usage and version), ignoring errors.
+pub fn print(line: &str) {
+    let _ = writeln!(io::stdout(), "{line}");
+}

@@ -1,0 +1,279 @@
+//! Thin safe wrappers around the raw system calls the agent needs.
+
+use std::ffi::{CStr, CString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+/// Converts a byte string to a C string (a NUL byte is an `InvalidInput` error).
+pub fn cstring(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "string contains an unexpected NUL byte",
+        )
+    })
+}
+
+/// Maps a `-1` return value to the current `errno`.
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// `mount(2)`.
+pub fn mount(
+    source: &str,
+    target: &str,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> io::Result<()> {
+    let source = cstring(source.as_bytes())?;
+    let target = cstring(target.as_bytes())?;
+    let fstype = cstring(fstype.as_bytes())?;
+    let data = data.map(|d| cstring(d.as_bytes())).transpose()?;
+    let data_ptr = data
+        .as_ref()
+        .map_or(std::ptr::null(), |d| d.as_ptr().cast::<libc::c_void>());
+    // SAFETY: every pointer is a valid NUL-terminated string (or null for data).
+    check(unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            data_ptr,
+        )
+    })
+    .map(drop)
+}
+
+/// Loads a kernel module from an open file (`finit_module(2)`).
+pub fn finit_module(module: &File) -> io::Result<()> {
+    let params = c"";
+    // SAFETY: the fd is open for the duration of the call, params is a valid C string.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_finit_module,
+            module.as_raw_fd(),
+            params.as_ptr(),
+            0 as libc::c_int,
+        )
+    };
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// `sethostname(2)`.
+pub fn sethostname(name: &[u8]) -> io::Result<()> {
+    // SAFETY: pointer and length describe `name`.
+    check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }).map(drop)
+}
+
+/// The `ifreq` layout used by `SIOCGIFFLAGS`/`SIOCSIFFLAGS` (40 bytes on Linux).
+#[repr(C)]
+struct IfReqFlags {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// Sets `IFF_UP` on a network interface (e.g. `lo`).
+pub fn interface_up(name: &str) -> io::Result<()> {
+    let mut req = IfReqFlags {
+        name: [0; libc::IFNAMSIZ],
+        flags: 0,
+        _pad: [0; 22],
+    };
+    if name.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: plain socket(2) call.
+    let fd =
+        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: fd was just returned by socket(2) and is owned here.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: req is a properly sized ifreq for these requests.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut req) })?;
+    req.flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    // SAFETY: as above.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &req) })?;
+    Ok(())
+}
+
+/// `sync(2)`.
+pub fn sync() {
+    // SAFETY: no arguments, cannot fail.
+    unsafe { libc::sync() }
+}
+
+/// Powers the machine off (`reboot(RB_POWER_OFF)`); returns only on failure.
+pub fn power_off() -> io::Error {
+    // SAFETY: plain system call.
+    unsafe { libc::reboot(libc::RB_POWER_OFF) };
+    io::Error::last_os_error()
+}
+
+/// `uname -r`: the kernel release, or "unknown".
+pub fn kernel_release() -> String {
+    // SAFETY: utsname is plain old data; zeroed is a valid value.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: uts is a valid, writable utsname.
+    if unsafe { libc::uname(&mut uts) } != 0 {
+        return "unknown".into();
+    }
+    let bytes: Vec<u8> = uts
+        .release
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// This process's id.
+pub fn getpid() -> i32 {
+    // SAFETY: plain system call.
+    unsafe { libc::getpid() }
+}
+
+/// Outcome of [`fork`].
+pub enum Forked {
+    /// In the parent: the child's pid.
+    Parent(i32),
+    /// In the child.
+    Child,
+}
+
+/// `fork(2)`. Only call it while the process has a single thread.
+pub fn fork() -> io::Result<Forked> {
+    // SAFETY: the caller guarantees the process is single-threaded.
+    match check(unsafe { libc::fork() })? {
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// How a child ended, as `waitpid` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitStatus {
+    /// Exited with a code.
+    Exited(i32),
+    /// Killed by a signal.
+    Signalled(i32),
+}
+
+/// Waits for any child (`waitpid(-1)`), retrying on `EINTR`.
+pub fn wait_any() -> io::Result<(i32, WaitStatus)> {
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: status is a valid out-pointer.
+        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if pid == -1 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(err);
+        }
+        let how = if libc::WIFEXITED(status) {
+            WaitStatus::Exited(libc::WEXITSTATUS(status))
+        } else if libc::WIFSIGNALED(status) {
+            WaitStatus::Signalled(libc::WTERMSIG(status))
+        } else {
+            continue;
+        };
+        return Ok((pid, how));
+    }
+}
+
+/// Sends `sig` to the process group `pgid` and to the process `pgid` itself
+/// (in case it left the group). Errors (already gone) are ignored.
+pub fn kill_group(pgid: i32, sig: libc::c_int) {
+    if pgid <= 1 {
+        return;
+    }
+    // SAFETY: plain system calls.
+    unsafe {
+        libc::kill(-pgid, sig);
+        libc::kill(pgid, sig);
+    }
+}
+
+/// `pidfd_open(2)`: a descriptor that becomes readable when `pid` exits.
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: plain system call.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0 as libc::c_uint) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pidfd_open returned a new descriptor that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Waits until `fd` is readable (or has hung up); `None` waits forever.
+/// Returns false on timeout.
+pub fn poll_readable(fd: RawFd, timeout: Option<Duration>) -> io::Result<bool> {
+    let ms = match timeout {
+        None => -1,
+        Some(d) => {
+            // Round up so a short remaining time does not turn into a busy loop.
+            let ms = d.as_micros().div_ceil(1000);
+            ms.min(i32::MAX as u128) as libc::c_int
+        }
+    };
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: pfd is a valid pollfd array of length 1.
+    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+    if n == -1 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EINTR) {
+            return Ok(false);
+        }
+        return Err(err);
+    }
+    Ok(n > 0)
+}
+
+/// Whether `pid` has exited (it stays a zombie: `waitid` with `WNOWAIT`).
+pub fn has_exited(pid: i32) -> io::Result<bool> {
+    // SAFETY: siginfo_t is plain old data; zeroed is valid.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: info is a valid out-pointer.
+    check(unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOWAIT | libc::WNOHANG,
+        )
+    })?;
+    // SAFETY: waitid filled info (si_pid is 0 when nothing changed).
+    Ok(unsafe { info.si_pid() } != 0)
+}
+
+/// Whether file descriptor `fd` is open.
+pub fn fd_is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD has no side effects.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+}
+
+/// Opens `path` read-write without `O_CLOEXEC`, so it lands on the lowest free
+/// descriptor (used to give PID 1 its standard streams).
+pub fn open_inheritable(path: &CStr) -> io::Result<RawFd> {
+    // SAFETY: path is a valid C string.
+    check(unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_NOCTTY) })
+}
