@@ -1,1 +1,26 @@
+//! provium: boot real Linux guests under QEMU and drive them from Lua.
+//!
+//! Layers, bottom up:
+//! * [`provium_protocol`] — frames and messages shared with the guest agent;
+//! * [`transport`] — the multiplexed connection to an agent;
+//! * [`vm`] — QEMU, the vsock device, the console;
+//! * [`guest`] / [`images`] — the default guest image and profile images;
+//! * [`lua`] — the Lua module.
+//!
+//! All I/O runs on the rock's own tokio runtime ([`runtime`]); Lua calls block
+//! on replies.
 
+pub mod agent_bin;
+pub mod config;
+pub mod guest;
+pub mod images;
+pub mod lua;
+pub mod runtime;
+pub mod transport;
+pub mod vm;
+
+/// Entry point for `require("provium")`.
+#[mlua::lua_module]
+fn provium(lua: &mlua::Lua) -> mlua::Result<mlua::Table> {
+    lua::open(lua)
+}

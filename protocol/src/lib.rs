@@ -43,5 +43,13 @@ pub const CHUNK_LEN: usize = 256 * 1024;
 /// raw byte echo (used to measure the transport without the RPC layer).
 pub const RAW_ECHO_MAGIC: &[u8; 8] = b"PRVECHO\n";
 
+/// Magic for a raw sink: followed by a u64 LE byte count; the agent reads
+/// and discards that many bytes, then writes the count back (8 bytes LE).
+pub const RAW_SINK_MAGIC: &[u8; 8] = b"PRVSINK\n";
+
+/// Magic for a raw source: followed by a u64 LE byte count; the agent writes
+/// that many bytes and closes.
+pub const RAW_SOURCE_MAGIC: &[u8; 8] = b"PRVSRCE\n";
+
 /// Name of the virtio-serial port carrying the protocol when `transport = "serial"`.
 pub const SERIAL_PORT_NAME: &str = "org.provium.agent";

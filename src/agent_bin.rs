@@ -1,0 +1,10 @@
+//! The guest agent, embedded at build time (see `build.rs`), so that one
+//! shared object carries everything a guest needs.
+
+/// The static agent binary.
+pub static AGENT: &[u8] = include_bytes!(env!("PROVIUM_AGENT_BIN"));
+
+/// blake3 of [`AGENT`], hex.
+pub fn agent_hash() -> String {
+    blake3::hash(AGENT).to_hex().to_string()
+}

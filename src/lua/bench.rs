@@ -1,0 +1,70 @@
+//! Transport measurements that bypass the RPC layer (for `bench/`): a raw
+//! echo and raw bulk transfers on a fresh stream to the agent's service port.
+
+use std::time::Instant;
+
+use provium_protocol as proto;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::errors::{ApiError, ApiResult};
+use crate::runtime;
+use crate::vm::RawEndpoint;
+
+/// Round-trip times in microseconds of `n` echoes of `size` bytes (after
+/// `warmup` untimed ones).
+pub fn raw_echo(ep: RawEndpoint, n: usize, size: usize, warmup: usize) -> ApiResult<Vec<f64>> {
+    runtime::block_on(async move {
+        let mut s = ep.connect().await?;
+        s.write_all(proto::RAW_ECHO_MAGIC).await?;
+        let msg = vec![0x5au8; size];
+        let mut back = vec![0u8; size];
+        let mut out = Vec::with_capacity(n);
+        for i in 0..warmup + n {
+            let t = Instant::now();
+            s.write_all(&msg).await?;
+            s.read_exact(&mut back).await?;
+            if i >= warmup {
+                out.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        Ok::<_, crate::vm::VmError>(out)
+    })
+    .map_err(|e| ApiError::msg(format!("vm:_raw_echo: {e}")))
+}
+
+/// Bytes per second of a raw transfer of `bytes` in one direction:
+/// `to_guest` streams into the agent (which discards and acknowledges),
+/// otherwise the agent streams to the host.
+pub fn raw_bulk(ep: RawEndpoint, bytes: u64, to_guest: bool) -> ApiResult<f64> {
+    runtime::block_on(async move {
+        let mut s = ep.connect().await?;
+        let t = Instant::now();
+        if to_guest {
+            s.write_all(proto::RAW_SINK_MAGIC).await?;
+            s.write_all(&bytes.to_le_bytes()).await?;
+            let buf = vec![0xa5u8; 256 * 1024];
+            let mut left = bytes;
+            while left > 0 {
+                let n = left.min(buf.len() as u64) as usize;
+                s.write_all(&buf[..n]).await?;
+                left -= n as u64;
+            }
+            let mut ack = [0u8; 8];
+            s.read_exact(&mut ack).await?;
+        } else {
+            s.write_all(proto::RAW_SOURCE_MAGIC).await?;
+            s.write_all(&bytes.to_le_bytes()).await?;
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut left = bytes;
+            while left > 0 {
+                let n = s.read(&mut buf).await?;
+                if n == 0 {
+                    return Err(crate::vm::VmError::Infra("raw source ended early".into()));
+                }
+                left = left.saturating_sub(n as u64);
+            }
+        }
+        Ok::<_, crate::vm::VmError>(bytes as f64 / t.elapsed().as_secs_f64())
+    })
+    .map_err(|e| ApiError::msg(format!("vm:_raw_bulk: {e}")))
+}

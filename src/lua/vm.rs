@@ -1,0 +1,458 @@
+//! The core VM userdata behind the Lua `Vm` class of the prelude.
+//!
+//! Each method returns `true, results...` or `false, err` (see
+//! [`super::errors`]); the prelude raises. Lifecycle: `created` → `booted`
+//! (→ `dead` when QEMU or the agent goes away) → `shutdown`.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use mlua::{MultiValue, Table, UserData, UserDataMethods, Value};
+
+use super::args;
+use super::errors::{ret, ApiError, ApiResult};
+use super::ops::{self, Target};
+use crate::images as guest;
+use crate::runtime;
+use crate::vm::console::{Console, TAIL_LINES};
+use crate::vm::{BootSpec, Machine};
+
+/// Default guest memory.
+pub const DEFAULT_MEMORY_MIB: u64 = 256;
+/// Smallest memory a guest may be given.
+const MIN_MEMORY_MIB: u64 = 64;
+/// Default time from starting QEMU to the agent's hello.
+const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Lifecycle state.
+enum State {
+    Created,
+    Booted(Machine),
+    Shutdown,
+}
+
+/// Options fixed at creation.
+#[derive(Clone)]
+pub struct VmConfig {
+    pub name: String,
+    pub profile: String,
+    pub memory_mib: u64,
+    pub cpus: u32,
+}
+
+/// A VM as Lua holds it.
+pub struct VmHandle {
+    cfg: VmConfig,
+    state: Mutex<State>,
+    /// Console of the last boot, kept for messages after the machine is gone.
+    last_console: Mutex<Option<Arc<Console>>>,
+}
+
+impl VmHandle {
+    /// Validates creation options: `provium:vm(name, profile, opts)`.
+    pub fn new(name: &Value, profile: &Value, opts: &Value) -> ApiResult<VmHandle> {
+        const CALL: &str = "provium:vm";
+        let name = match name {
+            Value::String(s) if !s.as_bytes().is_empty() => s.to_str()?.to_string(),
+            other => {
+                return Err(ApiError::msg(format!(
+                    "{CALL}: name must be a non-empty string (got {})",
+                    args::show(other)
+                )))
+            }
+        };
+        let profile = match profile {
+            Value::Nil => "default".to_string(),
+            Value::String(s) => s.to_str()?.to_string(),
+            other => {
+                return Err(ApiError::msg(format!(
+                    "{CALL}: profile must be a string (got {})",
+                    args::show(other)
+                )))
+            }
+        };
+        let mut memory = None;
+        let mut cpus = None;
+        let mut transport = None;
+        if let Some(t) = args::opt_table(CALL, "opts", opts)? {
+            args::check_keys(CALL, "opts", &t, &["memory", "cpus", "transport"])?;
+            let m: Value = t.raw_get("memory")?;
+            if !m.is_nil() {
+                memory = Some(args::size(CALL, "opts.memory", &m)?);
+            }
+            cpus = args::field_int(CALL, &t, "cpus", "opts", 1, 64)?.map(|c| c as u32);
+            let tr: Value = t.raw_get("transport")?;
+            match &tr {
+                Value::Nil => {}
+                Value::String(s) if s.as_bytes() == b"vsock" || s.as_bytes() == b"serial" => {
+                    transport = Some(s.to_str()?.to_string());
+                }
+                other => {
+                    return Err(ApiError::msg(format!(
+                        "{CALL}: opts.transport must be \"vsock\" or \"serial\" (got {})",
+                        args::show(other)
+                    )))
+                }
+            }
+        }
+        if transport.as_deref() == Some("serial") {
+            return Err(ApiError::msg(format!(
+                "{CALL}: opts.transport = \"serial\" is not available yet; use \"vsock\""
+            )));
+        }
+        let mut memory_mib = match memory {
+            Some(bytes) => bytes.div_ceil(1 << 20),
+            None => DEFAULT_MEMORY_MIB,
+        };
+        let mut cpus = cpus.unwrap_or(0);
+        if profile != "default" {
+            let p = crate::config::profile(&profile)
+                .map_err(|e| ApiError::msg(format!("{CALL}(\"{name}\"): {e}")))?;
+            if memory.is_none() {
+                if let Some(m) = p.memory {
+                    let bytes = args::parse_size_str(m.trim()).ok_or_else(|| {
+                        ApiError::msg(format!(
+                            "{CALL}(\"{name}\"): profile {profile:?}: memory must be a size like \"512M\" (got {m:?})"
+                        ))
+                    })?;
+                    memory_mib = bytes.div_ceil(1 << 20);
+                }
+            }
+            if cpus == 0 {
+                cpus = p.cpus.unwrap_or(1);
+            }
+        }
+        if cpus == 0 {
+            cpus = 1;
+        }
+        if memory_mib < MIN_MEMORY_MIB {
+            return Err(ApiError::msg(format!(
+                "{CALL}: opts.memory must be at least {MIN_MEMORY_MIB}M (got {memory_mib}M)"
+            )));
+        }
+        Ok(VmHandle {
+            cfg: VmConfig {
+                name,
+                profile,
+                memory_mib,
+                cpus,
+            },
+            state: Mutex::new(State::Created),
+            last_console: Mutex::new(None),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The VM's name.
+    pub fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    /// `created|booted|paused|dead|shutdown`.
+    pub fn state_name(&self) -> &'static str {
+        match &*self.lock() {
+            State::Created => "created",
+            State::Booted(m) if m.dead_reason().is_some() => "dead",
+            State::Booted(_) => "booted",
+            State::Shutdown => "shutdown",
+        }
+    }
+
+    /// The client of a booted VM, or the state error for `call`.
+    fn target(&self, call: &str) -> ApiResult<Target> {
+        let state = self.lock();
+        let name = &self.cfg.name;
+        match &*state {
+            State::Booted(m) => {
+                if let Some(reason) = m.dead_reason() {
+                    return Err(ApiError::msg(format!(
+                        "vm \"{name}\": VM died; create a new one (cannot {call}): {reason}{}",
+                        console_note(m.console())
+                    )));
+                }
+                Ok(Target {
+                    client: m.client().clone(),
+                    console: m.console().clone(),
+                    label: format!("vm \"{name}\""),
+                    prefix: "vm",
+                })
+            }
+            State::Created => Err(ApiError::msg(format!(
+                "vm \"{name}\": VM not booted (cannot {call})"
+            ))),
+            State::Shutdown => Err(ApiError::msg(format!(
+                "vm \"{name}\": VM is shutdown; create a new one (cannot {call})"
+            ))),
+        }
+    }
+
+    fn raw_endpoint(&self, call: &str) -> ApiResult<crate::vm::RawEndpoint> {
+        self.target(call)?;
+        match &*self.lock() {
+            State::Booted(m) => Ok(m.raw_endpoint()),
+            _ => Err(ApiError::msg(format!("vm:{call}: VM not booted"))),
+        }
+    }
+
+    /// Resolves the profile into a boot spec (builds the default image on
+    /// first use, with progress on stderr).
+    pub fn boot_spec(&self, opts: &Value) -> ApiResult<BootSpec> {
+        const CALL: &str = "vm:boot";
+        let mut append = String::new();
+        let mut timeout = DEFAULT_BOOT_TIMEOUT;
+        let mut files: Vec<guest::ExtraFile> = Vec::new();
+        if let Some(t) = args::opt_table(CALL, "opts", opts)? {
+            args::check_keys(CALL, "opts", &t, &["kernel_cmdline_append", "files", "timeout"])?;
+            match t.raw_get::<Value>("kernel_cmdline_append")? {
+                Value::Nil => {}
+                Value::String(s) => append = s.to_str()?.to_string(),
+                other => {
+                    return Err(ApiError::msg(format!(
+                        "{CALL}: opts.kernel_cmdline_append must be a string (got {})",
+                        args::show(&other)
+                    )))
+                }
+            }
+            let tv: Value = t.raw_get("timeout")?;
+            if !tv.is_nil() {
+                timeout = args::duration(CALL, "opts.timeout", &tv)?;
+            }
+            match t.raw_get::<Value>("files")? {
+                Value::Nil => {}
+                Value::Table(list) => files = extra_files(CALL, &list)?,
+                other => {
+                    return Err(ApiError::msg(format!(
+                        "{CALL}: opts.files must be an array of {{path=, content=, mode=}} (got {})",
+                        args::show(&other)
+                    )))
+                }
+            }
+        }
+        let (kernel, initrd, mut cmdline) = if self.cfg.profile == "default" {
+            let image = guest::default_image_cached()
+                .map_err(|e| ApiError::msg(format!("{CALL}: cannot prepare the default guest: {e}")))?;
+            (image.kernel.clone(), image.initrd.clone(), String::new())
+        } else {
+            let p = crate::config::profile(&self.cfg.profile)
+                .map_err(|e| ApiError::msg(format!("{CALL}: {e}")))?;
+            let initrd = guest::profile_initrd(p.initrd.as_deref())
+                .map_err(|e| ApiError::msg(format!("{CALL}: profile {:?}: {e}", self.cfg.profile)))?;
+            (p.kernel, initrd, p.cmdline)
+        };
+        if !append.is_empty() {
+            cmdline.push(' ');
+            cmdline.push_str(&append);
+        }
+        let extra_initrd = if files.is_empty() {
+            None
+        } else {
+            Some(guest::extra_cpio(&files).map_err(|e| ApiError::msg(format!("{CALL}: opts.files: {e}")))?)
+        };
+        Ok(BootSpec {
+            name: self.cfg.name.clone(),
+            kernel,
+            initrd,
+            extra_initrd,
+            cmdline_append: cmdline,
+            memory_mib: self.cfg.memory_mib,
+            cpus: self.cfg.cpus,
+            timeout,
+        })
+    }
+
+    /// Checks that the VM can boot now.
+    pub fn check_bootable(&self) -> ApiResult<()> {
+        let name = &self.cfg.name;
+        match &*self.lock() {
+            State::Created => Ok(()),
+            State::Booted(m) if m.dead_reason().is_some() => Err(ApiError::msg(format!(
+                "vm \"{name}\": VM died; create a new one (cannot boot)"
+            ))),
+            State::Booted(_) => Err(ApiError::msg(format!(
+                "vm \"{name}\": VM already booted (cannot boot)"
+            ))),
+            State::Shutdown => Err(ApiError::msg(format!(
+                "vm \"{name}\": VM is shutdown; create a new one (cannot boot)"
+            ))),
+        }
+    }
+
+    /// Records the outcome of a boot.
+    pub fn finish_boot(&self, r: Result<Machine, (crate::vm::VmError, Option<Arc<Console>>)>) -> ApiResult<()> {
+        match r {
+            Ok(m) => {
+                *self.last_console.lock().unwrap_or_else(|e| e.into_inner()) = Some(m.console().clone());
+                *self.lock() = State::Booted(m);
+                Ok(())
+            }
+            Err((e, console)) => {
+                let note = console.as_ref().map(|c| console_note(c)).unwrap_or_default();
+                *self.last_console.lock().unwrap_or_else(|e| e.into_inner()) = console;
+                Err(ApiError::msg(format!(
+                    "vm \"{}\": boot failed: {e}{note}",
+                    self.cfg.name
+                )))
+            }
+        }
+    }
+
+    /// Shuts the VM down (idempotent).
+    pub fn shutdown(&self) {
+        let prev = std::mem::replace(&mut *self.lock(), State::Shutdown);
+        if let State::Booted(m) = prev {
+            runtime::block_on(m.shutdown());
+        }
+    }
+
+    fn console(&self) -> Option<Arc<Console>> {
+        self.last_console
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl Drop for VmHandle {
+    fn drop(&mut self) {
+        // Garbage collection or interpreter exit: no clean poweroff, just make
+        // sure nothing outlives us (ChildGuard kills on drop).
+        let prev = std::mem::replace(&mut *self.lock(), State::Shutdown);
+        drop(prev);
+    }
+}
+
+
+fn extra_files(call: &str, list: &Table) -> ApiResult<Vec<guest::ExtraFile>> {
+    let mut out = Vec::new();
+    for (i, entry) in list.clone().sequence_values::<Value>().enumerate() {
+        let name = format!("opts.files[{}]", i + 1);
+        let Value::Table(e) = entry? else {
+            return Err(ApiError::msg(format!("{call}: {name} must be a table {{path=, content=, mode=}}")));
+        };
+        args::check_keys(call, &name, &e, &["path", "content", "mode"])?;
+        let path = args::path(call, &format!("{name}.path"), &e.raw_get("path")?)?;
+        let path = String::from_utf8(path)
+            .map_err(|_| ApiError::msg(format!("{call}: {name}.path must be UTF-8")))?;
+        if !path.starts_with('/') {
+            return Err(ApiError::msg(format!("{call}: {name}.path must be absolute (got {path:?})")));
+        }
+        let content = args::bytes(call, &format!("{name}.content"), &e.raw_get("content")?)?;
+        let mode = args::field_int(call, &e, "mode", &name, 0, 0o7777)?.unwrap_or(0o644) as u32;
+        out.push(guest::ExtraFile { path, content, mode });
+    }
+    Ok(out)
+}
+
+/// `\n--- guest console (last N lines) ---\n...` or nothing.
+pub fn console_note(console: &Console) -> String {
+    let tail = console.tail(TAIL_LINES);
+    if tail.trim().is_empty() {
+        String::from("\n(the guest console is empty)")
+    } else {
+        format!("\n--- guest console (last {TAIL_LINES} lines) ---\n{tail}")
+    }
+}
+
+impl UserData for VmHandle {
+    fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
+        m.add_method("name", |lua, this, ()| ret(lua, Ok(this.cfg.name.clone())));
+        m.add_method("profile", |lua, this, ()| ret(lua, Ok(this.cfg.profile.clone())));
+        m.add_method("state", |lua, this, ()| ret(lua, Ok(this.state_name())));
+        m.add_method("boot", |lua, this, opts: Value| {
+            let r = (|| {
+                this.check_bootable()?;
+                let spec = this.boot_spec(&opts)?;
+                this.finish_boot(runtime::block_on(Machine::boot(spec)))
+            })();
+            ret(lua, r)
+        });
+        m.add_method("shutdown", |lua, this, ()| {
+            this.shutdown();
+            ret(lua, Ok(()))
+        });
+        m.add_method("console_log", |lua, this, ()| {
+            let bytes = this.console().map(|c| c.contents()).unwrap_or_default();
+            ret(lua, lua.create_string(&bytes).map_err(ApiError::from))
+        });
+        m.add_method("console_expect", |lua, this, (pattern, timeout): (Value, Value)| {
+            let r = (|| {
+                const CALL: &str = "console:expect";
+                let pat = args::bytes(CALL, "pattern", &pattern)?;
+                let timeout = if timeout.is_nil() {
+                    Duration::from_secs(30)
+                } else {
+                    args::duration(CALL, "timeout", &timeout)?
+                };
+                let Some(console) = this.console() else {
+                    return Err(ApiError::msg(format!("{CALL}: vm \"{}\" has not been booted", this.cfg.name)));
+                };
+                ops::console_expect(&console, &pat, timeout)
+            })();
+            ret(lua, r)
+        });
+        m.add_method("_raw_echo", |lua, this, (n, size, warmup): (usize, usize, Option<usize>)| {
+            let r = this
+                .raw_endpoint("_raw_echo")
+                .and_then(|ep| super::bench::raw_echo(ep, n, size, warmup.unwrap_or(100)));
+            ret(lua, r)
+        });
+        m.add_method("_raw_bulk", |lua, this, (bytes, dir): (u64, String)| {
+            let r = this
+                .raw_endpoint("_raw_bulk")
+                .and_then(|ep| super::bench::raw_bulk(ep, bytes, dir == "to_guest"));
+            ret(lua, r)
+        });
+        m.add_method("call", |lua, this, mv: MultiValue| {
+            let mut it = mv.into_iter();
+            let op = it.next().unwrap_or(Value::Nil);
+            let rest: Vec<Value> = it.collect();
+            let r = (|| {
+                let op = match &op {
+                    Value::String(s) => s.to_str()?.to_string(),
+                    _ => return Err(ApiError::msg("vm: internal: operation name missing")),
+                };
+                let target = this.target(&op)?;
+                ops::dispatch(lua, &target, &op, &rest)
+            })();
+            ret(lua, r)
+        });
+    }
+}
+
+/// Boots several VMs concurrently (`provium:boot()`).
+pub fn boot_many(vms: &[&VmHandle]) -> ApiResult<()> {
+    let mut specs = Vec::new();
+    for vm in vms {
+        vm.check_bootable()?;
+        specs.push(vm.boot_spec(&Value::Nil)?);
+    }
+    let results = runtime::block_on(async move {
+        let handles: Vec<_> = specs
+            .into_iter()
+            .map(|s| tokio::spawn(Machine::boot(s)))
+            .collect();
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(h.await);
+        }
+        out
+    });
+    let mut first_err = None;
+    for (vm, r) in vms.iter().zip(results) {
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => Err((crate::vm::VmError::Infra(format!("boot task failed: {e}")), None)),
+        };
+        if let Err(e) = vm.finish_boot(r) {
+            first_err.get_or_insert(e);
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+

@@ -1,0 +1,270 @@
+//! The host end of one multiplexed agent connection.
+//!
+//! A writer task drains a bounded queue of encoded frames into the stream; a
+//! reader task routes every incoming `Data`/`Reply` to the call it belongs to.
+//! Lua threads register a call, queue its frame and block on the call's own
+//! channel: an operation costs one round trip, no connect and no handshake.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use provium_protocol::{self as proto, AgentMsg, Failure, HostMsg, Op, Reply, RequestId};
+use serde_bytes::ByteBuf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+
+use super::TransportError;
+use crate::runtime;
+
+/// Frames queued for the writer before `send` blocks (bounds host memory
+/// during bulk uploads to this many chunks).
+const WRITE_QUEUE_FRAMES: usize = 16;
+
+/// What a call receives from the agent.
+#[derive(Debug)]
+pub enum Event {
+    /// Bulk bytes on a channel, before the reply.
+    Data(u8, ByteBuf),
+    /// The final answer.
+    Reply(Result<Reply, Failure>),
+}
+
+struct Shared {
+    pending: HashMap<RequestId, mpsc::UnboundedSender<Event>>,
+    /// Why the connection ended, once it has.
+    closed: Option<Arc<str>>,
+}
+
+/// One live connection to an agent.
+pub struct Client {
+    writer: mpsc::Sender<Vec<u8>>,
+    shared: Arc<Mutex<Shared>>,
+    next_id: AtomicU64,
+    closed_tx: watch::Sender<bool>,
+    /// The agent's hello.
+    pub hello: proto::AgentHello,
+}
+
+impl Client {
+    /// Starts the reader and writer tasks for an established, handshaken stream.
+    pub fn start<S>(stream: S, hello: proto::AgentHello) -> Arc<Client>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (rd, wr) = tokio::io::split(stream);
+        let (writer, queue) = mpsc::channel(WRITE_QUEUE_FRAMES);
+        let shared = Arc::new(Mutex::new(Shared {
+            pending: HashMap::new(),
+            closed: None,
+        }));
+        let (closed_tx, _) = watch::channel(false);
+        let client = Arc::new(Client {
+            writer,
+            shared: shared.clone(),
+            next_id: AtomicU64::new(1),
+            closed_tx,
+            hello,
+        });
+        let weak = Arc::downgrade(&client);
+        runtime::spawn(async move {
+            let reason = read_loop(rd, &shared).await;
+            if let Some(client) = weak.upgrade() {
+                client.close(&reason);
+            } else {
+                fail_all(&shared, &reason);
+            }
+        });
+        let shared_w = client.shared.clone();
+        runtime::spawn(async move {
+            if let Err(e) = write_loop(wr, queue).await {
+                fail_all(&shared_w, &format!("write to agent failed: {e}"));
+            }
+        });
+        client
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        lock(&self.shared)
+    }
+
+    /// Why the connection ended, if it has.
+    pub fn closed_reason(&self) -> Option<Arc<str>> {
+        self.lock().closed.clone()
+    }
+
+    /// A receiver that turns true once the connection has ended.
+    pub fn closed_watch(&self) -> watch::Receiver<bool> {
+        self.closed_tx.subscribe()
+    }
+
+    /// Ends the connection: every call in flight fails with `reason`.
+    pub fn close(&self, reason: &str) {
+        fail_all(&self.shared, reason);
+        let _ = self.closed_tx.send(true);
+    }
+
+    /// Starts a call; blocks only while the write queue is full.
+    pub fn call(&self, op: Op) -> Result<PendingCall, TransportError> {
+        let id = RequestId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let frame = proto::encode(&HostMsg::Call { id, op })?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        {
+            let mut shared = self.lock();
+            if let Some(reason) = &shared.closed {
+                return Err(TransportError::Closed(reason.to_string()));
+            }
+            shared.pending.insert(id, tx);
+        }
+        if let Err(e) = self.send_frame(frame) {
+            self.lock().pending.remove(&id);
+            return Err(e);
+        }
+        Ok(PendingCall { id, rx })
+    }
+
+    /// Sends upload bytes for a call in flight.
+    pub fn send_data(&self, id: RequestId, chunk: &[u8], last: bool) -> Result<(), TransportError> {
+        let frame = proto::encode(&HostMsg::Data {
+            id,
+            chunk: ByteBuf::from(chunk),
+            last,
+        })?;
+        self.send_frame(frame)
+    }
+
+    fn send_frame(&self, frame: Vec<u8>) -> Result<(), TransportError> {
+        self.writer
+            .blocking_send(frame)
+            .map_err(|_| TransportError::Closed(self.reason_or("the connection writer stopped")))
+    }
+
+    fn reason_or(&self, default: &str) -> String {
+        self.closed_reason()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| default.to_string())
+    }
+
+    /// Waits for a call's events, collecting `Data` per channel, and returns
+    /// the reply with the collected bytes.
+    pub fn wait(&self, call: PendingCall) -> Result<Completed, TransportError> {
+        let mut call = call;
+        let mut channels: [Vec<u8>; 3] = Default::default();
+        loop {
+            match call.rx.blocking_recv() {
+                Some(Event::Data(ch, chunk)) => {
+                    if let Some(buf) = channels.get_mut(ch as usize) {
+                        buf.extend_from_slice(&chunk);
+                    }
+                }
+                Some(Event::Reply(result)) => return Ok(Completed { result, channels }),
+                None => {
+                    return Err(TransportError::Closed(
+                        self.reason_or("the agent connection ended"),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Convenience: call and wait.
+    pub fn roundtrip(&self, op: Op) -> Result<Completed, TransportError> {
+        let call = self.call(op)?;
+        self.wait(call)
+    }
+}
+
+/// A call in flight.
+pub struct PendingCall {
+    /// Its request id (for uploads).
+    pub id: RequestId,
+    rx: mpsc::UnboundedReceiver<Event>,
+}
+
+/// A finished call.
+pub struct Completed {
+    /// The agent's verdict.
+    pub result: Result<Reply, Failure>,
+    /// Bytes received as `Data`, by channel.
+    pub channels: [Vec<u8>; 3],
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    // A poisoned lock only means another thread panicked while holding it; the
+    // map itself is still consistent (every operation on it is one step).
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn fail_all(shared: &Mutex<Shared>, reason: &str) {
+    let mut s = lock(shared);
+    if s.closed.is_none() {
+        s.closed = Some(Arc::from(reason));
+    }
+    s.pending.clear();
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, shared: &Mutex<Shared>) -> String {
+    let mut header = [0u8; proto::FRAME_HEADER_LEN];
+    loop {
+        match rd.read_exact(&mut header).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return "the agent closed the connection".into()
+            }
+            Err(e) => return format!("read from agent failed: {e}"),
+        }
+        let len = match proto::frame::body_len(header) {
+            Ok(len) => len,
+            Err(e) => return format!("bad frame from agent: {e}"),
+        };
+        let mut body = vec![0u8; len];
+        if let Err(e) = rd.read_exact(&mut body).await {
+            return format!("connection to agent lost inside a frame: {e}");
+        }
+        let msg: AgentMsg = match proto::decode(&body) {
+            Ok(m) => m,
+            Err(e) => return format!("bad frame from agent: {e}"),
+        };
+        match msg {
+            AgentMsg::Reply { id, result } => {
+                if let Some(tx) = lock(shared).pending.remove(&id) {
+                    let _ = tx.send(Event::Reply(result));
+                }
+            }
+            AgentMsg::Data { id, channel, chunk } => {
+                if let Some(tx) = lock(shared).pending.get(&id) {
+                    let _ = tx.send(Event::Data(channel, chunk));
+                }
+            }
+            AgentMsg::Hello(_) | AgentMsg::HelloRejected { .. } => {
+                return "the agent sent a second hello".into()
+            }
+        }
+    }
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut wr: W,
+    mut queue: mpsc::Receiver<Vec<u8>>,
+) -> std::io::Result<()> {
+    let mut batch = Vec::new();
+    while let Some(frame) = queue.recv().await {
+        // Coalesce whatever else is already queued into one write.
+        if queue.is_empty() {
+            wr.write_all(&frame).await?;
+        } else {
+            batch.clear();
+            batch.extend_from_slice(&frame);
+            while batch.len() < proto::CHUNK_LEN {
+                match queue.try_recv() {
+                    Ok(more) => batch.extend_from_slice(&more),
+                    Err(_) => break,
+                }
+            }
+            wr.write_all(&batch).await?;
+        }
+        wr.flush().await?;
+    }
+    let _ = wr.shutdown().await;
+    Ok(())
+}

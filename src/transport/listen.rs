@@ -1,0 +1,93 @@
+//! Where the agent dials in.
+//!
+//! With `vhost-device-vsock`, a guest `connect(CID 2, port P)` arrives as a
+//! connection on the Unix socket `<uds-path>_P`; with kernel vhost-vsock it
+//! arrives on a host `AF_VSOCK` listener. Either way the host listens *before*
+//! QEMU starts and never polls the guest while it boots.
+
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_vsock::{VsockAddr, VsockListener, VsockStream, VMADDR_CID_ANY};
+
+/// A byte stream to an agent.
+pub enum AgentStream {
+    Unix(UnixStream),
+    Vsock(VsockStream),
+}
+
+/// A listening endpoint for agent connections.
+pub enum AgentListener {
+    Unix(UnixListener),
+    /// Kernel vsock: accepts only connections from `cid`.
+    Vsock { listener: VsockListener, cid: u32 },
+}
+
+impl AgentListener {
+    /// Listens on a Unix socket path.
+    pub fn unix(path: &Path) -> io::Result<Self> {
+        let _ = std::fs::remove_file(path);
+        Ok(AgentListener::Unix(UnixListener::bind(path)?))
+    }
+
+    /// Listens on a kernel vsock port chosen by the kernel; returns the port.
+    pub fn vsock(cid: u32) -> io::Result<(Self, u32)> {
+        let listener = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, u32::MAX))?;
+        let port = listener.local_addr()?.port();
+        Ok((AgentListener::Vsock { listener, cid }, port))
+    }
+
+    /// Waits for the next agent connection.
+    pub async fn accept(&self) -> io::Result<AgentStream> {
+        match self {
+            AgentListener::Unix(l) => Ok(AgentStream::Unix(l.accept().await?.0)),
+            AgentListener::Vsock { listener, cid } => loop {
+                let (stream, peer) = listener.accept().await?;
+                if peer.cid() == *cid {
+                    return Ok(AgentStream::Vsock(stream));
+                }
+                // Another guest dialled our port: not ours, drop it.
+            },
+        }
+    }
+}
+
+impl AsyncRead for AgentStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            AgentStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            AgentStream::Vsock(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for AgentStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            AgentStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            AgentStream::Vsock(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            AgentStream::Unix(s) => Pin::new(s).poll_flush(cx),
+            AgentStream::Vsock(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            AgentStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            AgentStream::Vsock(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}

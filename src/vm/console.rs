@@ -1,0 +1,99 @@
+//! The guest's serial console: QEMU writes it to a pipe, a task copies it into
+//! a log file and keeps the newest bytes in memory for error messages.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::watch;
+
+/// Bytes of console output kept in memory.
+const KEEP_BYTES: usize = 4 * 1024 * 1024;
+
+/// Lines of console shown in error messages.
+pub const TAIL_LINES: usize = 30;
+
+/// A captured console.
+pub struct Console {
+    log: Mutex<Log>,
+    path: PathBuf,
+    grew: watch::Sender<u64>,
+}
+
+struct Log {
+    bytes: Vec<u8>,
+    /// Bytes dropped from the front to respect `KEEP_BYTES`.
+    dropped: u64,
+}
+
+impl Console {
+    /// A console logging to `path`.
+    pub fn new(path: &Path) -> Arc<Console> {
+        let (grew, _) = watch::channel(0);
+        Arc::new(Console {
+            log: Mutex::new(Log {
+                bytes: Vec::new(),
+                dropped: 0,
+            }),
+            path: path.to_path_buf(),
+            grew,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Log> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Copies `source` into the log until it ends.
+    pub async fn capture<R: AsyncRead + Unpin>(self: Arc<Self>, mut source: R) {
+        let mut file = std::fs::File::create(&self.path).ok();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match source.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if let Some(f) = file.as_mut() {
+                if f.write_all(&buf[..n]).is_err() {
+                    file = None;
+                }
+            }
+            let total = {
+                let mut log = self.lock();
+                log.bytes.extend_from_slice(&buf[..n]);
+                if log.bytes.len() > KEEP_BYTES {
+                    let cut = log.bytes.len() - KEEP_BYTES;
+                    log.bytes.drain(..cut);
+                    log.dropped += cut as u64;
+                }
+                log.dropped + log.bytes.len() as u64
+            };
+            self.grew.send_replace(total);
+        }
+    }
+
+    /// Everything kept so far.
+    pub fn contents(&self) -> Vec<u8> {
+        self.lock().bytes.clone()
+    }
+
+    /// The last `lines` lines, as text.
+    pub fn tail(&self, lines: usize) -> String {
+        let log = self.lock();
+        let text = String::from_utf8_lossy(&log.bytes);
+        let all: Vec<&str> = text.lines().collect();
+        let start = all.len().saturating_sub(lines);
+        all[start..].join("\n")
+    }
+
+    /// Path of the log file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A receiver notified whenever output arrives.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.grew.subscribe()
+    }
+}

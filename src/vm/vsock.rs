@@ -1,0 +1,131 @@
+//! The vsock device behind a VM: kernel vhost-vsock where `/dev/vhost-vsock`
+//! is usable, else a `vhost-device-vsock` daemon speaking vhost-user (one per
+//! VM, started and stopped by the rock).
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::process::Command;
+
+use super::process::ChildGuard;
+use super::VmError;
+
+/// Guest CID used with vhost-user: each VM has its own daemon, so CIDs need not
+/// be unique across VMs.
+pub const VHOST_USER_GUEST_CID: u32 = 3;
+
+/// How long the daemon may take to create its socket.
+const DAEMON_START_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Which vsock implementation to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VsockKind {
+    /// Kernel vhost-vsock (`/dev/vhost-vsock`).
+    Kernel,
+    /// `vhost-device-vsock` over vhost-user.
+    VhostUser,
+}
+
+/// Picks the vsock implementation; `PROVIUM_VSOCK=kernel|vhost-user` overrides.
+pub fn detect() -> Result<VsockKind, VmError> {
+    match std::env::var("PROVIUM_VSOCK").ok().as_deref() {
+        Some("kernel") => return Ok(VsockKind::Kernel),
+        Some("vhost-user") => return Ok(VsockKind::VhostUser),
+        Some("") | None => {}
+        Some(other) => {
+            return Err(VmError::Config(format!(
+                "PROVIUM_VSOCK={other:?} is not one of \"kernel\", \"vhost-user\""
+            )))
+        }
+    }
+    let usable = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/vhost-vsock")
+        .is_ok();
+    Ok(if usable { VsockKind::Kernel } else { VsockKind::VhostUser })
+}
+
+/// Finds the `vhost-device-vsock` binary: `$PROVIUM_VHOST_DEVICE_VSOCK`, then
+/// `PATH`, then `~/.cargo/bin`.
+pub fn daemon_binary() -> Result<PathBuf, VmError> {
+    if let Some(p) = std::env::var_os("PROVIUM_VHOST_DEVICE_VSOCK") {
+        return Ok(PathBuf::from(p));
+    }
+    let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("HOME") {
+        candidates.push(Path::new(&home).join(".cargo/bin"));
+    }
+    candidates
+        .into_iter()
+        .map(|d| d.join("vhost-device-vsock"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            VmError::Config(
+                "vhost-device-vsock not found (this host has no usable /dev/vhost-vsock); \
+                 install it with `cargo install vhost-device-vsock` or run scripts/setup"
+                    .into(),
+            )
+        })
+}
+
+/// A running vhost-user vsock daemon.
+pub struct VhostUserDaemon {
+    pub child: ChildGuard,
+    /// vhost-user control socket QEMU connects to.
+    pub control: PathBuf,
+    /// Base path of the host-side Unix sockets (`<uds>_<port>` for guest dial-ins).
+    pub uds: PathBuf,
+}
+
+impl VhostUserDaemon {
+    /// Starts the daemon in `dir` and waits for its control socket.
+    pub async fn start(dir: &Path) -> Result<Self, VmError> {
+        let control = dir.join("vhost.sock");
+        let uds = dir.join("vsock.sock");
+        let mut cmd = Command::new(daemon_binary()?);
+        cmd.arg("--vm").arg(format!(
+            "guest-cid={VHOST_USER_GUEST_CID},socket={},uds-path={}",
+            control.display(),
+            uds.display()
+        ));
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("vhost.log"))?);
+        let child = ChildGuard::spawn(cmd, "vhost-device-vsock")
+            .map_err(|e| VmError::Spawn("vhost-device-vsock", e))?;
+        let start = Instant::now();
+        while !control.exists() {
+            if let Some(status) = child.exited() {
+                let log = std::fs::read_to_string(dir.join("vhost.log")).unwrap_or_default();
+                return Err(VmError::Infra(format!(
+                    "vhost-device-vsock {} before creating its socket: {}",
+                    super::process::describe_exit(&status),
+                    log.trim()
+                )));
+            }
+            if start.elapsed() > DAEMON_START_TIMEOUT {
+                return Err(VmError::Infra(format!(
+                    "vhost-device-vsock did not create {} within {:?}",
+                    control.display(),
+                    DAEMON_START_TIMEOUT
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        Ok(VhostUserDaemon {
+            child,
+            control,
+            uds,
+        })
+    }
+
+    /// The Unix socket on which a guest connection to host port `port` arrives.
+    pub fn dial_in_path(&self, port: u32) -> PathBuf {
+        let mut p = self.uds.clone().into_os_string();
+        p.push(format!("_{port}"));
+        PathBuf::from(p)
+    }
+}
