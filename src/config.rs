@@ -47,7 +47,10 @@ pub fn profile(name: &str) -> Result<Profile, String> {
         .map_err(|e| format!("{}: {e}", path.display()))?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let profiles = doc.get("profiles").and_then(|p| p.as_table());
-    let Some(entry) = profiles.and_then(|p| p.get(name)).and_then(|e| e.as_table()) else {
+    let Some(entry) = profiles
+        .and_then(|p| p.get(name))
+        .and_then(|e| e.as_table())
+    else {
         let mut known: Vec<String> = profiles
             .map(|p| p.keys().map(|k| format!("{k:?}")).collect())
             .unwrap_or_default();
@@ -83,7 +86,11 @@ pub fn profile(name: &str) -> Result<Profile, String> {
         None => None,
         Some(toml::Value::String(s)) => Some(s.clone()),
         Some(toml::Value::Integer(i)) => Some(i.to_string()),
-        Some(_) => return Err(format!("profile {name:?}: memory must be a size like \"512M\"")),
+        Some(_) => {
+            return Err(format!(
+                "profile {name:?}: memory must be a size like \"512M\""
+            ))
+        }
     };
     Ok(Profile {
         kernel,

@@ -49,7 +49,9 @@ pub fn profile_initrd(user: Option<&Path>) -> Result<PathBuf, String> {
         mode: 0o755,
     }])?;
     let mut bytes = match user {
-        Some(p) => std::fs::read(p).map_err(|e| format!("cannot read initrd {}: {e}", p.display()))?,
+        Some(p) => {
+            std::fs::read(p).map_err(|e| format!("cannot read initrd {}: {e}", p.display()))?
+        }
         None => Vec::new(),
     };
     bytes.extend_from_slice(&overlay);
@@ -57,10 +59,12 @@ pub fn profile_initrd(user: Option<&Path>) -> Result<PathBuf, String> {
     let dir = guest::cache_dir().join("profiles");
     let path = dir.join(format!("{key}.cpio"));
     if !path.is_file() {
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let tmp = dir.join(format!(".{key}.{}.tmp", std::process::id()));
         std::fs::write(&tmp, &bytes).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        std::fs::rename(&tmp, &path)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     Ok(path)
 }

@@ -98,20 +98,34 @@ pub fn field_bool(call: &str, t: &Table, key: &str, tname: &str) -> ApiResult<bo
 pub fn integer(v: &Value) -> Option<i64> {
     match v {
         Value::Integer(i) => Some(*i),
-        Value::Number(n) if n.fract() == 0.0 && n.is_finite() && n.abs() < 9.0e15 => Some(*n as i64),
+        Value::Number(n) if n.fract() == 0.0 && n.is_finite() && n.abs() < 9.0e15 => {
+            Some(*n as i64)
+        }
         _ => None,
     }
 }
 
 /// An optional integer field within `[min, max]`.
-pub fn field_int(call: &str, t: &Table, key: &str, tname: &str, min: i64, max: i64) -> ApiResult<Option<i64>> {
+pub fn field_int(
+    call: &str,
+    t: &Table,
+    key: &str,
+    tname: &str,
+    min: i64,
+    max: i64,
+) -> ApiResult<Option<i64>> {
     let v = t.raw_get::<Value>(key)?;
     if v.is_nil() {
         return Ok(None);
     }
     match integer(&v) {
         Some(i) if (min..=max).contains(&i) => Ok(Some(i)),
-        _ => Err(bad(call, &format!("{tname}.{key}"), &format!("an integer in {min}..{max}"), &v)),
+        _ => Err(bad(
+            call,
+            &format!("{tname}.{key}"),
+            &format!("an integer in {min}..{max}"),
+            &v,
+        )),
     }
 }
 
@@ -130,9 +144,16 @@ pub fn duration(call: &str, name: &str, v: &Value) -> ApiResult<Duration> {
                 ))
             })?
         }
-        _ => return Err(bad(call, name, "a duration (number of seconds or a string like \"5s\")", v)),
+        _ => {
+            return Err(bad(
+                call,
+                name,
+                "a duration (number of seconds or a string like \"5s\")",
+                v,
+            ))
+        }
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
         return Err(ApiError::msg(format!(
             "{call}: {name} must be a finite, non-negative duration (got {})",
             show(v)
@@ -181,7 +202,10 @@ pub fn size(call: &str, name: &str, v: &Value) -> ApiResult<u64> {
 
 /// Parses `"256M"`-style sizes.
 pub fn parse_size_str(s: &str) -> Option<u64> {
-    let s = s.strip_suffix("iB").or_else(|| s.strip_suffix('B')).unwrap_or(s);
+    let s = s
+        .strip_suffix("iB")
+        .or_else(|| s.strip_suffix('B'))
+        .unwrap_or(s);
     let (num, mult) = match s.chars().last()? {
         'k' | 'K' => (&s[..s.len() - 1], 1u64 << 10),
         'm' | 'M' => (&s[..s.len() - 1], 1 << 20),

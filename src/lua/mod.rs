@@ -57,7 +57,19 @@ pub fn open(lua: &Lua) -> mlua::Result<Table> {
             ret(lua, r)
         })?,
     )?;
+    core.set(
+        "now",
+        lua.create_function(|_, ()| {
+            static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+            Ok(START
+                .get_or_init(std::time::Instant::now)
+                .elapsed()
+                .as_secs_f64())
+        })?,
+    )?;
     core.set("version", env!("CARGO_PKG_VERSION"))?;
     core.set("protocol_version", provium_protocol::PROTOCOL_VERSION)?;
-    lua.load(PRELUDE).set_name("@provium/prelude.lua").call(core)
+    lua.load(PRELUDE)
+        .set_name("@provium/prelude.lua")
+        .call(core)
 }

@@ -5,9 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mlua::{IntoLuaMulti, Lua, MultiValue, Table, Value};
-use provium_protocol::{
-    Op, Reply, RunOutcome, RunSpec, StatInfo, CHUNK_LEN,
-};
+use provium_protocol::{Op, Reply, RunOutcome, RunSpec, StatInfo, CHUNK_LEN};
 use serde_bytes::ByteBuf;
 
 use super::args;
@@ -86,7 +84,13 @@ pub fn dispatch(lua: &Lua, t: &Target, op: &str, rest: &[Value]) -> ApiResult<Mu
                     follow = args::field_bool(call, &o, "follow", "opts")?;
                 }
             }
-            let done = t.roundtrip(call, Op::Stat { path: path.clone(), follow })?;
+            let done = t.roundtrip(
+                call,
+                Op::Stat {
+                    path: path.clone(),
+                    follow,
+                },
+            )?;
             let st = unit_reply(call, &path, done, |r| match r {
                 Reply::Stat(s) => Some(s),
                 _ => None,
@@ -118,7 +122,14 @@ pub fn dispatch(lua: &Lua, t: &Target, op: &str, rest: &[Value]) -> ApiResult<Mu
                 parents = args::field_bool(call, &o, "parents", "opts")?;
                 perm = args::field_int(call, &o, "perm", "opts", 0, 0o7777)?.map(|p| p as u32);
             }
-            let done = t.roundtrip(call, Op::Mkdir { path: path.clone(), parents, perm })?;
+            let done = t.roundtrip(
+                call,
+                Op::Mkdir {
+                    path: path.clone(),
+                    parents,
+                    perm,
+                },
+            )?;
             unit(call, &path, done)
         }
         "unlink" => {
@@ -129,7 +140,13 @@ pub fn dispatch(lua: &Lua, t: &Target, op: &str, rest: &[Value]) -> ApiResult<Mu
         "rename" => {
             let from = args::path(call, "from", arg(rest, 0))?;
             let to = args::path(call, "to", arg(rest, 1))?;
-            let done = t.roundtrip(call, Op::Rename { from: from.clone(), to: to.clone() })?;
+            let done = t.roundtrip(
+                call,
+                Op::Rename {
+                    from: from.clone(),
+                    to: to.clone(),
+                },
+            )?;
             match done.result {
                 Ok(_) => Ok(MultiValue::new()),
                 Err(f) => Err(guest_failure(
@@ -147,16 +164,26 @@ pub fn dispatch(lua: &Lua, t: &Target, op: &str, rest: &[Value]) -> ApiResult<Mu
             let Completed { result, channels } = done;
             let [_, mut out, mut err] = channels;
             match result {
-                Ok(Reply::Run(o)) => Ok(run_result(lua, o, &mut out, &mut err)?.into_lua_multi(lua)?),
+                Ok(Reply::Run(o)) => {
+                    Ok(run_result(lua, o, &mut out, &mut err)?.into_lua_multi(lua)?)
+                }
                 Ok(other) => Err(ApiError::msg(format!("{call}: unexpected reply {other:?}"))),
-                Err(f) => Err(guest_failure(call, format!("{call}({})", quote(&program)), Some(&program), f)),
+                Err(f) => Err(guest_failure(
+                    call,
+                    format!("{call}({})", quote(&program)),
+                    Some(&program),
+                    f,
+                )),
             }
         }
         "ping" => {
             let done = t.roundtrip(call, Op::Ping)?;
             unit(call, b"", done)
         }
-        other => Err(ApiError::msg(format!("{}: unknown operation {other:?}", t.prefix))),
+        other => Err(ApiError::msg(format!(
+            "{}: unknown operation {other:?}",
+            t.prefix
+        ))),
     }
 }
 
@@ -201,19 +228,31 @@ fn path_failure(call: &str, path: &[u8], f: provium_protocol::Failure) -> ApiErr
     guest_failure(call, shown, (!path.is_empty()).then_some(path), f)
 }
 
-fn unit_reply<T>(call: &str, path: &[u8], done: Completed, pick: impl FnOnce(Reply) -> Option<T>) -> ApiResult<T> {
+fn unit_reply<T>(
+    call: &str,
+    path: &[u8],
+    done: Completed,
+    pick: impl FnOnce(Reply) -> Option<T>,
+) -> ApiResult<T> {
     match done.result {
-        Ok(r) => pick(r).ok_or_else(|| ApiError::msg(format!("{call}: the agent sent an unexpected reply"))),
+        Ok(r) => pick(r)
+            .ok_or_else(|| ApiError::msg(format!("{call}: the agent sent an unexpected reply"))),
         Err(f) => Err(path_failure(call, path, f)),
     }
 }
 
 /// The `Data` on the body channel followed by the reply's tail.
-fn body(call: &str, path: &[u8], done: Completed, pick: impl FnOnce(Reply) -> Option<Vec<u8>>) -> ApiResult<Vec<u8>> {
+fn body(
+    call: &str,
+    path: &[u8],
+    done: Completed,
+    pick: impl FnOnce(Reply) -> Option<Vec<u8>>,
+) -> ApiResult<Vec<u8>> {
     let Completed { result, channels } = done;
     let [mut head, _, _] = channels;
     let tail = match result {
-        Ok(r) => pick(r).ok_or_else(|| ApiError::msg(format!("{call}: the agent sent an unexpected reply")))?,
+        Ok(r) => pick(r)
+            .ok_or_else(|| ApiError::msg(format!("{call}: the agent sent an unexpected reply")))?,
         Err(f) => return Err(path_failure(call, path, f)),
     };
     if head.is_empty() {
@@ -247,7 +286,15 @@ pub fn stat_table(lua: &Lua, st: &StatInfo) -> mlua::Result<Table> {
     Ok(t)
 }
 
-const RUN_OPTION_KEYS: &[&str] = &["args", "env", "env_clear", "cwd", "stdin", "timeout", "timeout_ms"];
+const RUN_OPTION_KEYS: &[&str] = &[
+    "args",
+    "env",
+    "env_clear",
+    "cwd",
+    "stdin",
+    "timeout",
+    "timeout_ms",
+];
 
 /// Decodes the argument forms of `run`:
 /// `run("cmd")` (sh -c), `run("prog", {"a", "b"})` (direct exec),
@@ -267,7 +314,9 @@ pub fn run_spec(call: &str, cmd: &Value, second: &Value, nargs: usize) -> ApiRes
         }
     };
     if cmd.contains(&0) {
-        return Err(ApiError::msg(format!("{call}: command must not contain NUL bytes")));
+        return Err(ApiError::msg(format!(
+            "{call}: command must not contain NUL bytes"
+        )));
     }
     let shell = |cmd: Vec<u8>| RunSpec {
         program: b"sh".to_vec(),
@@ -317,7 +366,11 @@ pub fn run_spec(call: &str, cmd: &Value, second: &Value, nargs: usize) -> ApiRes
             for pair in env.pairs::<Value, Value>() {
                 let (k, v) = pair?;
                 let key = match &k {
-                    Value::String(s) if !s.as_bytes().is_empty() && !s.as_bytes().contains(&b'=') => s.as_bytes().to_vec(),
+                    Value::String(s)
+                        if !s.as_bytes().is_empty() && !s.as_bytes().contains(&b'=') =>
+                    {
+                        s.as_bytes().to_vec()
+                    }
                     _ => {
                         return Err(ApiError::msg(format!(
                             "{call}: opts.env keys must be non-empty strings without '=' (got {})",
@@ -338,7 +391,9 @@ pub fn run_spec(call: &str, cmd: &Value, second: &Value, nargs: usize) -> ApiRes
                     }
                 };
                 if key.contains(&0) || val.contains(&0) {
-                    return Err(ApiError::msg(format!("{call}: opts.env must not contain NUL bytes")));
+                    return Err(ApiError::msg(format!(
+                        "{call}: opts.env must not contain NUL bytes"
+                    )));
                 }
                 pairs.push((ByteBuf::from(key), ByteBuf::from(val)));
             }
@@ -367,7 +422,11 @@ pub fn run_spec(call: &str, cmd: &Value, second: &Value, nargs: usize) -> ApiRes
         let d = args::duration(call, "opts.timeout", &timeout)?;
         spec.timeout_ms = Some(d.as_millis().max(1) as u64);
     } else if !timeout_ms.is_nil() {
-        spec.timeout_ms = Some(args::field_int(call, t, "timeout_ms", "opts", 0, i64::MAX)?.unwrap_or(0).max(1) as u64);
+        spec.timeout_ms = Some(
+            args::field_int(call, t, "timeout_ms", "opts", 0, i64::MAX)?
+                .unwrap_or(0)
+                .max(1) as u64,
+        );
     }
     Ok(spec)
 }
@@ -389,7 +448,9 @@ fn string_list(call: &str, name: &str, t: &Table) -> ApiResult<Vec<ByteBuf>> {
             }
         };
         if b.contains(&0) {
-            return Err(ApiError::msg(format!("{call}: {name}[{i}] must not contain NUL bytes")));
+            return Err(ApiError::msg(format!(
+                "{call}: {name}[{i}] must not contain NUL bytes"
+            )));
         }
         out.push(ByteBuf::from(b));
     }
@@ -397,7 +458,12 @@ fn string_list(call: &str, name: &str, t: &Table) -> ApiResult<Vec<ByteBuf>> {
 }
 
 /// The fields of a RunResult (the prelude adds its methods).
-fn run_result(lua: &Lua, o: RunOutcome, out: &mut Vec<u8>, err: &mut Vec<u8>) -> mlua::Result<Table> {
+fn run_result(
+    lua: &Lua,
+    o: RunOutcome,
+    out: &mut Vec<u8>,
+    err: &mut Vec<u8>,
+) -> mlua::Result<Table> {
     out.extend_from_slice(&o.stdout);
     err.extend_from_slice(&o.stderr);
     let t = lua.create_table_with_capacity(0, 6)?;

@@ -274,6 +274,9 @@ function M.prepare_default_guest()
   return check(core.prepare_default_guest())
 end
 
+--- Monotonic time in seconds (fractional), for timing in tests and benchmarks.
+M.now = core.now
+
 M.version = core.version
 M.protocol_version = core.protocol_version
 M._core = core

@@ -205,7 +205,12 @@ impl VmHandle {
         let mut timeout = DEFAULT_BOOT_TIMEOUT;
         let mut files: Vec<guest::ExtraFile> = Vec::new();
         if let Some(t) = args::opt_table(CALL, "opts", opts)? {
-            args::check_keys(CALL, "opts", &t, &["kernel_cmdline_append", "files", "timeout"])?;
+            args::check_keys(
+                CALL,
+                "opts",
+                &t,
+                &["kernel_cmdline_append", "files", "timeout"],
+            )?;
             match t.raw_get::<Value>("kernel_cmdline_append")? {
                 Value::Nil => {}
                 Value::String(s) => append = s.to_str()?.to_string(),
@@ -223,23 +228,23 @@ impl VmHandle {
             match t.raw_get::<Value>("files")? {
                 Value::Nil => {}
                 Value::Table(list) => files = extra_files(CALL, &list)?,
-                other => {
-                    return Err(ApiError::msg(format!(
-                        "{CALL}: opts.files must be an array of {{path=, content=, mode=}} (got {})",
-                        args::show(&other)
-                    )))
-                }
+                other => return Err(ApiError::msg(format!(
+                    "{CALL}: opts.files must be an array of {{path=, content=, mode=}} (got {})",
+                    args::show(&other)
+                ))),
             }
         }
         let (kernel, initrd, mut cmdline) = if self.cfg.profile == "default" {
-            let image = guest::default_image_cached()
-                .map_err(|e| ApiError::msg(format!("{CALL}: cannot prepare the default guest: {e}")))?;
+            let image = guest::default_image_cached().map_err(|e| {
+                ApiError::msg(format!("{CALL}: cannot prepare the default guest: {e}"))
+            })?;
             (image.kernel.clone(), image.initrd.clone(), String::new())
         } else {
             let p = crate::config::profile(&self.cfg.profile)
                 .map_err(|e| ApiError::msg(format!("{CALL}: {e}")))?;
-            let initrd = guest::profile_initrd(p.initrd.as_deref())
-                .map_err(|e| ApiError::msg(format!("{CALL}: profile {:?}: {e}", self.cfg.profile)))?;
+            let initrd = guest::profile_initrd(p.initrd.as_deref()).map_err(|e| {
+                ApiError::msg(format!("{CALL}: profile {:?}: {e}", self.cfg.profile))
+            })?;
             (p.kernel, initrd, p.cmdline)
         };
         if !append.is_empty() {
@@ -249,7 +254,10 @@ impl VmHandle {
         let extra_initrd = if files.is_empty() {
             None
         } else {
-            Some(guest::extra_cpio(&files).map_err(|e| ApiError::msg(format!("{CALL}: opts.files: {e}")))?)
+            Some(
+                guest::extra_cpio(&files)
+                    .map_err(|e| ApiError::msg(format!("{CALL}: opts.files: {e}")))?,
+            )
         };
         Ok(BootSpec {
             name: self.cfg.name.clone(),
@@ -281,15 +289,22 @@ impl VmHandle {
     }
 
     /// Records the outcome of a boot.
-    pub fn finish_boot(&self, r: Result<Machine, (crate::vm::VmError, Option<Arc<Console>>)>) -> ApiResult<()> {
+    pub fn finish_boot(
+        &self,
+        r: Result<Machine, (crate::vm::VmError, Option<Arc<Console>>)>,
+    ) -> ApiResult<()> {
         match r {
             Ok(m) => {
-                *self.last_console.lock().unwrap_or_else(|e| e.into_inner()) = Some(m.console().clone());
+                *self.last_console.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(m.console().clone());
                 *self.lock() = State::Booted(m);
                 Ok(())
             }
             Err((e, console)) => {
-                let note = console.as_ref().map(|c| console_note(c)).unwrap_or_default();
+                let note = console
+                    .as_ref()
+                    .map(|c| console_note(c))
+                    .unwrap_or_default();
                 *self.last_console.lock().unwrap_or_else(|e| e.into_inner()) = console;
                 Err(ApiError::msg(format!(
                     "vm \"{}\": boot failed: {e}{note}",
@@ -324,24 +339,31 @@ impl Drop for VmHandle {
     }
 }
 
-
 fn extra_files(call: &str, list: &Table) -> ApiResult<Vec<guest::ExtraFile>> {
     let mut out = Vec::new();
     for (i, entry) in list.clone().sequence_values::<Value>().enumerate() {
         let name = format!("opts.files[{}]", i + 1);
         let Value::Table(e) = entry? else {
-            return Err(ApiError::msg(format!("{call}: {name} must be a table {{path=, content=, mode=}}")));
+            return Err(ApiError::msg(format!(
+                "{call}: {name} must be a table {{path=, content=, mode=}}"
+            )));
         };
         args::check_keys(call, &name, &e, &["path", "content", "mode"])?;
         let path = args::path(call, &format!("{name}.path"), &e.raw_get("path")?)?;
         let path = String::from_utf8(path)
             .map_err(|_| ApiError::msg(format!("{call}: {name}.path must be UTF-8")))?;
         if !path.starts_with('/') {
-            return Err(ApiError::msg(format!("{call}: {name}.path must be absolute (got {path:?})")));
+            return Err(ApiError::msg(format!(
+                "{call}: {name}.path must be absolute (got {path:?})"
+            )));
         }
         let content = args::bytes(call, &format!("{name}.content"), &e.raw_get("content")?)?;
         let mode = args::field_int(call, &e, "mode", &name, 0, 0o7777)?.unwrap_or(0o644) as u32;
-        out.push(guest::ExtraFile { path, content, mode });
+        out.push(guest::ExtraFile {
+            path,
+            content,
+            mode,
+        });
     }
     Ok(out)
 }
@@ -359,7 +381,9 @@ pub fn console_note(console: &Console) -> String {
 impl UserData for VmHandle {
     fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
         m.add_method("name", |lua, this, ()| ret(lua, Ok(this.cfg.name.clone())));
-        m.add_method("profile", |lua, this, ()| ret(lua, Ok(this.cfg.profile.clone())));
+        m.add_method("profile", |lua, this, ()| {
+            ret(lua, Ok(this.cfg.profile.clone()))
+        });
         m.add_method("state", |lua, this, ()| ret(lua, Ok(this.state_name())));
         m.add_method("boot", |lua, this, opts: Value| {
             let r = (|| {
@@ -377,28 +401,37 @@ impl UserData for VmHandle {
             let bytes = this.console().map(|c| c.contents()).unwrap_or_default();
             ret(lua, lua.create_string(&bytes).map_err(ApiError::from))
         });
-        m.add_method("console_expect", |lua, this, (pattern, timeout): (Value, Value)| {
-            let r = (|| {
-                const CALL: &str = "console:expect";
-                let pat = args::bytes(CALL, "pattern", &pattern)?;
-                let timeout = if timeout.is_nil() {
-                    Duration::from_secs(30)
-                } else {
-                    args::duration(CALL, "timeout", &timeout)?
-                };
-                let Some(console) = this.console() else {
-                    return Err(ApiError::msg(format!("{CALL}: vm \"{}\" has not been booted", this.cfg.name)));
-                };
-                ops::console_expect(&console, &pat, timeout)
-            })();
-            ret(lua, r)
-        });
-        m.add_method("_raw_echo", |lua, this, (n, size, warmup): (usize, usize, Option<usize>)| {
-            let r = this
-                .raw_endpoint("_raw_echo")
-                .and_then(|ep| super::bench::raw_echo(ep, n, size, warmup.unwrap_or(100)));
-            ret(lua, r)
-        });
+        m.add_method(
+            "console_expect",
+            |lua, this, (pattern, timeout): (Value, Value)| {
+                let r = (|| {
+                    const CALL: &str = "console:expect";
+                    let pat = args::bytes(CALL, "pattern", &pattern)?;
+                    let timeout = if timeout.is_nil() {
+                        Duration::from_secs(30)
+                    } else {
+                        args::duration(CALL, "timeout", &timeout)?
+                    };
+                    let Some(console) = this.console() else {
+                        return Err(ApiError::msg(format!(
+                            "{CALL}: vm \"{}\" has not been booted",
+                            this.cfg.name
+                        )));
+                    };
+                    ops::console_expect(&console, &pat, timeout)
+                })();
+                ret(lua, r)
+            },
+        );
+        m.add_method(
+            "_raw_echo",
+            |lua, this, (n, size, warmup): (usize, usize, Option<usize>)| {
+                let r = this
+                    .raw_endpoint("_raw_echo")
+                    .and_then(|ep| super::bench::raw_echo(ep, n, size, warmup.unwrap_or(100)));
+                ret(lua, r)
+            },
+        );
         m.add_method("_raw_bulk", |lua, this, (bytes, dir): (u64, String)| {
             let r = this
                 .raw_endpoint("_raw_bulk")
@@ -444,7 +477,10 @@ pub fn boot_many(vms: &[&VmHandle]) -> ApiResult<()> {
     for (vm, r) in vms.iter().zip(results) {
         let r = match r {
             Ok(r) => r,
-            Err(e) => Err((crate::vm::VmError::Infra(format!("boot task failed: {e}")), None)),
+            Err(e) => Err((
+                crate::vm::VmError::Infra(format!("boot task failed: {e}")),
+                None,
+            )),
         };
         if let Err(e) = vm.finish_boot(r) {
             first_err.get_or_insert(e);
@@ -455,4 +491,3 @@ pub fn boot_many(vms: &[&VmHandle]) -> ApiResult<()> {
         None => Ok(()),
     }
 }
-

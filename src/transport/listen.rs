@@ -24,7 +24,10 @@ pub enum AgentStream {
 pub enum AgentListener {
     Unix(UnixListener),
     /// Kernel vsock: accepts only connections from `cid`.
-    Vsock { listener: VsockListener, cid: u32 },
+    Vsock {
+        listener: VsockListener,
+        cid: u32,
+    },
 }
 
 impl AgentListener {
@@ -70,7 +73,11 @@ impl AsyncRead for AgentStream {
 }
 
 impl AsyncWrite for AgentStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             AgentStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
             AgentStream::Vsock(s) => Pin::new(s).poll_write(cx, buf),

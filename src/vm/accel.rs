@@ -39,15 +39,24 @@ pub fn detect() -> Result<Accel, VmError> {
             )))
         }
     }
-    Ok(if hardware_kvm() { Accel::Kvm } else { Accel::Tcg })
+    Ok(if hardware_kvm() {
+        Accel::Kvm
+    } else {
+        Accel::Tcg
+    })
 }
 
 fn hardware_kvm() -> bool {
-    let kvm_usable = OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
+    let kvm_usable = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
     if !kvm_usable {
         return false;
     }
-    let hw_module = Path::new("/sys/module/kvm_intel").exists() || Path::new("/sys/module/kvm_amd").exists();
+    let hw_module =
+        Path::new("/sys/module/kvm_intel").exists() || Path::new("/sys/module/kvm_amd").exists();
     hw_module || cpu_has_virt_flags()
 }
 

@@ -86,7 +86,11 @@ impl Machine {
         }
     }
 
-    async fn boot_in(spec: BootSpec, dir: RunDir, console: Arc<Console>) -> Result<Machine, VmError> {
+    async fn boot_in(
+        spec: BootSpec,
+        dir: RunDir,
+        console: Arc<Console>,
+    ) -> Result<Machine, VmError> {
         let accel = accel::detect()?;
         let (daemon, listener, device, port, cid) = match vsock::detect()? {
             VsockKind::VhostUser => {
@@ -285,7 +289,8 @@ impl RawEndpoint {
             (Some(d), _) => {
                 // vhost-device-vsock: `CONNECT <port>\n`, answered `OK <port>\n`.
                 let mut s = tokio::net::UnixStream::connect(d).await?;
-                s.write_all(format!("CONNECT {}\n", proto::AGENT_PORT).as_bytes()).await?;
+                s.write_all(format!("CONNECT {}\n", proto::AGENT_PORT).as_bytes())
+                    .await?;
                 let mut line = Vec::new();
                 loop {
                     let b = s.read_u8().await?;
@@ -307,9 +312,10 @@ impl RawEndpoint {
             }
             (None, cid) => {
                 let addr = tokio_vsock::VsockAddr::new(cid, proto::AGENT_PORT);
-                Ok(transport::AgentStream::Vsock(tokio_vsock::VsockStream::connect(addr).await?))
+                Ok(transport::AgentStream::Vsock(
+                    tokio_vsock::VsockStream::connect(addr).await?,
+                ))
             }
         }
     }
-
 }

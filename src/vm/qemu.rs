@@ -53,7 +53,10 @@ pub fn args(cfg: &QemuConfig<'_>) -> Vec<OsString> {
     push("-name");
     push(&format!("provium:{}", cfg.name.replace(',', ",,")));
     push("-M");
-    push(&format!("microvm,accel={},memory-backend=mem", cfg.accel.as_str()));
+    push(&format!(
+        "microvm,accel={},memory-backend=mem",
+        cfg.accel.as_str()
+    ));
     push("-cpu");
     push(match cfg.accel {
         Accel::Kvm => "host",

@@ -44,7 +44,11 @@ pub fn detect() -> Result<VsockKind, VmError> {
         .write(true)
         .open("/dev/vhost-vsock")
         .is_ok();
-    Ok(if usable { VsockKind::Kernel } else { VsockKind::VhostUser })
+    Ok(if usable {
+        VsockKind::Kernel
+    } else {
+        VsockKind::VhostUser
+    })
 }
 
 /// Finds the `vhost-device-vsock` binary: `$PROVIUM_VHOST_DEVICE_VSOCK`, then
