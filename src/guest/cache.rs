@@ -1,0 +1,382 @@
+//! Cache plumbing: the lock, temporary directories renamed into place, small
+//! `key=value` records, and the `images/<key>/` entries.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::kernel::Kernel;
+use super::{GuestError, GuestImage};
+
+/// Prefix of every directory or file under construction; anything with it that is
+/// found while holding the lock was left behind by a builder that died.
+const TMP_PREFIX: &str = ".tmp-";
+
+/// An exclusive `flock(2)` on `<cache>/lock`, released when dropped (the file is
+/// closed). flock locks belong to the open file description, so two threads of one
+/// process that each acquire a `Lock` exclude each other as two processes do.
+pub(crate) struct Lock {
+    _file: File,
+}
+
+impl Lock {
+    pub(crate) fn acquire(cache: &Path, progress: &dyn Fn(&str)) -> Result<Lock, GuestError> {
+        create_dir_all(cache)?;
+        let path = cache.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| GuestError::io("open", &path, e))?;
+        if let Err(e) = flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
+            if e.kind() != io::ErrorKind::WouldBlock {
+                return Err(GuestError::io("lock", &path, e));
+            }
+            progress(&format!(
+                "waiting for another process building the guest image (lock {})",
+                path.display()
+            ));
+            flock(&file, libc::LOCK_EX).map_err(|e| GuestError::io("lock", &path, e))?;
+        }
+        Ok(Lock { _file: file })
+    }
+}
+
+fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
+    loop {
+        // SAFETY: flock only reads the descriptor number, which `file` keeps open
+        // for the duration of the call.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+pub(crate) fn create_dir_all(path: &Path) -> Result<(), GuestError> {
+    fs::create_dir_all(path).map_err(|e| GuestError::io("create directory", path, e))
+}
+
+fn unique_suffix() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{}-{nanos:08x}", std::process::id())
+}
+
+/// A directory under construction, removed when dropped unless renamed into place.
+pub(crate) struct TempDir {
+    path: PathBuf,
+    done: bool,
+}
+
+impl TempDir {
+    /// Creates `<parent>/.tmp-<pid>-<nanos>`: same file system as the final name,
+    /// so the final `rename` is atomic.
+    pub(crate) fn new_in(parent: &Path) -> Result<TempDir, GuestError> {
+        create_dir_all(parent)?;
+        let path = parent.join(format!("{TMP_PREFIX}{}", unique_suffix()));
+        fs::create_dir(&path).map_err(|e| GuestError::io("create directory", &path, e))?;
+        Ok(TempDir { path, done: false })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Renames the directory to `dest`, replacing whatever was there (the caller
+    /// holds the lock, so nobody else writes `dest`).
+    pub(crate) fn persist(mut self, dest: &Path) -> Result<(), GuestError> {
+        if dest.exists() {
+            fs::remove_dir_all(dest).map_err(|e| GuestError::io("remove", dest, e))?;
+        }
+        fs::rename(&self.path, dest).map_err(|e| GuestError::io("rename into", dest, e))?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// Removes leftovers of builders that died (call with the lock held).
+pub(crate) fn remove_stale_temporaries(cache: &Path) {
+    for dir in [cache.join("kernel"), cache.join("images")] {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+                let path = entry.path();
+                let _ = if path.is_dir() {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                };
+            }
+        }
+    }
+}
+
+/// Writes `path` through a temporary file in the same directory and a rename, so
+/// readers see the old content or the new one, never a part.
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), GuestError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!("{TMP_PREFIX}{name}-{}", unique_suffix()));
+    let result = (|| {
+        let mut f = File::create(&tmp).map_err(|e| GuestError::io("create", &tmp, e))?;
+        f.write_all(data)
+            .map_err(|e| GuestError::io("write", &tmp, e))?;
+        fs::rename(&tmp, path).map_err(|e| GuestError::io("rename into", path, e))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+pub(crate) fn write_file(path: &Path, data: &[u8]) -> Result<(), GuestError> {
+    fs::write(path, data).map_err(|e| GuestError::io("write", path, e))
+}
+
+/// A small text record: `key=value` lines, sorted by key. Values are single lines.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Record {
+    fields: BTreeMap<String, String>,
+}
+
+impl Record {
+    pub(crate) fn set(&mut self, key: &str, value: &str) {
+        let value: String = value
+            .chars()
+            .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
+            .collect();
+        self.fields.insert(key.to_string(), value);
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
+        self.fields.get(key).map(String::as_str)
+    }
+
+    /// The field `key`, or a [`GuestError::Record`] naming `path`.
+    pub(crate) fn require(&self, key: &str, path: &Path) -> Result<String, GuestError> {
+        self.get(key)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| GuestError::Record {
+                path: path.to_path_buf(),
+                detail: format!("no {key}= field"),
+            })
+    }
+
+    pub(crate) fn to_text(&self) -> String {
+        let mut s = String::new();
+        for (k, v) in &self.fields {
+            s.push_str(k);
+            s.push('=');
+            s.push_str(v);
+            s.push('\n');
+        }
+        s
+    }
+
+    pub(crate) fn parse(text: &str) -> Record {
+        let mut r = Record::default();
+        for line in text.lines() {
+            if let Some((k, v)) = line.split_once('=') {
+                r.fields.insert(k.trim().to_string(), v.to_string());
+            }
+        }
+        r
+    }
+
+    /// Reads `path`; `Ok(None)` when it does not exist.
+    pub(crate) fn read(path: &Path) -> Result<Option<Record>, GuestError> {
+        match fs::read_to_string(path) {
+            Ok(text) => Ok(Some(Record::parse(&text))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(GuestError::io("read", path, e)),
+        }
+    }
+}
+
+const MANIFEST: &str = "manifest.txt";
+const VMLINUX: &str = "vmlinux";
+const INITRD: &str = "initrd.cpio";
+
+fn image_for(dir: &Path, key: &str, kernel: &Kernel) -> GuestImage {
+    GuestImage {
+        kernel: dir.join(VMLINUX),
+        initrd: dir.join(INITRD),
+        key: key.to_string(),
+        kernel_release: kernel.release.clone(),
+        kernel_package: kernel.package_id(),
+    }
+}
+
+/// The complete entry `images/<key>/`, if there is one. The directory appears by an
+/// atomic rename, so its presence means complete; the sizes recorded in the
+/// manifest are checked as well, to catch a file truncated by a crash.
+pub(crate) fn cached_image(
+    cache: &Path,
+    key: &str,
+    kernel: &Kernel,
+) -> Result<Option<GuestImage>, GuestError> {
+    let dir = cache.join("images").join(key);
+    let Some(manifest) = Record::read(&dir.join(MANIFEST))? else {
+        return Ok(None);
+    };
+    let size_ok = |file: &str, field: &str| -> bool {
+        let want = manifest.get(field).and_then(|v| v.parse::<u64>().ok());
+        let have = fs::metadata(dir.join(file)).ok().map(|m| m.len());
+        want.is_some() && want == have
+    };
+    if manifest.get("key") != Some(key)
+        || !size_ok(INITRD, "initrd_size")
+        || !size_ok(VMLINUX, "vmlinux_size")
+    {
+        return Ok(None);
+    }
+    Ok(Some(image_for(&dir, key, kernel)))
+}
+
+/// Writes `images/<key>/` (call with the lock held).
+pub(crate) fn store_image(
+    cache: &Path,
+    key: &str,
+    kernel: &Kernel,
+    initrd: &[u8],
+    manifest: &Record,
+) -> Result<GuestImage, GuestError> {
+    let images = cache.join("images");
+    let tmp = TempDir::new_in(&images)?;
+    let src = kernel.vmlinux();
+    let vmlinux = tmp.path().join(VMLINUX);
+    // A hard link costs nothing: the 50 MB vmlinux is shared by every image of the
+    // same kernel (a new agent build makes a new image).
+    if fs::hard_link(&src, &vmlinux).is_err() {
+        fs::copy(&src, &vmlinux).map_err(|e| GuestError::io("copy", &src, e))?;
+    }
+    let vmlinux_size = fs::metadata(&vmlinux)
+        .map_err(|e| GuestError::io("stat", &vmlinux, e))?
+        .len();
+    write_file(&tmp.path().join(INITRD), initrd)?;
+    let mut manifest = manifest.clone();
+    manifest.set("vmlinux_size", &vmlinux_size.to_string());
+    write_file(&tmp.path().join(MANIFEST), manifest.to_text().as_bytes())?;
+    let dest = images.join(key);
+    tmp.persist(&dest)?;
+    Ok(image_for(&dest, key, kernel))
+}
+
+/// The current time as `YYYY-MM-DDTHH:MM:SSZ`.
+pub(crate) fn utc_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format_utc(secs)
+}
+
+/// Formats seconds since the epoch as an RFC 3339 UTC timestamp (proleptic
+/// Gregorian calendar; days are converted to a civil date through 400-year eras).
+pub(crate) fn format_utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (h, m, s) = (rem / 3600, rem / 60 % 60, rem % 60);
+    // Shift the epoch to 0000-03-01 so leap days fall at the end of a year.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // day of era, 0..=146096
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // 0..=399
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // 0..=365, from March 1st
+    let mp = (5 * doy + 2) / 153; // month from March, 0..=11
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(format_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(format_utc(1_709_251_199), "2024-02-29T23:59:59Z");
+        assert_eq!(format_utc(4_107_542_400), "2100-03-01T00:00:00Z");
+    }
+
+    #[test]
+    fn record_round_trip() {
+        let mut r = Record::default();
+        r.set("package", "linux-image-6.1.0-56-cloud-amd64");
+        r.set("note", "two\nlines");
+        r.set("empty", "");
+        let text = r.to_text();
+        assert_eq!(
+            text,
+            "empty=\nnote=two lines\npackage=linux-image-6.1.0-56-cloud-amd64\n"
+        );
+        let back = Record::parse(&text);
+        assert_eq!(back, r);
+        assert!(back.require("empty", Path::new("x")).is_err());
+        assert_eq!(
+            back.require("package", Path::new("x")).ok().as_deref(),
+            Some("linux-image-6.1.0-56-cloud-amd64")
+        );
+    }
+
+    #[test]
+    fn lock_excludes_a_second_holder() {
+        let dir = std::env::temp_dir().join(format!("provium-lock-test-{}", unique_suffix()));
+        let first = Lock::acquire(&dir, &|_| {}).expect("first lock");
+        let file = OpenOptions::new()
+            .write(true)
+            .open(dir.join("lock"))
+            .expect("open lock file");
+        let err = flock(&file, libc::LOCK_EX | libc::LOCK_NB).expect_err("second lock must fail");
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        drop(first);
+        flock(&file, libc::LOCK_EX | libc::LOCK_NB).expect("free after drop");
+        drop(file);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn temp_dir_is_removed_unless_persisted() {
+        let parent = std::env::temp_dir().join(format!("provium-tmp-test-{}", unique_suffix()));
+        let t = TempDir::new_in(&parent).expect("tmp");
+        let p = t.path().to_path_buf();
+        assert!(p.is_dir());
+        drop(t);
+        assert!(!p.exists());
+        let t = TempDir::new_in(&parent).expect("tmp");
+        write_file(&t.path().join("f"), b"x").expect("write");
+        let dest = parent.join("final");
+        t.persist(&dest).expect("persist");
+        assert_eq!(fs::read(dest.join("f")).expect("read"), b"x");
+        write_atomic(&parent.join("rec"), b"a=1\n").expect("atomic");
+        assert_eq!(fs::read(parent.join("rec")).expect("read"), b"a=1\n");
+        let _ = fs::remove_dir_all(&parent);
+    }
+}

@@ -1,0 +1,415 @@
+//! The default guest image: Debian's cloud kernel (booted as a PVH `vmlinux`) and
+//! an initramfs holding the agent as `/init`, static BusyBox with its applets, the
+//! virtio/vsock modules and a minimal `/etc`.
+//!
+//! Everything is built once and cached under [`cache_dir`]:
+//!
+//! ```text
+//! <cache>/lock                      flock(2) taken by whoever fetches or builds
+//! <cache>/kernel/current            what was fetched from apt (package, version, hashes, date)
+//! <cache>/kernel/<package>_<version>/
+//!     record                        same fields as `current`
+//!     vmlinux                       ELF with the PVH note, extracted from the bzImage
+//!     config                        the kernel's build configuration
+//!     modules/<name>.ko             the modules the images need (uncompressed)
+//!     modules.dep                   `name: dep dep` for every extracted module
+//!     modules.builtin               names of modules built into the kernel
+//!     <file>.deb                    the package itself: exact versions vanish from the
+//!                                   archive, so more modules can later be taken from it
+//! <cache>/kernel/local-<hash>/      the same, for a `.deb` named by PROVIUM_KERNEL_DEB
+//! <cache>/images/<key>/
+//!     vmlinux                       hard link to the kernel's vmlinux (copy if that fails)
+//!     initrd.cpio                   newc archive, uncompressed
+//!     manifest.txt                  the inputs the key was computed from
+//! ```
+//!
+//! `key` is a blake3 hash over a format version, the kernel package identity (name,
+//! version, hash of the `.deb`), the module files in load order, the BusyBox binary
+//! and the agent binary. Directories are built under a temporary name in the same
+//! parent and renamed into place, so readers never see a half-written entry; the
+//! lock keeps two processes from downloading or building the same thing twice.
+
+mod cache;
+mod initramfs;
+mod kernel;
+mod modules;
+mod vmlinux;
+
+use std::path::{Path, PathBuf};
+
+pub use initramfs::extra_cpio;
+
+/// The modules every default guest loads, in the order asked for; their
+/// dependencies are added and everything is ordered dependencies-first.
+/// `virtio_mmio` serves QEMU's microvm machine, `virtio_pci` q35, `virtio_console`
+/// the virtio-serial transport.
+pub const DEFAULT_MODULES: &[&str] = &[
+    "virtio_mmio",
+    "virtio_pci",
+    "vsock",
+    "vmw_vsock_virtio_transport",
+    "virtio_console",
+];
+
+/// Names more modules (comma- or space-separated) to put into the default image.
+const EXTRA_MODULES_ENV: &str = "PROVIUM_EXTRA_MODULES";
+
+/// A built guest: what QEMU needs to boot it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestImage {
+    /// `vmlinux`: an ELF image with the PVH entry note, for `-kernel`.
+    pub kernel: PathBuf,
+    /// The initramfs: an uncompressed newc cpio archive, for `-initrd`.
+    pub initrd: PathBuf,
+    /// blake3 (hex) of every input of the image.
+    pub key: String,
+    /// The kernel's release, e.g. `6.1.0-56-cloud-amd64`.
+    pub kernel_release: String,
+    /// The Debian package the kernel came from, as `name=version`.
+    pub kernel_package: String,
+}
+
+/// Why the default guest image could not be provided.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestError {
+    /// cannot {action} {path}: {source}
+    #[error("cannot {action} {path}: {source}", path = .path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// cannot run {command}: {source}
+    #[error("cannot run {command}: {source}")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// {command} failed: {detail}
+    #[error("{command} failed: {detail}")]
+    Command { command: String, detail: String },
+    /// cannot resolve {package} with apt-cache: {detail}
+    #[error("cannot resolve {package} with apt-cache: {detail}")]
+    Resolve { package: String, detail: String },
+    /// busybox-static is not installed (expected a static {path}); run scripts/setup
+    #[error("busybox-static is not installed (expected a static {path}); run scripts/setup", path = .path.display())]
+    BusyboxMissing { path: PathBuf },
+    /// {path} is dynamically linked: busybox-static is not installed; run scripts/setup
+    #[error("{path} is dynamically linked: busybox-static is not installed; run scripts/setup", path = .path.display())]
+    BusyboxNotStatic { path: PathBuf },
+    /// the agent binary is not a static ELF executable: {detail}
+    #[error("the agent binary is not a static ELF executable: {detail}")]
+    AgentNotStatic { detail: String },
+    /// {path} is not a usable kernel package: {detail}
+    #[error("{path} is not a usable kernel package: {detail}", path = .path.display())]
+    Package { path: PathBuf, detail: String },
+    /// cannot extract vmlinux from {path}: {detail}
+    #[error("cannot extract vmlinux from {path}: {detail}")]
+    Vmlinux { path: String, detail: String },
+    /// the vmlinux extracted from {path} has no PVH entry point (Xen ELF note 18); the kernel needs CONFIG_PVH=y
+    #[error("the vmlinux extracted from {path} has no PVH entry point (Xen ELF note 18); the kernel needs CONFIG_PVH=y")]
+    NoPvhNote { path: String },
+    /// kernel module {module} is not in {package}
+    #[error("kernel module {module} is not in {package}")]
+    ModuleMissing { module: String, package: String },
+    /// kernel module dependency cycle in {package}: {cycle}
+    #[error("kernel module dependency cycle in {package}: {cycle}")]
+    ModuleCycle { package: String, cycle: String },
+    /// cannot read the .modinfo section of {module}: {detail}
+    #[error("cannot read the .modinfo section of {module}: {detail}")]
+    Modinfo { module: String, detail: String },
+    /// corrupt cache record {path}: {detail}; delete it to fetch the kernel again
+    #[error("corrupt cache record {path}: {detail}; delete it to fetch the kernel again", path = .path.display())]
+    Record { path: PathBuf, detail: String },
+}
+
+impl GuestError {
+    pub(crate) fn io(action: &'static str, path: &Path, source: std::io::Error) -> Self {
+        GuestError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Where provium caches what it fetches and builds: `$XDG_CACHE_HOME/provium`, else
+/// `$HOME/.cache/provium` (a relative or empty `XDG_CACHE_HOME` is ignored, as the
+/// XDG base directory specification says), else `provium-cache` in the temporary
+/// directory when neither variable is usable.
+pub fn cache_dir() -> PathBuf {
+    let from_env = |name: &str| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    if let Some(xdg) = from_env("XDG_CACHE_HOME") {
+        return xdg.join("provium");
+    }
+    if let Some(home) = from_env("HOME") {
+        return home.join(".cache").join("provium");
+    }
+    std::env::temp_dir().join("provium-cache")
+}
+
+/// Returns the default guest image for `agent` (the static agent binary, which
+/// becomes `/init`), fetching the kernel and building the initramfs on first use.
+/// `progress` receives one human-readable line per step of a fetch or build; a
+/// cached image is returned silently, in a few milliseconds.
+///
+/// `PROVIUM_KERNEL_DEB=/path/to.deb` takes the kernel from a local package instead
+/// of apt; `PROVIUM_EXTRA_MODULES=a,b` adds modules (with their dependencies).
+pub fn default_image(agent: &[u8], progress: &dyn Fn(&str)) -> Result<GuestImage, GuestError> {
+    let mut wanted: Vec<String> = DEFAULT_MODULES.iter().map(|m| m.to_string()).collect();
+    if let Some(extra) = std::env::var_os(EXTRA_MODULES_ENV) {
+        for name in extra
+            .to_string_lossy()
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|n| !n.is_empty())
+        {
+            wanted.push(name.to_string());
+        }
+    }
+    let spec = ImageSpec {
+        cache: cache_dir(),
+        kernel_deb: std::env::var_os(kernel::KERNEL_DEB_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from),
+        modules: wanted,
+        busybox: PathBuf::from(BUSYBOX),
+    };
+    build_image(&spec, &Init::Agent(agent), progress)
+}
+
+/// Where the host's static BusyBox is expected (Debian's busybox-static).
+const BUSYBOX: &str = "/bin/busybox";
+
+/// Everything besides `/init` that selects an image.
+struct ImageSpec {
+    cache: PathBuf,
+    /// A local kernel package to use instead of apt's.
+    kernel_deb: Option<PathBuf>,
+    /// Module names wanted (dependencies are added).
+    modules: Vec<String>,
+    busybox: PathBuf,
+}
+
+/// What becomes `/init`.
+enum Init<'a> {
+    /// The agent: must be a static ELF executable.
+    Agent(&'a [u8]),
+    /// Anything else (a test script); not checked.
+    #[cfg(test)]
+    Raw(&'a [u8]),
+}
+
+impl Init<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Init::Agent(b) => b,
+            #[cfg(test)]
+            Init::Raw(b) => b,
+        }
+    }
+}
+
+/// Bumped whenever the layout of the image changes, so old cache entries are not reused.
+const FORMAT_VERSION: &str = "provium-guest-image/1";
+
+fn build_image(
+    spec: &ImageSpec,
+    init: &Init<'_>,
+    progress: &dyn Fn(&str),
+) -> Result<GuestImage, GuestError> {
+    #[cfg_attr(not(test), allow(irrefutable_let_patterns))]
+    if let Init::Agent(agent) = init {
+        check_static_agent(agent)?;
+    }
+    let busybox = load_busybox(&spec.busybox)?;
+    let init_bytes = init.bytes();
+
+    // Fast path: everything is in the cache already; no lock, no apt, no writes.
+    if let Some(kernel) = kernel::cached(&spec.cache, spec.kernel_deb.as_deref())? {
+        if let Some(mods) = kernel.cached_modules(&spec.modules)? {
+            let key = image_key(&kernel, &mods, &busybox.hash, init_bytes);
+            if let Some(image) = cache::cached_image(&spec.cache, &key, &kernel)? {
+                return Ok(image);
+            }
+        }
+    }
+
+    // Slow path, under the cache lock: fetch what is missing, then build.
+    let _lock = cache::Lock::acquire(&spec.cache, progress)?;
+    cache::remove_stale_temporaries(&spec.cache);
+    let kernel = match &spec.kernel_deb {
+        Some(deb) => kernel::from_local_deb(&spec.cache, deb, &spec.modules, progress)?,
+        None => match kernel::recorded(&spec.cache)? {
+            Some(kernel) => kernel,
+            None => kernel::fetch_from_apt(&spec.cache, &spec.modules, progress)?,
+        },
+    };
+    let mods = kernel.ensure_modules(&spec.modules, progress)?;
+    let key = image_key(&kernel, &mods, &busybox.hash, init_bytes);
+    if let Some(image) = cache::cached_image(&spec.cache, &key, &kernel)? {
+        return Ok(image);
+    }
+    let applets = busybox_applets(&spec.busybox)?;
+    let tree = initramfs::main_tree(&initramfs::Inputs {
+        init: init_bytes,
+        busybox: &busybox.bytes,
+        applets: &applets,
+        modules: &mods,
+    });
+    let initrd = tree.to_cpio();
+    progress(&format!(
+        "building initramfs ({} files, {} KB)",
+        tree.len(),
+        initrd.len().div_ceil(1024)
+    ));
+    let manifest = manifest(&key, &kernel, &mods, &busybox.hash, init_bytes, &initrd);
+    let image = cache::store_image(&spec.cache, &key, &kernel, &initrd, &manifest)?;
+    progress(&format!(
+        "guest image ready: {} (key {})",
+        image.initrd.parent().unwrap_or(&spec.cache).display(),
+        &key[..16]
+    ));
+    Ok(image)
+}
+
+/// A module file as it goes into the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Module {
+    /// Module name (`virtio_pci`), also the file's stem.
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+struct Busybox {
+    bytes: Vec<u8>,
+    hash: blake3::Hash,
+}
+
+fn load_busybox(path: &Path) -> Result<Busybox, GuestError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(GuestError::BusyboxMissing {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(e) => return Err(GuestError::io("read", path, e)),
+    };
+    match vmlinux::elf_interpreter(&bytes) {
+        Ok(false) => {}
+        Ok(true) => {
+            return Err(GuestError::BusyboxNotStatic {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(_) => {
+            return Err(GuestError::BusyboxMissing {
+                path: path.to_path_buf(),
+            })
+        }
+    }
+    let hash = blake3::hash(&bytes);
+    Ok(Busybox { bytes, hash })
+}
+
+/// `busybox --list-full`: applet paths such as `bin/sh`, `usr/bin/logger`.
+fn busybox_applets(path: &Path) -> Result<Vec<String>, GuestError> {
+    let command = format!("{} --list-full", path.display());
+    let out = std::process::Command::new(path)
+        .arg("--list-full")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|source| GuestError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(GuestError::Command {
+            command,
+            detail: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    let applets: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| initramfs::is_plain_relative_path(l) && *l != "bin/busybox")
+        .map(str::to_string)
+        .collect();
+    if applets.is_empty() {
+        return Err(GuestError::Command {
+            command,
+            detail: "it listed no applets".into(),
+        });
+    }
+    Ok(applets)
+}
+
+fn check_static_agent(agent: &[u8]) -> Result<(), GuestError> {
+    match vmlinux::elf_interpreter(agent) {
+        Ok(false) => Ok(()),
+        Ok(true) => Err(GuestError::AgentNotStatic {
+            detail: "it names an ELF interpreter (dynamically linked)".into(),
+        }),
+        Err(detail) => Err(GuestError::AgentNotStatic { detail }),
+    }
+}
+
+fn image_key(
+    kernel: &kernel::Kernel,
+    mods: &[Module],
+    busybox: &blake3::Hash,
+    init: &[u8],
+) -> String {
+    let mut h = blake3::Hasher::new();
+    let mut field = |name: &str, value: &[u8]| {
+        h.update(name.as_bytes());
+        h.update(&(value.len() as u64).to_le_bytes());
+        h.update(value);
+    };
+    field("format", FORMAT_VERSION.as_bytes());
+    field("kernel", kernel.identity().as_bytes());
+    for m in mods {
+        field("module", m.name.as_bytes());
+        field("module-bytes", &m.bytes);
+    }
+    field("busybox", busybox.as_bytes());
+    field("init", blake3::hash(init).as_bytes());
+    h.finalize().to_hex().to_string()
+}
+
+fn manifest(
+    key: &str,
+    kernel: &kernel::Kernel,
+    mods: &[Module],
+    busybox: &blake3::Hash,
+    init: &[u8],
+    initrd: &[u8],
+) -> cache::Record {
+    let mut r = cache::Record::default();
+    r.set("key", key);
+    r.set("format", FORMAT_VERSION);
+    r.set("kernel_package", &kernel.package_id());
+    r.set("kernel_release", &kernel.release);
+    r.set("kernel_deb_blake3", &kernel.deb_blake3);
+    r.set("kernel_dir", &kernel.dir.display().to_string());
+    let names: Vec<&str> = mods.iter().map(|m| m.name.as_str()).collect();
+    r.set("modules", &names.join(" "));
+    r.set("busybox_blake3", &busybox.to_hex());
+    r.set("init_blake3", &blake3::hash(init).to_hex());
+    r.set("initrd_size", &initrd.len().to_string());
+    r.set("built", &cache::utc_now());
+    r
+}
+
+#[cfg(test)]
+mod tests;
