@@ -185,11 +185,13 @@ impl Session {
             HostMsg::Cancel { id } => self.uploads.cancel(&self.sender, id),
             HostMsg::Hello { version } => {
                 // A host that reconnected to a stream we still consider open
-                // (a virtio-serial port across a snapshot restore) starts
-                // over: answer with a fresh hello. Uploads of the old
-                // session are dropped.
+                // (a virtio-serial port whose host side closed and reopened
+                // before we saw the end of file) starts over: answer with a
+                // fresh hello. Uploads of the old session are dropped and
+                // calls still running in it never reply (new sender epoch).
                 debug!("hello in mid-session: starting a new session");
                 self.uploads = Uploads::default();
+                self.sender = self.sender.renew();
                 if let Some(end) = check_host_version(&self.sender, version)? {
                     return Ok(Some(end));
                 }

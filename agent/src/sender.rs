@@ -5,6 +5,10 @@
 //! connection ends the writer is dropped and later sends fail quietly, so a
 //! slow operation finishing after its connection closed cannot write into a
 //! new session on the same stream (virtio-serial reuses one port).
+//!
+//! A session restarted in place (the host said hello again on a stream we
+//! still consider open) gets a new *epoch* ([`Sender::renew`]): handles of
+//! the older epoch are refused, so stale replies never reach the new host.
 
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,21 +22,42 @@ type Writer = Box<dyn Write + Send>;
 /// A cloneable handle on the writing half of one connection.
 #[derive(Clone)]
 pub struct Sender {
-    inner: Arc<Mutex<Option<Writer>>>,
+    inner: Arc<Mutex<Shared>>,
+    epoch: u64,
+}
+
+struct Shared {
+    writer: Option<Writer>,
+    epoch: u64,
 }
 
 impl Sender {
     /// Wraps a stream's writing half.
     pub fn new<W: Write + Send + 'static>(writer: W) -> Sender {
         Sender {
-            inner: Arc::new(Mutex::new(Some(Box::new(writer)))),
+            inner: Arc::new(Mutex::new(Shared {
+                writer: Some(Box::new(writer)),
+                epoch: 0,
+            })),
+            epoch: 0,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<Writer>> {
+    fn lock(&self) -> MutexGuard<'_, Shared> {
         self.inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts a new epoch on the same stream: the returned handle writes,
+    /// every handle of earlier epochs is refused from now on.
+    pub fn renew(&self) -> Sender {
+        let mut shared = self.lock();
+        shared.epoch += 1;
+        Sender {
+            inner: Arc::clone(&self.inner),
+            epoch: shared.epoch,
+        }
     }
 
     /// Writes raw bytes (one complete frame, or echo data) in one go.
@@ -40,8 +65,14 @@ impl Sender {
     /// A write error closes the writer: a partly written frame leaves the
     /// stream unusable.
     pub fn send_raw(&self, bytes: &[u8]) -> io::Result<()> {
-        let mut guard = self.lock();
-        let Some(writer) = guard.as_mut() else {
+        let mut shared = self.lock();
+        if shared.epoch != self.epoch {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "session restarted",
+            ));
+        }
+        let Some(writer) = shared.writer.as_mut() else {
             return Err(io::Error::new(
                 io::ErrorKind::NotConnected,
                 "connection closed",
@@ -49,7 +80,7 @@ impl Sender {
         };
         let result = writer.write_all(bytes).and_then(|()| writer.flush());
         if result.is_err() {
-            *guard = None;
+            shared.writer = None;
         }
         result
     }
@@ -80,14 +111,16 @@ impl Sender {
         self.send_raw(&data_frame(id, channel, chunk))
     }
 
-    /// Drops the writer: later sends fail with `NotConnected`.
+    /// Drops the writer (for every epoch): later sends fail with
+    /// `NotConnected`.
     pub fn close(&self) {
-        *self.lock() = None;
+        self.lock().writer = None;
     }
 
-    /// Whether the writer is still open.
+    /// Whether this handle can still write.
     pub fn is_open(&self) -> bool {
-        self.lock().is_some()
+        let shared = self.lock();
+        shared.writer.is_some() && shared.epoch == self.epoch
     }
 }
 
@@ -147,6 +180,18 @@ mod tests {
             .unwrap();
             assert_eq!(ours, theirs, "id {id} channel {channel} len {len}");
         }
+    }
+
+    #[test]
+    fn renewed_sender_refuses_the_old_epoch() {
+        let s = Sender::new(Vec::new());
+        let old = s.clone();
+        let new = s.renew();
+        assert!(old.data(RequestId(1), 0, b"x").is_err());
+        assert!(!s.is_open());
+        assert!(new.data(RequestId(1), 0, b"x").is_ok());
+        new.close();
+        assert!(new.data(RequestId(1), 0, b"x").is_err());
     }
 
     #[test]

@@ -6,7 +6,11 @@
 //!   closed it, or a snapshot reset it) it dials again.
 //! * **serial**: serves the virtio-serial port named [`SERIAL_PORT_NAME`],
 //!   looking for it every [`RETRY`] until it appears; each time the host side
-//!   (re)connects a new session starts with a fresh hello.
+//!   (re)connects a new session starts with a fresh hello. The guest may not
+//!   see a quick close-and-reopen of the host side at all, so a reconnecting
+//!   host should send its `Hello` first and skip frames until the agent's
+//!   `Hello` (the agent answers a mid-session `Hello` with a fresh one and
+//!   drops the old session's pending replies; see [`conn`]).
 //! * In both cases it also listens on vsock port [`AGENT_PORT`] for
 //!   host-initiated connections: raw echo ([`RAW_ECHO_MAGIC`]) or the protocol.
 //!
@@ -221,7 +225,6 @@ fn serve_serial(under_init: bool) -> ! {
         };
         debug!("serving {}", port.display());
         loop {
-            discard_pending_input(&file);
             let started = Instant::now();
             let writer = match file.try_clone() {
                 Ok(w) => w,
@@ -231,7 +234,9 @@ fn serve_serial(under_init: bool) -> ! {
                     break;
                 }
             };
-            // Writing the hello blocks until the host side is connected.
+            // Writing the hello blocks until the host side is connected. Input
+            // is not flushed first: after an end of file nothing stale is
+            // pending, and a reconnecting host may already have said hello.
             let end = conn::serve(&file, writer, ServeOptions::default());
             let failed = end.is_err();
             finished("the serial port", end, under_init);
@@ -242,18 +247,6 @@ fn serve_serial(under_init: bool) -> ! {
             if started.elapsed() < RETRY {
                 thread::sleep(RETRY);
             }
-        }
-    }
-}
-
-/// Reads and drops whatever a previous host left unread on the port.
-fn discard_pending_input(file: &File) {
-    let mut buf = [0u8; 4096];
-    let mut reader = file;
-    while let Ok(true) = sys::poll_readable(file.as_raw_fd(), Some(Duration::ZERO)) {
-        match reader.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
         }
     }
 }

@@ -237,6 +237,31 @@ fn hello_in_mid_session_restarts_the_session() {
 }
 
 #[test]
+fn rehello_drops_replies_of_the_old_session() {
+    let mut h = start();
+    let stale = h.start_call(Op::Run(RunSpec {
+        program: b"sleep".to_vec(),
+        args: vec![ByteBuf::from(b"0.3".to_vec())],
+        ..Default::default()
+    }));
+    h.send(&HostMsg::Hello {
+        version: PROTOCOL_VERSION,
+    });
+    assert!(matches!(h.recv(), AgentMsg::Hello(_)));
+    std::thread::sleep(Duration::from_millis(600));
+    // The first frame after the new hello answers the ping, not the old run.
+    let id = h.start_call(Op::Ping);
+    match h.recv() {
+        AgentMsg::Reply { id: got, result } => {
+            assert_ne!(got, stale, "a reply of the old session leaked");
+            assert_eq!(got, id);
+            assert_eq!(result, Ok(Reply::Unit));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
 fn raw_echo_instead_of_hello() {
     let mut h = connect(ServeOptions { allow_echo: true });
     h.send_raw(RAW_ECHO_MAGIC);
