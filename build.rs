@@ -12,7 +12,8 @@ const AGENT_TARGET: &str = "x86_64-unknown-linux-musl";
 
 fn main() {
     println!("cargo:rerun-if-env-changed=PROVIUM_AGENT_BIN");
-    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let agent = match env::var_os("PROVIUM_AGENT_BIN") {
         Some(path) => PathBuf::from(path),
         None => build_agent(&root),
@@ -27,12 +28,23 @@ fn build_agent(root: &Path) -> PathBuf {
     for dir in ["agent", "protocol"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
-    println!("cargo:rerun-if-changed={}", root.join("Cargo.lock").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("Cargo.lock").display()
+    );
     let target_dir = root.join("target").join("agent");
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)
-        .args(["build", "--release", "--locked", "-p", "provium-agent", "--target", AGENT_TARGET])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "provium-agent",
+            "--target",
+            AGENT_TARGET,
+        ])
         .arg("--target-dir")
         .arg(&target_dir);
     // The outer build's wrappers and flags (clippy, coverage, host RUSTFLAGS) are
@@ -49,12 +61,17 @@ fn build_agent(root: &Path) -> PathBuf {
     ] {
         cmd.env_remove(var);
     }
-    let status = cmd.status().expect("provium: cannot run cargo to build the agent");
+    let status = cmd
+        .status()
+        .expect("provium: cannot run cargo to build the agent");
     if !status.success() {
         panic!(
             "provium: building the guest agent failed; is the musl target installed? \
              (rustup target add {AGENT_TARGET})"
         );
     }
-    target_dir.join(AGENT_TARGET).join("release").join("provium-agent")
+    target_dir
+        .join(AGENT_TARGET)
+        .join("release")
+        .join("provium-agent")
 }

@@ -22,10 +22,11 @@ dependencies = {
 }
 build = {
    type = "command",
-   build_command = "cargo build --release --locked -p provium",
+   -- cargo names the library libprovium.so; Lua's require wants provium.so.
+   build_command = "cargo build --release --locked -p provium && cp target/release/libprovium.so target/release/provium.so",
    install = {
       lib = {
-         provium = "target/release/libprovium.so",
+         "target/release/provium.so",
       },
       lua = {
          ["provium.busted"] = "lua/provium/busted.lua",

@@ -137,7 +137,7 @@ describe("infrastructure failures", function()
     ]]
     local tmp = os.tmpname()
     local f = assert(io.open(tmp, "w")) f:write(script) f:close()
-    local child = assert(io.popen("sh -c 'echo $$; exec lua5.4 " .. tmp .. "'", "r"))
+    local child = assert(io.popen("exec sh -c 'echo $$; exec lua5.4 " .. tmp .. "'", "r"))
     local pid = assert(tonumber(child:read("l")))
     assert.are.equal("READY", child:read("l"))
     local function survivors()

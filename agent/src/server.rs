@@ -25,7 +25,9 @@ use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use provium_protocol::{AGENT_PORT, RAW_ECHO_MAGIC, SERIAL_PORT_NAME};
+use provium_protocol::{
+    AGENT_PORT, CHUNK_LEN, RAW_ECHO_MAGIC, RAW_SINK_MAGIC, RAW_SOURCE_MAGIC, SERIAL_PORT_NAME,
+};
 use vsock::{VsockListener, VsockStream, VMADDR_CID_ANY, VMADDR_CID_HOST};
 
 use crate::config::{Config, Transport};
@@ -156,16 +158,42 @@ fn listen(under_init: bool) {
     }
 }
 
-/// Serves a host-initiated connection: raw echo or the protocol.
+/// Raw transport probes a host may ask for instead of the protocol.
+#[derive(Clone, Copy)]
+enum RawMode {
+    Echo,
+    Sink,
+    Source,
+}
+
+const RAW_MAGICS: [(&[u8; 8], RawMode); 3] = [
+    (RAW_ECHO_MAGIC, RawMode::Echo),
+    (RAW_SINK_MAGIC, RawMode::Sink),
+    (RAW_SOURCE_MAGIC, RawMode::Source),
+];
+
+/// Serves a host-initiated connection: a raw probe or the protocol.
 fn accepted(mut stream: VsockStream, under_init: bool) {
-    if starts_with_echo_magic(stream.as_raw_fd()) {
+    if let Some(mode) = raw_mode(stream.as_raw_fd()) {
         let mut magic = [0u8; RAW_ECHO_MAGIC.len()];
         if stream.read_exact(&mut magic).is_err() {
             return;
         }
-        match stream.try_clone() {
-            Ok(writer) => conn::echo(&mut stream, &Sender::new(writer)),
-            Err(e) => log!("cannot duplicate the socket: {e}"),
+        match mode {
+            RawMode::Echo => match stream.try_clone() {
+                Ok(writer) => conn::echo(&mut stream, &Sender::new(writer)),
+                Err(e) => log!("cannot duplicate the socket: {e}"),
+            },
+            RawMode::Sink => {
+                if let Err(e) = raw_sink(&mut stream) {
+                    debug!("raw sink ended: {e}");
+                }
+            }
+            RawMode::Source => {
+                if let Err(e) = raw_source(&mut stream) {
+                    debug!("raw source ended: {e}");
+                }
+            }
         }
         return;
     }
@@ -173,17 +201,49 @@ fn accepted(mut stream: VsockStream, under_init: bool) {
     finished("a host-initiated vsock connection", end, under_init);
 }
 
-/// Peeks (without consuming) for [`RAW_ECHO_MAGIC`] during [`ECHO_GRACE`].
-fn starts_with_echo_magic(fd: RawFd) -> bool {
+/// Reads a u64 count, discards that many bytes, writes the count back.
+fn raw_sink(stream: &mut VsockStream) -> io::Result<()> {
+    let mut count = [0u8; 8];
+    stream.read_exact(&mut count)?;
+    let mut left = u64::from_le_bytes(count);
+    let mut buf = vec![0u8; CHUNK_LEN];
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
+        let n = stream.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        left -= n as u64;
+    }
+    stream.write_all(&count)
+}
+
+/// Reads a u64 count and writes that many bytes.
+fn raw_source(stream: &mut VsockStream) -> io::Result<()> {
+    let mut count = [0u8; 8];
+    stream.read_exact(&mut count)?;
+    let mut left = u64::from_le_bytes(count);
+    let buf = vec![0x5au8; CHUNK_LEN];
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        stream.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    stream.flush()
+}
+
+/// Peeks (without consuming) for one of the raw probe magics during
+/// [`ECHO_GRACE`].
+fn raw_mode(fd: RawFd) -> Option<RawMode> {
     let deadline = Instant::now() + ECHO_GRACE;
     let mut buf = [0u8; RAW_ECHO_MAGIC.len()];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match sys::poll_readable(fd, Some(left)) {
             Ok(true) => {}
-            Ok(false) if left.is_zero() => return false,
+            Ok(false) if left.is_zero() => return None,
             Ok(false) => continue,
-            Err(_) => return false,
+            Err(_) => return None,
         }
         // SAFETY: buf is valid for buf.len() bytes.
         let n = unsafe {
@@ -195,17 +255,25 @@ fn starts_with_echo_magic(fd: RawFd) -> bool {
             )
         };
         let Ok(n) = usize::try_from(n) else {
-            return false;
+            return None;
         };
-        if n == 0 || buf[..n] != RAW_ECHO_MAGIC[..n] {
-            return false;
+        if n == 0 {
+            return None;
         }
-        if n == RAW_ECHO_MAGIC.len() {
-            return true;
+        let candidates: Vec<RawMode> = RAW_MAGICS
+            .iter()
+            .filter(|(m, _)| buf[..n] == m[..n])
+            .map(|(_, mode)| *mode)
+            .collect();
+        if candidates.is_empty() {
+            return None;
         }
-        // A prefix of the magic: the rest is on its way.
+        if n == buf.len() {
+            return candidates.first().copied();
+        }
+        // A prefix of a magic: the rest is on its way.
         if Instant::now() >= deadline {
-            return false;
+            return None;
         }
         thread::sleep(Duration::from_millis(1));
     }

@@ -70,6 +70,6 @@ pub fn open(lua: &Lua) -> mlua::Result<Table> {
     core.set("version", env!("CARGO_PKG_VERSION"))?;
     core.set("protocol_version", provium_protocol::PROTOCOL_VERSION)?;
     lua.load(PRELUDE)
-        .set_name("@provium/prelude.lua")
+        .set_name("=provium/prelude.lua")
         .call(core)
 }

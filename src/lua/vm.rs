@@ -228,10 +228,12 @@ impl VmHandle {
             match t.raw_get::<Value>("files")? {
                 Value::Nil => {}
                 Value::Table(list) => files = extra_files(CALL, &list)?,
-                other => return Err(ApiError::msg(format!(
+                other => {
+                    return Err(ApiError::msg(format!(
                     "{CALL}: opts.files must be an array of {{path=, content=, mode=}} (got {})",
                     args::show(&other)
-                ))),
+                )))
+                }
             }
         }
         let (kernel, initrd, mut cmdline) = if self.cfg.profile == "default" {
