@@ -22,6 +22,7 @@ pub mod conn;
 pub mod error;
 pub mod init;
 pub mod ops;
+pub mod pool;
 pub mod sender;
 pub mod server;
 pub mod sys;

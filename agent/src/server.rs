@@ -22,6 +22,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Once, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -54,19 +55,40 @@ pub struct ServerEnv {
     /// Forked by the agent's own PID 1: a power-off request exits with
     /// [`POWEROFF_EXIT_CODE`]. Otherwise it only ends the connection.
     pub under_init: bool,
-    /// A path to wait for (briefly) before serving: syslogd's socket, so
-    /// `logger` works from the very first call.
+    /// A path that processes may need (syslogd's socket, so `logger` works
+    /// from the very first call). The first `run` waits for it briefly;
+    /// dialing the host does not, which keeps it off the boot path.
     pub wait_for: Option<PathBuf>,
+}
+
+/// Path the first `run` waits for (see [`ServerEnv::wait_for`]).
+static RUN_PREREQUISITE: OnceLock<PathBuf> = OnceLock::new();
+
+/// Waits, once per process and at most [`SYSLOG_WAIT`], for the path the
+/// server was told processes need.
+pub fn await_run_prerequisite() {
+    static DONE: Once = Once::new();
+    DONE.call_once(|| {
+        if let Some(p) = RUN_PREREQUISITE.get() {
+            wait_for_path(p, SYSLOG_WAIT);
+        }
+    });
 }
 
 /// Runs the server forever.
 pub fn run(cfg: &Config, env: &ServerEnv) -> ! {
     if let Some(p) = &env.wait_for {
-        wait_for_path(p, SYSLOG_WAIT);
+        let _ = RUN_PREREQUISITE.set(p.clone());
     }
     let under_init = env.under_init;
-    if let Err(e) = spawn_thread("listen", move || listen(under_init)) {
-        log!("cannot start the vsock listener thread: {e}");
+    // Bind before dialing, so the port is open once the host sees us.
+    match VsockListener::bind_with_cid_port(VMADDR_CID_ANY, AGENT_PORT) {
+        Ok(listener) => {
+            if let Err(e) = spawn_thread("listen", move || listen(listener, under_init)) {
+                log!("cannot start the vsock listener thread: {e}");
+            }
+        }
+        Err(e) => log!("cannot listen on vsock port {AGENT_PORT}: {e}"),
     }
     match cfg.transport {
         Transport::Vsock => dial_home(cfg.port, under_init),
@@ -129,14 +151,7 @@ fn serve_stream(stream: VsockStream, opts: ServeOptions) -> Result<ConnEnd, Conn
 }
 
 /// Accepts host-initiated connections on [`AGENT_PORT`].
-fn listen(under_init: bool) {
-    let listener = match VsockListener::bind_with_cid_port(VMADDR_CID_ANY, AGENT_PORT) {
-        Ok(listener) => listener,
-        Err(e) => {
-            log!("cannot listen on vsock port {AGENT_PORT}: {e}");
-            return;
-        }
-    };
+fn listen(listener: VsockListener, under_init: bool) {
     let mut failures: u64 = 0;
     loop {
         match listener.accept() {

@@ -1,25 +1,34 @@
 //! The host end of one multiplexed agent connection.
 //!
-//! A writer task drains a bounded queue of encoded frames into the stream; a
-//! reader task routes every incoming `Data`/`Reply` to the call it belongs to.
-//! Lua threads register a call, queue its frame and block on the call's own
-//! channel: an operation costs one round trip, no connect and no handshake.
+//! A reader task on the rock's runtime routes every incoming `Data`/`Reply`
+//! to the call it belongs to. Lua threads register a call, write its frame and
+//! block on the call's own channel: an operation costs one round trip, no
+//! connect and no handshake.
+//!
+//! Writes happen on the calling thread, on a duplicate of the socket, under a
+//! mutex (so frames never interleave), instead of being queued to a writer
+//! task on the runtime. Measured reason: under TCG each hand-off between the
+//! Lua thread and the runtime thread costs tens of microseconds, and a `stat`
+//! round trip may add at most 50 % to a raw echo (~250-330 µs here). A
+//! blocking write also gives bulk uploads natural back-pressure: the caller
+//! waits while the socket is full, and nothing queues up in host memory.
 
 use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use provium_protocol::{self as proto, AgentMsg, Failure, HostMsg, Op, Reply, RequestId};
 use serde_bytes::ByteBuf;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, watch};
 
 use super::TransportError;
 use crate::runtime;
 
-/// Frames queued for the writer before `send` blocks (bounds host memory
-/// during bulk uploads to this many chunks).
-const WRITE_QUEUE_FRAMES: usize = 16;
+/// Read buffer of the connection (one bulk chunk plus headroom).
+const READ_BUFFER: usize = 512 * 1024;
 
 /// What a call receives from the agent.
 #[derive(Debug)]
@@ -38,7 +47,7 @@ struct Shared {
 
 /// One live connection to an agent.
 pub struct Client {
-    writer: mpsc::Sender<Vec<u8>>,
+    writer: Mutex<FdWriter>,
     shared: Arc<Mutex<Shared>>,
     next_id: AtomicU64,
     closed_tx: watch::Sender<bool>,
@@ -48,19 +57,20 @@ pub struct Client {
 
 impl Client {
     /// Starts the reader and writer tasks for an established, handshaken stream.
-    pub fn start<S>(stream: S, hello: proto::AgentHello) -> Arc<Client>
+    pub fn start<S>(stream: S, hello: proto::AgentHello) -> io::Result<Arc<Client>>
     where
-        S: AsyncRead + AsyncWrite + Send + 'static,
+        S: AsyncRead + AsRawFd + Unpin + Send + 'static,
     {
-        let (rd, wr) = tokio::io::split(stream);
-        let (writer, queue) = mpsc::channel(WRITE_QUEUE_FRAMES);
+        let writer = FdWriter::dup(stream.as_raw_fd())?;
+        // Buffered: a small frame's header and body arrive in one read.
+        let rd = tokio::io::BufReader::with_capacity(READ_BUFFER, stream);
         let shared = Arc::new(Mutex::new(Shared {
             pending: HashMap::new(),
             closed: None,
         }));
         let (closed_tx, _) = watch::channel(false);
         let client = Arc::new(Client {
-            writer,
+            writer: Mutex::new(writer),
             shared: shared.clone(),
             next_id: AtomicU64::new(1),
             closed_tx,
@@ -75,13 +85,7 @@ impl Client {
                 fail_all(&shared, &reason);
             }
         });
-        let shared_w = client.shared.clone();
-        runtime::spawn(async move {
-            if let Err(e) = write_loop(wr, queue).await {
-                fail_all(&shared_w, &format!("write to agent failed: {e}"));
-            }
-        });
-        client
+        Ok(client)
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared> {
@@ -101,6 +105,10 @@ impl Client {
     /// Ends the connection: every call in flight fails with `reason`.
     pub fn close(&self, reason: &str) {
         fail_all(&self.shared, reason);
+        self.writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .shutdown();
         let _ = self.closed_tx.send(true);
     }
 
@@ -134,9 +142,19 @@ impl Client {
     }
 
     fn send_frame(&self, frame: Vec<u8>) -> Result<(), TransportError> {
-        self.writer
-            .blocking_send(frame)
-            .map_err(|_| TransportError::Closed(self.reason_or("the connection writer stopped")))
+        if let Some(reason) = self.closed_reason() {
+            return Err(TransportError::Closed(reason.to_string()));
+        }
+        let result = self
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .write_all(&frame);
+        result.map_err(|e| {
+            let reason = format!("write to agent failed: {e}");
+            self.close(&reason);
+            TransportError::Closed(self.reason_or(&reason))
+        })
     }
 
     fn reason_or(&self, default: &str) -> String {
@@ -243,28 +261,65 @@ async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, shared: &Mutex<Shared>) -> S
     }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(
-    mut wr: W,
-    mut queue: mpsc::Receiver<Vec<u8>>,
-) -> std::io::Result<()> {
-    let mut batch = Vec::new();
-    while let Some(frame) = queue.recv().await {
-        // Coalesce whatever else is already queued into one write.
-        if queue.is_empty() {
-            wr.write_all(&frame).await?;
-        } else {
-            batch.clear();
-            batch.extend_from_slice(&frame);
-            while batch.len() < proto::CHUNK_LEN {
-                match queue.try_recv() {
-                    Ok(more) => batch.extend_from_slice(&more),
-                    Err(_) => break,
-                }
-            }
-            wr.write_all(&batch).await?;
+/// The write side: a duplicate of the socket's descriptor. The descriptor is
+/// non-blocking (it shares its file description with the runtime's half), so
+/// a full socket is waited out with `poll`.
+struct FdWriter {
+    fd: Option<OwnedFd>,
+}
+
+impl FdWriter {
+    fn dup(fd: RawFd) -> io::Result<FdWriter> {
+        // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a descriptor we are handed; the
+        // result is a new descriptor that we own.
+        let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if new < 0 {
+            return Err(io::Error::last_os_error());
         }
-        wr.flush().await?;
+        // SAFETY: `new` is a fresh descriptor owned by nobody else.
+        Ok(FdWriter {
+            fd: Some(unsafe { OwnedFd::from_raw_fd(new) }),
+        })
     }
-    let _ = wr.shutdown().await;
-    Ok(())
+
+    fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        let Some(fd) = self.fd.as_ref().map(|f| f.as_raw_fd()) else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "connection closed",
+            ));
+        };
+        while !buf.is_empty() {
+            // SAFETY: writes from a valid slice to a descriptor we own.
+            let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+            if n >= 0 {
+                buf = &buf[n as usize..];
+                continue;
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::Interrupted => {}
+                io::ErrorKind::WouldBlock => {
+                    let mut pfd = libc::pollfd {
+                        fd,
+                        events: libc::POLLOUT,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd.
+                    unsafe { libc::poll(&mut pfd, 1, 1000) };
+                }
+                _ => return Err(err),
+            }
+        }
+        Ok(())
+    }
+
+    /// Shuts the socket down both ways (the reader sees the end) and drops
+    /// our descriptor.
+    fn shutdown(&mut self) {
+        if let Some(fd) = self.fd.take() {
+            // SAFETY: shutdown(2) on a descriptor we own.
+            unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
+        }
+    }
 }

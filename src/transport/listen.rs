@@ -98,3 +98,12 @@ impl AsyncWrite for AgentStream {
         }
     }
 }
+
+impl std::os::fd::AsRawFd for AgentStream {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            AgentStream::Unix(s) => s.as_raw_fd(),
+            AgentStream::Vsock(s) => s.as_raw_fd(),
+        }
+    }
+}

@@ -91,6 +91,7 @@ impl Machine {
         dir: RunDir,
         console: Arc<Console>,
     ) -> Result<Machine, VmError> {
+        let trace = Trace::new(&spec.name);
         let accel = accel::detect()?;
         let (daemon, listener, device, port, cid) = match vsock::detect()? {
             VsockKind::VhostUser => {
@@ -107,6 +108,7 @@ impl Machine {
             }
         };
 
+        trace.mark("vsock backend ready");
         let initrd = match &spec.extra_initrd {
             None => spec.initrd.clone(),
             Some(extra) => {
@@ -144,11 +146,21 @@ impl Machine {
             tokio::spawn(console.clone().capture(stdout));
         }
         let qemu = Arc::new(qemu_child.0);
+        trace.mark("QEMU spawned");
+        if trace.on() {
+            let mut w = console.watch();
+            let t = trace.clone();
+            tokio::spawn(async move {
+                if w.changed().await.is_ok() {
+                    t.mark("first console output");
+                }
+            });
+        }
 
         let connect = async {
             let mut stream = listener.accept().await?;
             let hello = transport::handshake(&mut stream).await?;
-            Ok::<_, VmError>(Client::start(stream, hello))
+            Ok::<_, VmError>(Client::start(stream, hello)?)
         };
         let client = tokio::select! {
             r = connect => r?,
@@ -170,6 +182,7 @@ impl Machine {
             }
         };
 
+        trace.mark("agent answered the hello");
         // Monitor: QEMU ending closes the connection with the reason.
         let weak = Arc::downgrade(&client);
         let q = qemu.clone();
@@ -316,6 +329,37 @@ impl RawEndpoint {
                     tokio_vsock::VsockStream::connect(addr).await?,
                 ))
             }
+        }
+    }
+}
+
+/// Boot phase timings on stderr when `PROVIUM_TRACE` is set.
+#[derive(Clone)]
+struct Trace {
+    start: Option<std::time::Instant>,
+    name: Arc<str>,
+}
+
+impl Trace {
+    fn new(name: &str) -> Trace {
+        let on = std::env::var_os("PROVIUM_TRACE").is_some_and(|v| !v.is_empty());
+        Trace {
+            start: on.then(std::time::Instant::now),
+            name: Arc::from(name),
+        }
+    }
+
+    fn on(&self) -> bool {
+        self.start.is_some()
+    }
+
+    fn mark(&self, what: &str) {
+        if let Some(t) = self.start {
+            eprintln!(
+                "provium: vm {:?}: {:7.1} ms  {what}",
+                self.name,
+                t.elapsed().as_secs_f64() * 1e3
+            );
         }
     }
 }

@@ -18,13 +18,11 @@ pub fn path(bytes: &[u8]) -> &Path {
     Path::new(OsStr::from_bytes(bytes))
 }
 
-/// Starts a detached, named thread.
-pub fn spawn_thread<F>(name: &str, f: F) -> std::io::Result<()>
+/// Runs `f` on a pooled thread (see [`crate::pool`]); the name is kept for
+/// call sites' readability.
+pub fn spawn_thread<F>(_name: &str, f: F) -> std::io::Result<()>
 where
     F: FnOnce() + Send + 'static,
 {
-    std::thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(f)
-        .map(drop)
+    crate::pool::execute(Box::new(f))
 }

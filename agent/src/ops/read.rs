@@ -18,9 +18,12 @@ use crate::sender::Sender;
 /// Reads the whole file at `p`, streaming it to `sender` under `id`.
 pub fn read_file(sender: &Sender, id: RequestId, p: &[u8]) -> OpResult {
     let mut file = File::open(path(p)).map_err(|e| io_failure(&e))?;
-    let mut pending = Vec::with_capacity(CHUNK_LEN);
+    // Small first: large buffers come from mmap in musl, and mapping and
+    // unmapping them costs more than a small file's whole round trip under
+    // TCG. read_to_end grows the buffer as the file demands.
+    let mut pending = Vec::new();
     fill(&mut file, &mut pending).map_err(|e| io_failure(&e))?;
-    let mut next = Vec::with_capacity(CHUNK_LEN);
+    let mut next = Vec::new();
     // A short chunk means end of file; a full one may be followed by more.
     while pending.len() == CHUNK_LEN {
         next.clear();

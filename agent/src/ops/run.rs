@@ -44,6 +44,7 @@ const FALLBACK_POLL: Duration = Duration::from_millis(2);
 
 /// Runs `spec` to completion; `feed` carries stdin chunks after `spec.stdin`.
 pub fn run(sender: &Sender, id: RequestId, spec: RunSpec, feed: Option<StdinFeed>) -> OpResult {
+    crate::server::await_run_prerequisite();
     let wants_stdin = !spec.stdin.is_empty() || feed.is_some();
     let mut cmd = command(&spec, wants_stdin)?;
     let mut child = cmd.spawn().map_err(|e| io_failure(&e))?;
