@@ -1,34 +1,39 @@
--- read_file/write_file of 64 MiB vs the raw transport's bulk rate, same run.
--- Usage: lua5.4 bench/bulk.lua [MiB=64] [runs=3]
+-- read_file/write_file of 64 MiB vs the raw transport's bulk rate, in the same
+-- run: each round measures raw host->guest, write_file, raw guest->host and
+-- read_file back to back, so drifts of the shared TCG host hit all alike.
+-- Usage: lua5.4 bench/bulk.lua [MiB=64] [rounds=5]
 package.path = "bench/?.lua;" .. package.path
 local provium = require("provium")
 local u = require("util")
 
 local mib = tonumber(arg[1]) or 64
-local runs = tonumber(arg[2]) or 3
+local rounds = tonumber(arg[2]) or 5
 local bytes = mib * 1024 * 1024
 local vm <close> = provium:vm("bench-bulk", "default", { memory = "1G" })
 vm:boot()
 local ud = rawget(vm, provium._UD)
 local data = string.rep("0123456789abcdef", bytes // 16)
 
-local function rate(fn)
-  local xs = {}
-  for i = 1, runs do
-    local t = provium.now()
-    fn()
-    xs[i] = bytes / (provium.now() - t) / 1e6
-  end
-  return u.median(xs), xs
+local function mbps(fn)
+  local t = provium.now()
+  fn()
+  return bytes / (provium.now() - t) / 1e6
 end
 
-local raw_in = rate(function() assert(ud:_raw_bulk(bytes, "to_guest")) end)
-local raw_out = rate(function() assert(ud:_raw_bulk(bytes, "from_guest")) end)
-local wr = rate(function() vm:write_file("/tmp/bulk", data) end)
-local rd = rate(function() assert(#vm:read_file("/tmp/bulk") == bytes) end)
+local raw_in, wr, raw_out, rd = {}, {}, {}, {}
+for i = 1, rounds do
+  raw_in[i] = mbps(function() assert(ud:_raw_bulk(bytes, "to_guest")) end)
+  wr[i] = mbps(function() vm:write_file("/tmp/bulk", data) end)
+  raw_out[i] = mbps(function() assert(ud:_raw_bulk(bytes, "from_guest")) end)
+  rd[i] = mbps(function() assert(vm:read_file("/tmp/bulk") == data) end)
+end
 
-print(string.format("%d MiB, median of %d runs", mib, runs))
-print(string.format("raw host->guest   %7.1f MB/s", raw_in))
-print(string.format("write_file        %7.1f MB/s  (%.0f %% of raw)", wr, 100 * wr / raw_in))
-print(string.format("raw guest->host   %7.1f MB/s", raw_out))
-print(string.format("read_file         %7.1f MB/s  (%.0f %% of raw)", rd, 100 * rd / raw_out))
+print(string.format("%d MiB, %d interleaved rounds (MB/s, median and all rounds)", mib, rounds))
+local function row(name, xs, base)
+  local rel = base and string.format("  %3.0f %% of raw", 100 * u.median(xs) / u.median(base)) or ""
+  print(string.format("%-18s %7.1f%s   [%s]", name, u.median(xs), rel, u.fmt_list(xs, "%.0f")))
+end
+row("raw host->guest", raw_in)
+row("write_file", wr, raw_in)
+row("raw guest->host", raw_out)
+row("read_file", rd, raw_out)

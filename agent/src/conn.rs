@@ -6,14 +6,15 @@
 //! write. Operations that can block (read_file, run) get a thread each and
 //! reply through the shared [`Sender`] whenever they finish, in any order.
 
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 
 use provium_protocol::{
-    check_version, decode, frame::body_len, AgentHello, AgentMsg, FrameError, HostMsg, Op, Reply,
-    RequestId, FRAME_HEADER_LEN, PROTOCOL_VERSION, RAW_ECHO_MAGIC,
+    check_version, decode, AgentHello, AgentMsg, FrameError, HostMsg, Op, Reply, RequestId,
+    PROTOCOL_VERSION, RAW_ECHO_MAGIC,
 };
 
 use crate::error::{internal, OpResult};
+use crate::frames::FrameReader;
 use crate::ops::{self, upload::Uploads};
 use crate::sender::Sender;
 use crate::sys;
@@ -78,25 +79,24 @@ where
 {
     let sender = Sender::new(writer);
     let _close = CloseOnDrop(sender.clone());
-    let mut reader = BufReader::with_capacity(READ_BUFFER, reader);
+    let mut reader = FrameReader::new(reader);
 
     sender
         .send(&AgentMsg::Hello(hello()))
         .map_err(ConnError::Write)?;
 
-    let body = match read_first_frame(&mut reader, opts.allow_echo)? {
-        First::Frame(body) => body,
-        First::Echo => {
-            echo(&mut reader, &sender);
-            return Ok(ConnEnd::Echo);
-        }
-        First::Eof => {
-            return Err(ConnError::Handshake(
-                "the host closed the connection before its hello".into(),
-            ))
-        }
+    // The raw echo magic's first four bytes, read as a length, exceed the
+    // frame limit, so it can never be mistaken for a frame.
+    if opts.allow_echo && reader.starts_with(RAW_ECHO_MAGIC).map_err(FrameError::Io)? {
+        echo(&mut reader, &sender);
+        return Ok(ConnEnd::Echo);
+    }
+    let Some(body) = reader.next_frame()? else {
+        return Err(ConnError::Handshake(
+            "the host closed the connection before its hello".into(),
+        ));
     };
-    match decode::<HostMsg>(&body) {
+    match decode::<HostMsg>(body) {
         Ok(HostMsg::Hello { version }) => {
             if let Some(end) = check_host_version(&sender, version)? {
                 return Ok(end);
@@ -127,10 +127,17 @@ where
         uploads: Uploads::default(),
     };
     loop {
-        let Some(body) = read_frame(&mut reader)? else {
+        let Some(frame) = reader.next_frame()? else {
             return Ok(ConnEnd::Closed);
         };
-        let msg: HostMsg = decode(&body)?;
+        if let Some(view) = HostMsg::data_view(frame) {
+            let view = view?;
+            session
+                .uploads
+                .data(&session.sender, view.id, view.chunk, view.last);
+            continue;
+        }
+        let msg: HostMsg = decode(frame)?;
         if let Some(end) = session.handle(msg)? {
             return Ok(end);
         }
@@ -179,9 +186,7 @@ impl Session {
     fn handle(&mut self, msg: HostMsg) -> Result<Option<ConnEnd>, ConnError> {
         match msg {
             HostMsg::Call { id, op } => return self.call(id, op),
-            HostMsg::Data { id, chunk, last } => {
-                self.uploads.data(&self.sender, id, chunk.into_vec(), last)
-            }
+            HostMsg::Data { id, chunk, last } => self.uploads.data(&self.sender, id, &chunk, last),
             HostMsg::Cancel { id } => self.uploads.cancel(&self.sender, id),
             HostMsg::Hello { version } => {
                 // A host that reconnected to a stream we still consider open
@@ -283,80 +288,6 @@ fn describe(msg: &HostMsg) -> String {
         HostMsg::Data { id, .. } => format!("Data for {id}"),
         HostMsg::Cancel { id } => format!("Cancel for {id}"),
     }
-}
-
-enum First {
-    Frame(Vec<u8>),
-    Echo,
-    Eof,
-}
-
-/// Reads the host's first frame, recognising the raw echo magic (whose first
-/// four bytes, read as a length, exceed the frame limit, so it can never be
-/// mistaken for a frame).
-fn read_first_frame<R: Read>(r: &mut R, allow_echo: bool) -> Result<First, ConnError> {
-    let mut header = [0u8; FRAME_HEADER_LEN];
-    if !read_header(r, &mut header)? {
-        return Ok(First::Eof);
-    }
-    if allow_echo && header[..] == RAW_ECHO_MAGIC[..FRAME_HEADER_LEN] {
-        let mut rest = [0u8; 4];
-        let got = read_full(r, &mut rest).map_err(FrameError::Io)?;
-        if got == rest.len() && rest[..] == RAW_ECHO_MAGIC[FRAME_HEADER_LEN..] {
-            return Ok(First::Echo);
-        }
-        return Err(ConnError::Handshake("garbled echo request".into()));
-    }
-    Ok(First::Frame(read_body(r, header)?))
-}
-
-/// Reads one frame body; `None` at a clean end of stream.
-fn read_frame<R: Read>(r: &mut R) -> Result<Option<Vec<u8>>, FrameError> {
-    let mut header = [0u8; FRAME_HEADER_LEN];
-    if !read_header(r, &mut header)? {
-        return Ok(None);
-    }
-    read_body(r, header).map(Some)
-}
-
-/// Fills `header`; false at a clean end of stream.
-fn read_header<R: Read>(
-    r: &mut R,
-    header: &mut [u8; FRAME_HEADER_LEN],
-) -> Result<bool, FrameError> {
-    match read_full(r, header)? {
-        0 => Ok(false),
-        FRAME_HEADER_LEN => Ok(true),
-        got => Err(FrameError::Truncated {
-            got,
-            want: FRAME_HEADER_LEN,
-        }),
-    }
-}
-
-/// Reads the body announced by `header` (its length is checked first).
-fn read_body<R: Read>(r: &mut R, header: [u8; FRAME_HEADER_LEN]) -> Result<Vec<u8>, FrameError> {
-    let len = body_len(header)?;
-    let mut body = vec![0u8; len];
-    let got = read_full(r, &mut body)?;
-    if got < len {
-        return Err(FrameError::Truncated { got, want: len });
-    }
-    Ok(body)
-}
-
-/// Reads until `buf` is full or the stream ends; returns the bytes read.
-fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 /// Raw echo: writes back every byte read, until end of stream.

@@ -20,6 +20,7 @@ pub mod log;
 pub mod config;
 pub mod conn;
 pub mod error;
+pub mod frames;
 pub mod init;
 pub mod ops;
 pub mod pool;

@@ -105,10 +105,35 @@ impl Sender {
         self.send_raw(&frame)
     }
 
-    /// Sends one `Data` frame without copying `chunk` twice (the frame is
-    /// built by hand in postcard's encoding of [`AgentMsg::Data`]).
+    /// Sends one `Data` frame without copying `chunk`: its header is built
+    /// by hand in postcard's encoding of [`AgentMsg::Data`] and written
+    /// together with the chunk in one vectored write (user-space copies are
+    /// what bulk transfers pay for under TCG).
     pub fn data(&self, id: RequestId, channel: u8, chunk: &[u8]) -> io::Result<()> {
-        self.send_raw(&data_frame(id, channel, chunk))
+        self.send_parts(&data_head(id, channel, chunk.len())?, chunk)
+    }
+
+    /// Writes two buffers as one frame, with as few system calls as the
+    /// writer allows.
+    fn send_parts(&self, head: &[u8], tail: &[u8]) -> io::Result<()> {
+        let mut shared = self.lock();
+        if shared.epoch != self.epoch {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "session restarted",
+            ));
+        }
+        let Some(writer) = shared.writer.as_mut() else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "connection closed",
+            ));
+        };
+        let result = write_all_vectored(writer, head, tail).and_then(|()| writer.flush());
+        if result.is_err() {
+            shared.writer = None;
+        }
+        result
     }
 
     /// Drops the writer (for every epoch): later sends fail with
@@ -127,18 +152,41 @@ impl Sender {
 /// Variant index of [`AgentMsg::Data`] in postcard's encoding.
 const DATA_VARIANT: u8 = 2;
 
-/// Builds the frame of `AgentMsg::Data { id, channel, chunk }`.
-pub fn data_frame(id: RequestId, channel: u8, chunk: &[u8]) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(FRAME_HEADER_LEN + 1 + 10 + 1 + 5 + chunk.len());
-    frame.extend_from_slice(&[0; FRAME_HEADER_LEN]);
-    frame.push(DATA_VARIANT);
-    push_varint(&mut frame, id.0);
-    frame.push(channel);
-    push_varint(&mut frame, chunk.len() as u64);
+/// The frame header and message prefix of `AgentMsg::Data { id, channel,
+/// chunk }` for a chunk of `len` bytes; the chunk itself follows.
+pub fn data_head(id: RequestId, channel: u8, len: usize) -> io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(FRAME_HEADER_LEN + 1 + 10 + 1 + 10);
+    head.extend_from_slice(&[0; FRAME_HEADER_LEN]);
+    head.push(DATA_VARIANT);
+    push_varint(&mut head, id.0);
+    head.push(channel);
+    push_varint(&mut head, len as u64);
+    let body_len = u32::try_from(head.len() - FRAME_HEADER_LEN + len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "chunk too large"))?;
+    head[..FRAME_HEADER_LEN].copy_from_slice(&body_len.to_le_bytes());
+    Ok(head)
+}
+
+/// The whole frame of `AgentMsg::Data { id, channel, chunk }`.
+pub fn data_frame(id: RequestId, channel: u8, chunk: &[u8]) -> io::Result<Vec<u8>> {
+    let mut frame = data_head(id, channel, chunk.len())?;
     frame.extend_from_slice(chunk);
-    let body_len = (frame.len() - FRAME_HEADER_LEN) as u32;
-    frame[..FRAME_HEADER_LEN].copy_from_slice(&body_len.to_le_bytes());
-    frame
+    Ok(frame)
+}
+
+/// `write_all` for two buffers through `write_vectored`.
+fn write_all_vectored(w: &mut dyn Write, head: &[u8], tail: &[u8]) -> io::Result<()> {
+    let mut bufs = [io::IoSlice::new(head), io::IoSlice::new(tail)];
+    let mut slices: &mut [io::IoSlice<'_>] = &mut bufs;
+    while !slices.is_empty() {
+        match w.write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Appends a LEB128 varint (postcard's integer encoding).
@@ -171,7 +219,7 @@ mod tests {
             (u64::MAX, 255, 70_000),
         ] {
             let chunk: Vec<u8> = (0..len).map(|i| i as u8).collect();
-            let ours = data_frame(RequestId(id), channel, &chunk);
+            let ours = data_frame(RequestId(id), channel, &chunk).unwrap();
             let theirs = encode(&AgentMsg::Data {
                 id: RequestId(id),
                 channel,

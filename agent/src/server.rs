@@ -147,7 +147,8 @@ fn serve_stream(stream: VsockStream, opts: ServeOptions) -> Result<ConnEnd, Conn
     let writer = stream
         .try_clone()
         .map_err(|e| ConnError::Handshake(format!("cannot duplicate the socket: {e}")))?;
-    conn::serve(stream, writer, opts)
+    // As a File, the writer gets real vectored writes (writev).
+    conn::serve(stream, File::from(OwnedFd::from(writer)), opts)
 }
 
 /// Accepts host-initiated connections on [`AGENT_PORT`].

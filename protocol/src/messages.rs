@@ -66,6 +66,37 @@ pub enum AgentMsg {
     HelloRejected { version: u32, reason: String },
 }
 
+/// Variant index of [`HostMsg::Data`] in postcard's encoding.
+const HOST_DATA_VARIANT: u8 = 3;
+
+/// A borrowed view of a [`HostMsg::Data`] frame body: lets a receiver write
+/// upload bytes straight from its read buffer instead of copying them into
+/// an owned message first (bulk uploads are copy-bound under TCG).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataView<'a> {
+    pub id: RequestId,
+    pub chunk: &'a [u8],
+    pub last: bool,
+}
+
+impl HostMsg {
+    /// Parses `body` as a `Data` frame without copying; `None` when it is
+    /// another kind of message (decode those with [`crate::decode`]).
+    pub fn data_view(body: &[u8]) -> Option<Result<DataView<'_>, crate::FrameError>> {
+        let rest = body.strip_prefix(&[HOST_DATA_VARIANT])?;
+        let parse = || {
+            let (id, rest) = postcard::take_from_bytes::<RequestId>(rest)?;
+            let (chunk, rest) = postcard::take_from_bytes::<&[u8]>(rest)?;
+            let (last, rest) = postcard::take_from_bytes::<bool>(rest)?;
+            if !rest.is_empty() {
+                return Err(postcard::Error::DeserializeBadEncoding);
+            }
+            Ok(DataView { id, chunk, last })
+        };
+        Some(parse().map_err(crate::FrameError::from))
+    }
+}
+
 /// Checks a peer's protocol version; `Err` carries the peer's version.
 pub fn check_version(peer: u32) -> Result<(), u32> {
     if peer == crate::PROTOCOL_VERSION {
@@ -314,5 +345,47 @@ impl std::fmt::Display for Failure {
             FailureKind::Os => write!(f, "{} (errno {})", self.message, self.errno),
             kind => write!(f, "agent error ({kind:?}): {}", self.message),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_view_matches_the_derived_encoding() {
+        for (len, last) in [
+            (0usize, true),
+            (1, false),
+            (127, false),
+            (128, true),
+            (70_000, true),
+        ] {
+            let chunk: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let msg = HostMsg::Data {
+                id: RequestId(300 + len as u64),
+                chunk: ByteBuf::from(chunk.clone()),
+                last,
+            };
+            let frame = crate::encode(&msg).unwrap();
+            let view = HostMsg::data_view(&frame[crate::FRAME_HEADER_LEN..])
+                .unwrap()
+                .unwrap();
+            assert_eq!(view.id, RequestId(300 + len as u64));
+            assert_eq!(view.chunk, &chunk[..]);
+            assert_eq!(view.last, last);
+        }
+    }
+
+    #[test]
+    fn data_view_ignores_other_messages_and_rejects_garbage() {
+        let call = crate::encode(&HostMsg::Call {
+            id: RequestId(1),
+            op: Op::Ping,
+        })
+        .unwrap();
+        assert!(HostMsg::data_view(&call[crate::FRAME_HEADER_LEN..]).is_none());
+        assert!(matches!(HostMsg::data_view(&[3, 1, 200]), Some(Err(_))));
+        assert!(matches!(HostMsg::data_view(&[3, 1, 0, 1, 9]), Some(Err(_))));
     }
 }

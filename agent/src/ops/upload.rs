@@ -78,14 +78,14 @@ impl Uploads {
     /// Handles `HostMsg::Data`. Data for an unknown id (finished, failed or
     /// never started) is ignored. A write_file that fails on a chunk is
     /// answered once with the failure and forgotten.
-    pub fn data(&mut self, sender: &Sender, id: RequestId, chunk: Vec<u8>, last: bool) {
+    pub fn data(&mut self, sender: &Sender, id: RequestId, chunk: &[u8], last: bool) {
         let Some(upload) = self.map.get_mut(&id) else {
             debug!("{id}: data for no upload in flight; ignored");
             return;
         };
         match upload {
             Upload::File(file) => {
-                let written = file.write_all(&chunk);
+                let written = file.write_all(chunk);
                 if written.is_ok() && !last {
                     return;
                 }
@@ -100,7 +100,7 @@ impl Uploads {
             }
             Upload::Stdin(tx) => {
                 // A send fails once the process's stdin is gone; stop routing.
-                let delivered = chunk.is_empty() || tx.send(chunk).is_ok();
+                let delivered = chunk.is_empty() || tx.send(chunk.to_vec()).is_ok();
                 if last || !delivered {
                     self.map.remove(&id);
                 }
