@@ -97,6 +97,41 @@ impl HostMsg {
     }
 }
 
+/// Variant index of [`AgentMsg::Data`] in postcard's encoding.
+const AGENT_DATA_VARIANT: u8 = 2;
+
+/// A borrowed view of an [`AgentMsg::Data`] frame body (see [`DataView`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentDataView {
+    pub id: RequestId,
+    pub channel: u8,
+    /// Where the chunk lies within the frame body.
+    pub chunk: std::ops::Range<usize>,
+}
+
+impl AgentMsg {
+    /// Locates the chunk of a `Data` frame without copying it; `None` when
+    /// `body` is another kind of message.
+    pub fn data_view(body: &[u8]) -> Option<Result<AgentDataView, crate::FrameError>> {
+        let rest = body.strip_prefix(&[AGENT_DATA_VARIANT])?;
+        let parse = || {
+            let (id, rest) = postcard::take_from_bytes::<RequestId>(rest)?;
+            let (channel, rest) = postcard::take_from_bytes::<u8>(rest)?;
+            let (chunk, rest) = postcard::take_from_bytes::<&[u8]>(rest)?;
+            if !rest.is_empty() {
+                return Err(postcard::Error::DeserializeBadEncoding);
+            }
+            let start = body.len() - chunk.len();
+            Ok(AgentDataView {
+                id,
+                channel,
+                chunk: start..body.len(),
+            })
+        };
+        Some(parse().map_err(crate::FrameError::from))
+    }
+}
+
 /// Checks a peer's protocol version; `Err` carries the peer's version.
 pub fn check_version(peer: u32) -> Result<(), u32> {
     if peer == crate::PROTOCOL_VERSION {
@@ -375,6 +410,31 @@ mod tests {
             assert_eq!(view.chunk, &chunk[..]);
             assert_eq!(view.last, last);
         }
+    }
+
+    #[test]
+    fn agent_data_view_matches_the_derived_encoding() {
+        for len in [0usize, 5, 128, 300_000] {
+            let chunk: Vec<u8> = (0..len).map(|i| (i * 3) as u8).collect();
+            let frame = crate::encode(&AgentMsg::Data {
+                id: RequestId(77),
+                channel: 2,
+                chunk: ByteBuf::from(chunk.clone()),
+            })
+            .unwrap();
+            let body = &frame[crate::FRAME_HEADER_LEN..];
+            let view = AgentMsg::data_view(body).unwrap().unwrap();
+            assert_eq!(view.id, RequestId(77));
+            assert_eq!(view.channel, 2);
+            assert_eq!(&body[view.chunk], &chunk[..]);
+        }
+        let reply = crate::encode(&AgentMsg::Reply {
+            id: RequestId(1),
+            result: Ok(Reply::Unit),
+        })
+        .unwrap();
+        assert!(AgentMsg::data_view(&reply[crate::FRAME_HEADER_LEN..]).is_none());
+        assert!(matches!(AgentMsg::data_view(&[2, 1, 0, 9]), Some(Err(_))));
     }
 
     #[test]

@@ -27,14 +27,17 @@ use tokio::sync::{mpsc, watch};
 use super::TransportError;
 use crate::runtime;
 
-/// Read buffer of the connection (one bulk chunk plus headroom).
-const READ_BUFFER: usize = 512 * 1024;
+/// Read buffer of the connection: small frames (and their headers) arrive in
+/// one read; bulk chunks, being larger, are read straight into their own
+/// buffer instead of through this one.
+const READ_BUFFER: usize = 64 * 1024;
 
 /// What a call receives from the agent.
 #[derive(Debug)]
 pub enum Event {
-    /// Bulk bytes on a channel, before the reply.
-    Data(u8, ByteBuf),
+    /// Bulk bytes on a channel, before the reply: `body[range]` (the frame
+    /// body is passed on whole, so the bytes are not copied out of it).
+    Data(u8, Vec<u8>, std::ops::Range<usize>),
     /// The final answer.
     Reply(Result<Reply, Failure>),
 }
@@ -167,15 +170,27 @@ impl Client {
     /// the reply with the collected bytes.
     pub fn wait(&self, call: PendingCall) -> Result<Completed, TransportError> {
         let mut call = call;
-        let mut channels: [Vec<u8>; 3] = Default::default();
+        // Chunks are kept as they came and joined once at the end (one copy,
+        // into a buffer of the exact size).
+        let mut chunks: [Vec<(Vec<u8>, std::ops::Range<usize>)>; 3] = Default::default();
         loop {
             match call.rx.blocking_recv() {
-                Some(Event::Data(ch, chunk)) => {
-                    if let Some(buf) = channels.get_mut(ch as usize) {
-                        buf.extend_from_slice(&chunk);
+                Some(Event::Data(ch, body, range)) => {
+                    if let Some(list) = chunks.get_mut(ch as usize) {
+                        list.push((body, range));
                     }
                 }
-                Some(Event::Reply(result)) => return Ok(Completed { result, channels }),
+                Some(Event::Reply(result)) => {
+                    let channels = chunks.map(|list| {
+                        let total = list.iter().map(|(_, r)| r.len()).sum();
+                        let mut out = Vec::with_capacity(total);
+                        for (body, range) in list {
+                            out.extend_from_slice(&body[range]);
+                        }
+                        out
+                    });
+                    return Ok(Completed { result, channels });
+                }
                 None => {
                     return Err(TransportError::Closed(
                         self.reason_or("the agent connection ended"),
@@ -239,6 +254,17 @@ async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, shared: &Mutex<Shared>) -> S
         if let Err(e) = rd.read_exact(&mut body).await {
             return format!("connection to agent lost inside a frame: {e}");
         }
+        if let Some(view) = AgentMsg::data_view(&body) {
+            match view {
+                Ok(v) => {
+                    if let Some(tx) = lock(shared).pending.get(&v.id) {
+                        let _ = tx.send(Event::Data(v.channel, body, v.chunk));
+                    }
+                    continue;
+                }
+                Err(e) => return format!("bad frame from agent: {e}"),
+            }
+        }
         let msg: AgentMsg = match proto::decode(&body) {
             Ok(m) => m,
             Err(e) => return format!("bad frame from agent: {e}"),
@@ -250,8 +276,10 @@ async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, shared: &Mutex<Shared>) -> S
                 }
             }
             AgentMsg::Data { id, channel, chunk } => {
+                // Not reached (data_view above), kept for completeness.
                 if let Some(tx) = lock(shared).pending.get(&id) {
-                    let _ = tx.send(Event::Data(channel, chunk));
+                    let len = chunk.len();
+                    let _ = tx.send(Event::Data(channel, chunk.into_vec(), 0..len));
                 }
             }
             AgentMsg::Hello(_) | AgentMsg::HelloRejected { .. } => {
