@@ -86,3 +86,96 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     stream.write_all(&ok).await?;
     Ok(hello)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use provium_protocol::{AgentMsg, HostMsg, PROTOCOL_VERSION};
+    use tokio::io::AsyncWriteExt;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn agent_hello(version: u32) -> Vec<u8> {
+        proto::encode(&AgentMsg::Hello(AgentHello {
+            version,
+            agent_version: "test".into(),
+            kernel: "6.1".into(),
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn accepts_a_matching_agent_and_answers_hello() {
+        rt().block_on(async {
+            let (mut host, mut agent) = tokio::io::duplex(4096);
+            agent
+                .write_all(&agent_hello(PROTOCOL_VERSION))
+                .await
+                .unwrap();
+            let hello = handshake(&mut host).await.unwrap();
+            assert_eq!(hello.agent_version, "test");
+            let reply = read_frame(&mut agent).await.unwrap();
+            assert_eq!(
+                proto::decode::<HostMsg>(&reply).unwrap(),
+                HostMsg::Hello {
+                    version: PROTOCOL_VERSION
+                }
+            );
+        });
+    }
+
+    #[test]
+    fn version_mismatch_is_reported_to_both_sides() {
+        rt().block_on(async {
+            let (mut host, mut agent) = tokio::io::duplex(4096);
+            agent
+                .write_all(&agent_hello(PROTOCOL_VERSION + 1))
+                .await
+                .unwrap();
+            let err = handshake(&mut host).await.unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!("host speaks version {PROTOCOL_VERSION}"))
+                    && text.contains(&format!("agent speaks version {}", PROTOCOL_VERSION + 1)),
+                "{text}"
+            );
+            let reply = read_frame(&mut agent).await.unwrap();
+            match proto::decode::<HostMsg>(&reply).unwrap() {
+                HostMsg::HelloRejected { version, reason } => {
+                    assert_eq!(version, PROTOCOL_VERSION);
+                    assert!(reason.contains("agent speaks"), "{reason}");
+                }
+                other => panic!("expected a rejection, got {other:?}"),
+            }
+        });
+    }
+
+    #[test]
+    fn oversized_and_garbage_first_frames_fail_cleanly() {
+        rt().block_on(async {
+            let (mut host, mut agent) = tokio::io::duplex(4096);
+            agent.write_all(&u32::MAX.to_le_bytes()).await.unwrap();
+            let err = handshake(&mut host).await.unwrap_err();
+            assert!(matches!(
+                err,
+                TransportError::Frame(FrameError::TooLarge { .. })
+            ));
+
+            let (mut host, mut agent) = tokio::io::duplex(4096);
+            agent
+                .write_all(&[3, 0, 0, 0, 0xff, 0xff, 0xff])
+                .await
+                .unwrap();
+            assert!(handshake(&mut host).await.is_err());
+
+            let (mut host, agent) = tokio::io::duplex(4096);
+            drop(agent);
+            assert!(handshake(&mut host).await.is_err());
+        });
+    }
+}

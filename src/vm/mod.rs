@@ -93,21 +93,10 @@ impl Machine {
     ) -> Result<Machine, VmError> {
         let trace = Trace::new(&spec.name);
         let accel = accel::detect()?;
-        let (daemon, listener, device, port, cid) = match vsock::detect()? {
-            VsockKind::VhostUser => {
-                let daemon = VhostUserDaemon::start(dir.path()).await?;
-                let listener = AgentListener::unix(&daemon.dial_in_path(proto::HOST_PORT))?;
-                let device = qemu::VsockDevice::VhostUser(daemon.control.clone());
-                let cid = vsock::VHOST_USER_GUEST_CID;
-                (Some(daemon), listener, device, proto::HOST_PORT, cid)
-            }
-            VsockKind::Kernel => {
-                let cid = rundir::pick_cid();
-                let (listener, port) = AgentListener::vsock(cid)?;
-                (None, listener, qemu::VsockDevice::Kernel(cid), port, cid)
-            }
+        let daemon = match vsock::detect()? {
+            VsockKind::VhostUser => Some(VhostUserDaemon::start(dir.path()).await?),
+            VsockKind::Kernel => None,
         };
-
         trace.mark("vsock backend ready");
         let initrd = match &spec.extra_initrd {
             None => spec.initrd.clone(),
@@ -120,65 +109,51 @@ impl Machine {
                 path
             }
         };
-        let mut cmdline = qemu::base_cmdline(accel);
-        cmdline.push_str(&format!(" provium.port={port}"));
-        if !spec.cmdline_append.trim().is_empty() {
-            cmdline.push(' ');
-            cmdline.push_str(spec.cmdline_append.trim());
-        }
-        let cfg = qemu::QemuConfig {
-            name: &spec.name,
-            accel,
-            memory_mib: spec.memory_mib,
-            cpus: spec.cpus,
-            kernel: &spec.kernel,
-            initrd: &initrd,
-            cmdline,
-            vsock: device,
-        };
-        let mut cmd = Command::new(qemu::binary());
-        cmd.args(qemu::args(&cfg))
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.path().join("qemu.stderr"))?);
-        let mut qemu_child = ChildGuard::spawn_with_stdout(cmd, "QEMU")
-            .map_err(|e| VmError::Spawn("qemu-system-x86_64", e))?;
-        if let Some(stdout) = qemu_child.1.take() {
-            tokio::spawn(console.clone().capture(stdout));
-        }
-        let qemu = Arc::new(qemu_child.0);
-        trace.mark("QEMU spawned");
-        if trace.on() {
-            let mut w = console.watch();
-            let t = trace.clone();
-            tokio::spawn(async move {
-                if w.changed().await.is_ok() {
-                    t.mark("first console output");
-                }
-            });
-        }
 
-        let connect = async {
-            let mut stream = listener.accept().await?;
-            let hello = transport::handshake(&mut stream).await?;
-            Ok::<_, VmError>(Client::start(stream, hello)?)
-        };
-        let client = tokio::select! {
-            r = connect => r?,
-            status = qemu.wait() => {
-                // Let the console task drain what QEMU printed last.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                return Err(VmError::Infra(format!(
-                    "QEMU {} before the agent answered{}",
-                    process::describe_exit(&status),
-                    stderr_note(&dir)
-                )));
+        let mut attempt = 0;
+        let (qemu, client, cid) = loop {
+            attempt += 1;
+            let (listener, device, port, cid) = match &daemon {
+                Some(d) => (
+                    AgentListener::unix(&d.dial_in_path(proto::HOST_PORT))?,
+                    qemu::VsockDevice::VhostUser(d.control.clone()),
+                    proto::HOST_PORT,
+                    vsock::VHOST_USER_GUEST_CID,
+                ),
+                None => {
+                    let cid = rundir::pick_cid();
+                    let (listener, port) = AgentListener::vsock(cid)?;
+                    (listener, qemu::VsockDevice::Kernel(cid), port, cid)
+                }
+            };
+            let mut cmdline = qemu::base_cmdline(accel);
+            cmdline.push_str(&format!(" provium.port={port}"));
+            if !spec.cmdline_append.trim().is_empty() {
+                cmdline.push(' ');
+                cmdline.push_str(spec.cmdline_append.trim());
             }
-            _ = tokio::time::sleep(spec.timeout) => {
-                return Err(VmError::Infra(format!(
-                    "the agent did not answer within {:.1} s of starting QEMU ({})",
-                    spec.timeout.as_secs_f64(),
-                    accel.as_str()
-                )));
+            let cfg = qemu::QemuConfig {
+                name: &spec.name,
+                accel,
+                memory_mib: spec.memory_mib,
+                cpus: spec.cpus,
+                kernel: &spec.kernel,
+                initrd: &initrd,
+                cmdline,
+                vsock: device,
+            };
+            match launch(&cfg, &listener, &dir, &console, &trace, spec.timeout).await {
+                Ok((qemu, client)) => break (qemu, client, cid),
+                // Kernel vhost-vsock CIDs are host-wide: another VM (of any
+                // process) may hold the one we drew. Draw again.
+                Err(Launch::CidInUse) if daemon.is_none() && attempt < CID_ATTEMPTS => {}
+                Err(Launch::CidInUse) => {
+                    return Err(VmError::Infra(format!(
+                        "no free guest CID after {attempt} attempts{}",
+                        stderr_note(&dir)
+                    )))
+                }
+                Err(Launch::Failed(e)) => return Err(e),
             }
         };
 
@@ -267,6 +242,81 @@ impl Machine {
     /// Where the VM's sockets and logs live while it runs.
     pub fn run_dir(&self) -> &std::path::Path {
         self.dir.path()
+    }
+}
+
+/// Attempts at a free guest CID (kernel vhost-vsock).
+const CID_ATTEMPTS: u32 = 8;
+
+/// Why one QEMU launch failed.
+enum Launch {
+    /// QEMU could not take the guest CID (kernel vhost-vsock).
+    CidInUse,
+    Failed(VmError),
+}
+
+impl<E: Into<VmError>> From<E> for Launch {
+    fn from(e: E) -> Self {
+        Launch::Failed(e.into())
+    }
+}
+
+/// Starts QEMU and waits for its agent's hello (or QEMU's end, or the timeout).
+async fn launch(
+    cfg: &qemu::QemuConfig<'_>,
+    listener: &AgentListener,
+    dir: &RunDir,
+    console: &Arc<Console>,
+    trace: &Trace,
+    timeout: Duration,
+) -> Result<(Arc<ChildGuard>, Arc<Client>), Launch> {
+    let mut cmd = Command::new(qemu::binary());
+    cmd.args(qemu::args(cfg))
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.path().join("qemu.stderr"))?);
+    let (guard, stdout) = ChildGuard::spawn_with_stdout(cmd, "QEMU")
+        .map_err(|e| VmError::Spawn("qemu-system-x86_64", e))?;
+    if let Some(stdout) = stdout {
+        tokio::spawn(console.clone().capture(stdout));
+    }
+    let qemu = Arc::new(guard);
+    trace.mark("QEMU spawned");
+    if trace.on() {
+        let mut w = console.watch();
+        let t = trace.clone();
+        tokio::spawn(async move {
+            if w.changed().await.is_ok() {
+                t.mark("first console output");
+            }
+        });
+    }
+    let connect = async {
+        let mut stream = listener.accept().await?;
+        let hello = transport::handshake(&mut stream).await?;
+        Ok::<_, VmError>(Client::start(stream, hello)?)
+    };
+    tokio::select! {
+        r = connect => Ok((qemu, r?)),
+        status = qemu.wait() => {
+            // Let the console task drain what QEMU printed last.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let err = std::fs::read_to_string(dir.path().join("qemu.stderr")).unwrap_or_default();
+            if err.contains("unable to set guest cid") {
+                return Err(Launch::CidInUse);
+            }
+            Err(Launch::Failed(VmError::Infra(format!(
+                "QEMU {} before the agent answered{}",
+                process::describe_exit(&status),
+                stderr_note(dir)
+            ))))
+        }
+        _ = tokio::time::sleep(timeout) => {
+            Err(Launch::Failed(VmError::Infra(format!(
+                "the agent did not answer within {:.1} s of starting QEMU ({})",
+                timeout.as_secs_f64(),
+                cfg.accel.as_str()
+            ))))
+        }
     }
 }
 
