@@ -3,6 +3,7 @@
 package.path = "bench/?.lua;" .. package.path
 local provium = require("provium")
 local u = require("util")
+u.host_probe(provium.now)
 
 local runs = tonumber(arg[1]) or 5
 provium.prepare_default_guest() -- image build is not part of boot time

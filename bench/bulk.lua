@@ -5,6 +5,7 @@
 package.path = "bench/?.lua;" .. package.path
 local provium = require("provium")
 local u = require("util")
+u.host_probe(provium.now)
 
 local mib = tonumber(arg[1]) or 64
 local rounds = tonumber(arg[2]) or 5

@@ -5,6 +5,7 @@
 package.path = "bench/?.lua;" .. package.path
 local provium = require("provium")
 local u = require("util")
+u.host_probe(provium.now)
 
 local n = tonumber(arg[1]) or 10000
 local rounds = tonumber(arg[2]) or 10

@@ -28,4 +28,16 @@ function M.fmt_list(xs, f)
   return table.concat(out, " ")
 end
 
+
+--- Times a fixed CPU-bound Lua loop: this shared machine's speed swings by
+-- up to 2x over minutes, and every figure here moves with it.
+function M.host_probe(now)
+  local t = now()
+  local s = 0
+  for i = 1, 20000000 do s = s + i % 7 end
+  local ms = (now() - t) * 1000
+  print(string.format("host CPU probe: %.0f ms (fixed Lua loop; lower is faster)", ms))
+  return s
+end
+
 return M

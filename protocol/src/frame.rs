@@ -16,6 +16,9 @@ pub const FRAME_HEADER_LEN: usize = 4;
 /// [`crate::CHUNK_LEN`] pieces, far below this).
 pub const MAX_FRAME_LEN: usize = 4 * 1024 * 1024;
 
+/// Initial capacity of an encoded frame.
+const ENCODE_CAPACITY: usize = 256;
+
 /// Errors of the framing layer. Every one of them ends the connection.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -47,7 +50,11 @@ pub fn body_len(header: [u8; FRAME_HEADER_LEN]) -> Result<usize, FrameError> {
 
 /// Serialises `msg` into one complete frame (header included).
 pub fn encode<T: Serialize + ?Sized>(msg: &T) -> Result<Vec<u8>, FrameError> {
-    let mut out = postcard::to_extend(msg, vec![0u8; FRAME_HEADER_LEN])?;
+    // Sized for typical control messages, so they encode without a chain of
+    // reallocations (postcard pushes byte by byte); bulk data grows it once.
+    let mut buf = Vec::with_capacity(ENCODE_CAPACITY);
+    buf.extend_from_slice(&[0u8; FRAME_HEADER_LEN]);
+    let mut out = postcard::to_extend(msg, buf)?;
     let len = out.len() - FRAME_HEADER_LEN;
     if len > MAX_FRAME_LEN {
         return Err(FrameError::TooLarge {

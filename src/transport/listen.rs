@@ -59,6 +59,36 @@ impl AgentListener {
     }
 }
 
+impl AgentStream {
+    /// The socket as a blocking descriptor, leaving the runtime.
+    pub fn into_blocking_fd(self) -> io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let fd = match self {
+            AgentStream::Unix(s) => OwnedFd::from(s.into_std()?),
+            AgentStream::Vsock(s) => {
+                // SAFETY: fcntl(F_DUPFD_CLOEXEC) returns a new descriptor we
+                // own; the tokio stream (and its registration) is dropped.
+                let new = unsafe { libc::fcntl(s.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+                if new < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // SAFETY: `new` is ours alone.
+                unsafe { OwnedFd::from_raw_fd(new) }
+            }
+        };
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe {
+            let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+            if flags < 0
+                || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(fd)
+    }
+}
+
 impl AsyncRead for AgentStream {
     fn poll_read(
         self: Pin<&mut Self>,

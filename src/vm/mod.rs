@@ -293,7 +293,7 @@ async fn launch(
     let connect = async {
         let mut stream = listener.accept().await?;
         let hello = transport::handshake(&mut stream).await?;
-        Ok::<_, VmError>(Client::start(stream, hello)?)
+        Ok::<_, VmError>(Client::start(stream.into_blocking_fd()?, hello)?)
     };
     tokio::select! {
         r = connect => Ok((qemu, r?)),
