@@ -233,6 +233,7 @@ fn fail_all(shared: &Mutex<Shared>, reason: &str) {
 }
 
 fn read_loop<R: std::io::Read>(mut rd: R, shared: &Mutex<Shared>) -> String {
+    use std::io::Read;
     let mut header = [0u8; proto::FRAME_HEADER_LEN];
     loop {
         match rd.read_exact(&mut header) {
@@ -246,9 +247,14 @@ fn read_loop<R: std::io::Read>(mut rd: R, shared: &Mutex<Shared>) -> String {
             Ok(len) => len,
             Err(e) => return format!("bad frame from agent: {e}"),
         };
-        let mut body = vec![0u8; len];
-        if let Err(e) = rd.read_exact(&mut body) {
-            return format!("connection to agent lost inside a frame: {e}");
+        // Read into spare capacity: no zeroing of bulk chunks first.
+        let mut body = Vec::with_capacity(len);
+        match (&mut rd).take(len as u64).read_to_end(&mut body) {
+            Ok(n) if n == len => {}
+            Ok(n) => {
+                return format!("connection to agent lost inside a frame ({n} of {len} bytes)")
+            }
+            Err(e) => return format!("connection to agent lost inside a frame: {e}"),
         }
         if let Some(view) = AgentMsg::data_view(&body) {
             match view {
