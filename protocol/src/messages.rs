@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use crate::ids::RequestId;
+use crate::ids::{HandleId, RequestId};
 
 /// `Data` channel carrying a file body (read_file).
 pub const CH_BODY: u8 = 0;
@@ -198,6 +198,174 @@ pub enum Op {
     Run(RunSpec),
     /// Syncs file systems and powers the guest off after replying.
     Poweroff,
+
+    // ---- File handles ----
+    /// `open(2)` → [`Reply::Handle`] of a file handle.
+    OpenFile {
+        #[serde(with = "serde_bytes")]
+        path: Vec<u8>,
+        mode: OpenMode,
+    },
+    /// One `read(2)` of at most `len` bytes (capped at [`crate::CHUNK_LEN`]) →
+    /// [`Reply::Bytes`] (empty at end of file).
+    FileRead { handle: HandleId, len: u64 },
+    /// One `write(2)` → [`Reply::Count`] (may be short).
+    FileWrite { handle: HandleId, data: ByteBuf },
+    /// `lseek(2)` → [`Reply::Count`] with the new offset. A negative
+    /// resulting offset for `Set` is clamped to 0.
+    FileSeek {
+        handle: HandleId,
+        offset: i64,
+        whence: Whence,
+    },
+    /// Closes any handle (file, process, worker: see each) → [`Reply::Unit`].
+    Close { handle: HandleId },
+    /// `ioctl(2)` on a file handle's descriptor → [`Reply::Ioctl`]; a negative
+    /// return is an OS failure.
+    Ioctl(IoctlSpec),
+
+    // ---- Streams (answered by `Data` on CH_BODY until the reply) ----
+    /// Follows a source: bytes already there (from `start`) and every byte
+    /// appended later, as `Data` frames on [`CH_BODY`], until the source
+    /// ends or the host sends [`HostMsg::Cancel`]; then [`Reply::Unit`].
+    Stream(StreamSource),
+
+    // ---- Processes ----
+    /// Starts a process (stdin stays open) → [`Reply::Process`].
+    RunAsync(RunSpec),
+    /// Waits for a process started by `RunAsync` → [`Reply::Run`] (output in
+    /// `Data` like `Run`). On timeout the process group is killed
+    /// (`ExitStatus::TimedOut`). A second wait is a failure (EBADF).
+    ProcWait {
+        handle: HandleId,
+        timeout_ms: Option<u64>,
+    },
+    /// Sends a signal to the process (not its group) → [`Reply::Unit`].
+    ProcSignal { handle: HandleId, signal: i32 },
+    /// → [`Reply::ProcStatus`].
+    ProcStatus { handle: HandleId },
+    /// Writes to the process's stdin → [`Reply::Count`].
+    ProcStdin { handle: HandleId, data: ByteBuf },
+    /// Closes the process's stdin → [`Reply::Unit`].
+    ProcCloseStdin { handle: HandleId },
+
+    // ---- Raw calls ----
+    /// A raw system call → [`Reply::Syscall`] (never a failure for the call's
+    /// own error: that is in `errno`).
+    Syscall(SyscallSpec),
+
+    // ---- Batches ----
+    /// Runs each op in order on the agent → [`Reply::Batch`], one result per
+    /// op; a failure does not stop the rest. Streams, batches, uploads with
+    /// `more` and worker control cannot be batched (their entries fail).
+    Batch(Vec<Op>),
+
+    // ---- Workers ----
+    /// Starts a worker: a separate agent process with its own credentials
+    /// and namespaces → [`Reply::Handle`].
+    SpawnWorker(WorkerSpec),
+    /// Runs `op` inside worker `worker`; the reply (and any `Data`) is the
+    /// worker's, relayed. Handles returned by the worker live in the worker.
+    InWorker { worker: HandleId, op: Box<Op> },
+    /// Signals the worker process → [`Reply::Unit`].
+    WorkerSignal { worker: HandleId, signal: i32 },
+    /// Ends the worker's channel and reaps it → [`Reply::Exit`].
+    WorkerJoin { worker: HandleId },
+}
+
+/// How to open a file. At least one of `read`, `write`, `append` must be set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenMode {
+    pub read: bool,
+    pub write: bool,
+    pub append: bool,
+    pub create: bool,
+    pub truncate: bool,
+    pub exclusive: bool,
+    /// Mode of a created file (default 0o644, umask applies).
+    pub perm: Option<u32>,
+}
+
+/// `lseek` whence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Whence {
+    Set,
+    Cur,
+    End,
+}
+
+/// Where a stream starts in a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TailStart {
+    /// Only bytes appended after the call.
+    End,
+    /// This absolute byte offset (0 = the beginning).
+    Offset(u64),
+    /// This many bytes before the end (clamped at 0).
+    FromEnd(u64),
+}
+
+/// What a stream follows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamSource {
+    /// A file by path. The agent is woken by the kernel (inotify), never by
+    /// a timer. A file truncated below the read position ends the stream.
+    File {
+        #[serde(with = "serde_bytes")]
+        path: Vec<u8>,
+        start: TailStart,
+    },
+    /// An open file handle, from its current offset (shared with the
+    /// handle). Ends when the handle is closed.
+    Handle { handle: HandleId },
+    /// A process's output (from byte 0, then live); ends when the process
+    /// has exited and its output is drained.
+    Process { handle: HandleId, channel: u8 },
+}
+
+/// A raw system call: `args` become the six arguments; `ptrs[i]` is the
+/// 0-based argument slot that receives the address of `bufs[i]`; each
+/// `nested` entry writes the 8-byte address of buffer `child` into buffer
+/// `parent` at `offset` (0-based buffer indices) before `ptrs` apply.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyscallSpec {
+    pub nr: i64,
+    pub args: [u64; 6],
+    pub bufs: Vec<ByteBuf>,
+    pub ptrs: Vec<u8>,
+    pub nested: Vec<Nested>,
+}
+
+/// Splices a buffer's address into another buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nested {
+    pub parent: u32,
+    pub child: u32,
+    pub offset: u64,
+}
+
+/// An ioctl on a file handle: the kernel gets the address of `data`; the
+/// address of `bufs[i]` is written (8 bytes, native endian) into `data` at
+/// `ptr_offsets[i]` first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IoctlSpec {
+    pub handle: HandleId,
+    pub cmd: u64,
+    pub data: ByteBuf,
+    pub bufs: Vec<ByteBuf>,
+    pub ptr_offsets: Vec<u64>,
+}
+
+/// A worker's credentials and namespaces.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerSpec {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// Supplementary groups (replacing the agent's when set).
+    pub groups: Option<Vec<u32>>,
+    pub cwd: Option<ByteBuf>,
+    /// Namespaces to unshare: any of "mount", "net", "pid", "ipc", "uts".
+    pub unshare: Vec<String>,
 }
 
 /// How to start a process.
@@ -228,6 +396,30 @@ pub enum Reply {
     /// The last bytes of a body whose earlier bytes came as `Data`.
     Bytes(ByteBuf),
     Run(RunOutcome),
+    /// A new agent-side handle.
+    Handle(HandleId),
+    /// A byte count or file offset.
+    Count(u64),
+    /// Result of an ioctl.
+    Ioctl {
+        ret: i64,
+        data: ByteBuf,
+        bufs: Vec<ByteBuf>,
+    },
+    /// Result of a raw system call (`errno` is 0 when `ret` ≥ 0).
+    Syscall {
+        ret: i64,
+        errno: i32,
+        bufs: Vec<ByteBuf>,
+    },
+    /// A started process.
+    Process { handle: HandleId, pid: u32 },
+    /// Whether a process is still running.
+    ProcStatus { running: bool },
+    /// One result per op of a batch.
+    Batch(Vec<Result<Reply, Failure>>),
+    /// A worker's exit: its code, or 128 + signal.
+    Exit(i32),
 }
 
 /// Metadata of a file, as `stat(2)` gives it.
