@@ -48,6 +48,15 @@ impl From<mlua::Error> for ApiError {
     }
 }
 
+impl IntoLua for ApiError {
+    fn into_lua(self, lua: &Lua) -> mlua::Result<Value> {
+        match self {
+            ApiError::Msg(m) => m.into_lua(lua),
+            ApiError::Guest(g) => g.into_lua(lua),
+        }
+    }
+}
+
 /// Turns a result into the `ok, ...` convention.
 pub fn ret<T: IntoLuaMulti>(lua: &Lua, r: ApiResult<T>) -> mlua::Result<MultiValue> {
     match r {
@@ -56,13 +65,10 @@ pub fn ret<T: IntoLuaMulti>(lua: &Lua, r: ApiResult<T>) -> mlua::Result<MultiVal
             mv.push_front(Value::Boolean(true));
             Ok(mv)
         }
-        Err(e) => {
-            let err = match e {
-                ApiError::Msg(m) => m.into_lua(lua)?,
-                ApiError::Guest(g) => g.into_lua(lua)?,
-            };
-            Ok(MultiValue::from_vec(vec![Value::Boolean(false), err]))
-        }
+        Err(e) => Ok(MultiValue::from_vec(vec![
+            Value::Boolean(false),
+            e.into_lua(lua)?,
+        ])),
     }
 }
 

@@ -4,7 +4,13 @@
 pub mod args;
 pub mod bench;
 pub mod errors;
+pub mod file;
+pub mod objects;
 pub mod ops;
+pub mod process;
+pub mod tail;
+pub mod target;
+pub mod worker;
 pub mod vm;
 
 use mlua::{AnyUserData, Lua, Table, Value};

@@ -1,79 +1,103 @@
 //! Guest operations: Lua arguments in, one agent round trip, Lua values out.
-//! Shared by everything that fronts an agent (VMs now, workers later).
+//! Shared by everything that fronts an agent (VMs and workers).
+//!
+//! Each operation is split in two: [`build`] turns Lua arguments into a
+//! [`Request`] (validating them), [`convert`] turns the agent's answer into
+//! Lua values. Batches reuse both for every recorded call.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mlua::{IntoLuaMulti, Lua, MultiValue, Table, Value};
-use provium_protocol::{Op, Reply, RunOutcome, RunSpec, StatInfo, CHUNK_LEN};
+use mlua::{IntoLua, IntoLuaMulti, Lua, MultiValue, Table, Value};
+use provium_protocol::{
+    Failure, Nested, Op, Reply, RunOutcome, RunSpec, StatInfo, SyscallSpec, CHUNK_LEN,
+};
 use serde_bytes::ByteBuf;
 
 use super::args;
 use super::errors::{guest_failure, ApiError, ApiResult};
-use super::vm::console_note;
-use crate::transport::{Client, Completed, TransportError};
+use super::target::Target;
+use crate::transport::Completed;
 use crate::vm::console::Console;
 
-/// What an operation runs against.
-pub struct Target {
-    pub client: Arc<Client>,
-    pub console: Arc<Console>,
-    /// `vm "name"`, for messages.
-    pub label: String,
-    /// `vm` or `worker`, for call names.
-    pub prefix: &'static str,
-}
-
-impl Target {
-    fn infra(&self, call: &str, e: TransportError) -> ApiError {
-        ApiError::msg(format!(
-            "{}: {call} failed: {e}{}",
-            self.label,
-            console_note(&self.console)
-        ))
-    }
-
-    fn roundtrip(&self, call: &str, op: Op) -> ApiResult<Completed> {
-        self.client.roundtrip(op).map_err(|e| self.infra(call, e))
-    }
-}
-
 /// A Lua string literal for messages: `"/etc/x"`.
-fn quote(b: &[u8]) -> String {
+pub fn quote(b: &[u8]) -> String {
     format!("{:?}", String::from_utf8_lossy(b))
 }
 
-fn arg(rest: &[Value], i: usize) -> &Value {
+/// Argument `i` (nil when absent).
+pub fn arg(rest: &[Value], i: usize) -> &Value {
     rest.get(i).unwrap_or(&Value::Nil)
 }
 
-/// Runs operation `op` with Lua arguments `rest`.
-pub fn dispatch(lua: &Lua, t: &Target, op: &str, rest: &[Value]) -> ApiResult<MultiValue> {
-    let call = format!("{}:{op}", t.prefix);
-    let call = call.as_str();
-    match op {
+/// How a reply becomes Lua values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Nothing.
+    Unit,
+    /// A string (file body).
+    Bytes,
+    /// A stat table.
+    Stat,
+    /// A listdir array.
+    Entries,
+    /// A RunResult table.
+    Run,
+    /// A syscall result table.
+    Syscall,
+}
+
+/// A validated operation.
+pub struct Request {
+    pub op: Op,
+    pub kind: Kind,
+    /// The call name, e.g. `vm:read_file`.
+    pub name: String,
+    /// The call with its arguments, for error objects.
+    pub shown: String,
+    /// The path for error objects.
+    pub path: Option<Vec<u8>>,
+}
+
+impl Request {
+    fn new(name: &str, op: Op, kind: Kind, path: Option<Vec<u8>>) -> Request {
+        let shown = match &path {
+            Some(p) => format!("{name}({})", quote(p)),
+            None => format!("{name}()"),
+        };
+        Request {
+            op,
+            kind,
+            name: name.to_string(),
+            shown,
+            path,
+        }
+    }
+
+    /// The error for a failed reply.
+    pub fn failure(&self, f: Failure) -> ApiError {
+        guest_failure(&self.name, self.shown.clone(), self.path.as_deref(), f)
+    }
+}
+
+/// Builds operation `op` from Lua arguments (the batchable operations).
+pub fn build(prefix: &str, op: &str, rest: &[Value]) -> ApiResult<Request> {
+    let name = format!("{prefix}:{op}");
+    let call = name.as_str();
+    Ok(match op {
         "read_file" => {
             let path = args::path(call, "path", arg(rest, 0))?;
-            let done = t.roundtrip(call, Op::ReadFile { path: path.clone() })?;
-            let data = body(call, &path, done, |r| match r {
-                Reply::Bytes(b) => Some(b.into_vec()),
-                _ => None,
-            })?;
-            Ok(lua.create_string(&data)?.into_lua_multi(lua)?)
+            Request::new(call, Op::ReadFile { path: path.clone() }, Kind::Bytes, Some(path))
         }
         "write_file" => {
             let path = args::path(call, "path", arg(rest, 0))?;
-            let data = match arg(rest, 1) {
-                Value::String(s) => s.clone(),
-                other => {
-                    return Err(ApiError::msg(format!(
-                        "{call}: data must be a string (got {})",
-                        args::show(other)
-                    )))
-                }
+            let data = args::bytes(call, "data", arg(rest, 1))?;
+            let op = Op::WriteFile {
+                path: path.clone(),
+                perm: None,
+                data: ByteBuf::from(data),
+                more: false,
             };
-            write_file(t, call, path, &data.as_bytes())?;
-            Ok(MultiValue::new())
+            Request::new(call, op, Kind::Unit, Some(path))
         }
         "stat" => {
             let path = args::path(call, "path", arg(rest, 0))?;
@@ -84,34 +108,15 @@ pub fn dispatch(lua: &Lua, t: &Target, op: &str, rest: &[Value]) -> ApiResult<Mu
                     follow = args::field_bool(call, &o, "follow", "opts")?;
                 }
             }
-            let done = t.roundtrip(
-                call,
-                Op::Stat {
-                    path: path.clone(),
-                    follow,
-                },
-            )?;
-            let st = unit_reply(call, &path, done, |r| match r {
-                Reply::Stat(s) => Some(s),
-                _ => None,
-            })?;
-            Ok(stat_table(lua, &st)?.into_lua_multi(lua)?)
+            let op = Op::Stat {
+                path: path.clone(),
+                follow,
+            };
+            Request::new(call, op, Kind::Stat, Some(path))
         }
         "listdir" => {
             let path = args::path(call, "path", arg(rest, 0))?;
-            let done = t.roundtrip(call, Op::ListDir { path: path.clone() })?;
-            let entries = unit_reply(call, &path, done, |r| match r {
-                Reply::Entries(e) => Some(e),
-                _ => None,
-            })?;
-            let list = lua.create_table_with_capacity(entries.len(), 0)?;
-            for e in entries {
-                let row = lua.create_table_with_capacity(0, 2)?;
-                row.raw_set("name", lua.create_string(&e.name)?)?;
-                row.raw_set("entry_type", e.entry_type.as_str())?;
-                list.raw_push(row)?;
-            }
-            Ok(list.into_lua_multi(lua)?)
+            Request::new(call, Op::ListDir { path: path.clone() }, Kind::Entries, Some(path))
         }
         "mkdir" => {
             let path = args::path(call, "path", arg(rest, 0))?;
@@ -122,83 +127,173 @@ pub fn dispatch(lua: &Lua, t: &Target, op: &str, rest: &[Value]) -> ApiResult<Mu
                 parents = args::field_bool(call, &o, "parents", "opts")?;
                 perm = args::field_int(call, &o, "perm", "opts", 0, 0o7777)?.map(|p| p as u32);
             }
-            let done = t.roundtrip(
-                call,
-                Op::Mkdir {
-                    path: path.clone(),
-                    parents,
-                    perm,
-                },
-            )?;
-            unit(call, &path, done)
+            let op = Op::Mkdir {
+                path: path.clone(),
+                parents,
+                perm,
+            };
+            Request::new(call, op, Kind::Unit, Some(path))
         }
         "unlink" => {
             let path = args::path(call, "path", arg(rest, 0))?;
-            let done = t.roundtrip(call, Op::Unlink { path: path.clone() })?;
-            unit(call, &path, done)
+            Request::new(call, Op::Unlink { path: path.clone() }, Kind::Unit, Some(path))
         }
         "rename" => {
             let from = args::path(call, "from", arg(rest, 0))?;
             let to = args::path(call, "to", arg(rest, 1))?;
-            let done = t.roundtrip(
+            let mut r = Request::new(
                 call,
                 Op::Rename {
                     from: from.clone(),
                     to: to.clone(),
                 },
-            )?;
-            match done.result {
-                Ok(_) => Ok(MultiValue::new()),
-                Err(f) => Err(guest_failure(
-                    call,
-                    format!("{call}({}, {})", quote(&from), quote(&to)),
-                    Some(&from),
-                    f,
-                )),
-            }
+                Kind::Unit,
+                Some(from.clone()),
+            );
+            r.shown = format!("{call}({}, {})", quote(&from), quote(&to));
+            r
         }
         "run" => {
             let spec = run_spec(call, arg(rest, 0), arg(rest, 1), rest.len())?;
             let program = spec.program.clone();
-            let done = t.roundtrip(call, Op::Run(spec))?;
-            let Completed { result, channels } = done;
-            let [_, mut out, mut err] = channels;
-            match result {
-                Ok(Reply::Run(o)) => {
-                    Ok(run_result(lua, o, &mut out, &mut err)?.into_lua_multi(lua)?)
-                }
-                Ok(other) => Err(ApiError::msg(format!("{call}: unexpected reply {other:?}"))),
-                Err(f) => Err(guest_failure(
-                    call,
-                    format!("{call}({})", quote(&program)),
-                    Some(&program),
-                    f,
-                )),
+            Request::new(call, Op::Run(spec), Kind::Run, Some(program))
+        }
+        "syscall" => Request::new(call, Op::Syscall(syscall_spec(call, rest)?), Kind::Syscall, None),
+        "ping" => Request::new(call, Op::Ping, Kind::Unit, None),
+        other => {
+            return Err(ApiError::msg(format!(
+                "{prefix}: unknown operation {other:?}"
+            )))
+        }
+    })
+}
+
+/// Turns one reply into Lua values (or the error to raise).
+pub fn convert(
+    lua: &Lua,
+    req: &Request,
+    result: Result<Reply, Failure>,
+    channels: [Vec<u8>; 3],
+) -> ApiResult<MultiValue> {
+    let reply = result.map_err(|f| req.failure(f))?;
+    let unexpected = || ApiError::msg(format!("{}: the agent sent an unexpected reply", req.name));
+    let [mut body, mut out, mut err] = channels;
+    Ok(match (req.kind, reply) {
+        (Kind::Unit, _) => MultiValue::new(),
+        (Kind::Bytes, Reply::Bytes(tail)) => {
+            if body.is_empty() {
+                lua.create_string(&tail)?.into_lua_multi(lua)?
+            } else {
+                body.extend_from_slice(&tail);
+                lua.create_string(&body)?.into_lua_multi(lua)?
             }
         }
-        "ping" => {
-            let done = t.roundtrip(call, Op::Ping)?;
-            unit(call, b"", done)
+        (Kind::Stat, Reply::Stat(st)) => stat_table(lua, &st)?.into_lua_multi(lua)?,
+        (Kind::Entries, Reply::Entries(entries)) => {
+            let list = lua.create_table_with_capacity(entries.len(), 0)?;
+            for e in entries {
+                let row = lua.create_table_with_capacity(0, 2)?;
+                row.raw_set("name", lua.create_string(&e.name)?)?;
+                row.raw_set("entry_type", e.entry_type.as_str())?;
+                list.raw_push(row)?;
+            }
+            list.into_lua_multi(lua)?
         }
-        other => Err(ApiError::msg(format!(
-            "{}: unknown operation {other:?}",
-            t.prefix
-        ))),
+        (Kind::Run, Reply::Run(o)) => run_result(lua, o, &mut out, &mut err)?.into_lua_multi(lua)?,
+        (Kind::Syscall, Reply::Syscall { ret, errno, bufs }) => {
+            syscall_table(lua, ret, errno, bufs)?.into_lua_multi(lua)?
+        }
+        _ => return Err(unexpected()),
+    })
+}
+
+/// Runs a batchable operation: one round trip.
+pub fn run_one(lua: &Lua, t: &Target, req: Request) -> ApiResult<MultiValue> {
+    let done = t.roundtrip(&req.name, req.op.clone())?;
+    let Completed { result, channels } = done;
+    convert(lua, &req, result, channels)
+}
+
+/// Runs operation `op` with Lua arguments `rest`.
+pub fn dispatch(lua: &Lua, t: &Target, op: &str, rest: &[Value]) -> ApiResult<MultiValue> {
+    if op == "write_file" {
+        // Large data streams in chunks instead of one huge frame.
+        let call = format!("{}:write_file", t.prefix);
+        let path = args::path(&call, "path", arg(rest, 0))?;
+        let data = match arg(rest, 1) {
+            Value::String(s) => s.clone(),
+            other => {
+                return Err(ApiError::msg(format!(
+                    "{call}: data must be a string (got {})",
+                    args::show(other)
+                )))
+            }
+        };
+        write_file(t, &call, path, &data.as_bytes())?;
+        return Ok(MultiValue::new());
     }
+    if op == "batch" {
+        return batch(lua, t, arg(rest, 0));
+    }
+    let req = build(t.prefix, op, rest)?;
+    run_one(lua, t, req)
+}
+
+/// Runs recorded calls (`{{name, args...}, ...}`) in one round trip; returns
+/// `{ {ok=value} | {err=error}, ... }` in order.
+fn batch(lua: &Lua, t: &Target, list: &Value) -> ApiResult<MultiValue> {
+    let call = format!("{}:batch", t.prefix);
+    let Value::Table(list) = list else {
+        return Err(ApiError::msg(format!("{call}: internal: recorded calls missing")));
+    };
+    let mut reqs = Vec::new();
+    for entry in list.clone().sequence_values::<Table>() {
+        let entry = entry?;
+        let name: String = entry.raw_get(1)?;
+        let n: usize = entry.raw_get("n")?;
+        let rest: Vec<Value> = (2..=n + 1)
+            .map(|i| entry.raw_get::<Value>(i))
+            .collect::<mlua::Result<_>>()?;
+        reqs.push(build(t.prefix, &name, &rest)?);
+    }
+    let out = lua.create_table_with_capacity(reqs.len(), 0)?;
+    if reqs.is_empty() {
+        return Ok(out.into_lua_multi(lua)?);
+    }
+    let ops = reqs.iter().map(|r| r.op.clone()).collect();
+    let done = t.roundtrip(&call, Op::Batch(ops))?;
+    let results = match done.result {
+        Ok(Reply::Batch(results)) if results.len() == reqs.len() => results,
+        Ok(_) => return Err(ApiError::msg(format!("{call}: the agent sent an unexpected reply"))),
+        Err(f) => return Err(guest_failure(&call, format!("{call}()"), None, f)),
+    };
+    for (req, result) in reqs.iter().zip(results) {
+        let row = lua.create_table_with_capacity(0, 1)?;
+        match convert(lua, req, result, Default::default()) {
+            Ok(values) => {
+                if let Some(v) = values.into_iter().next() {
+                    row.raw_set("ok", v)?;
+                }
+            }
+            Err(e) => row.raw_set("err", e.into_lua(lua)?)?,
+        }
+        out.raw_push(row)?;
+    }
+    Ok(out.into_lua_multi(lua)?)
 }
 
 fn write_file(t: &Target, call: &str, path: Vec<u8>, data: &[u8]) -> ApiResult<()> {
     let (first, rest) = data.split_at(data.len().min(CHUNK_LEN));
     let more = !rest.is_empty();
-    let pending = t
-        .client
-        .call(Op::WriteFile {
+    let pending = t.call(
+        call,
+        Op::WriteFile {
             path: path.clone(),
             perm: None,
             data: ByteBuf::from(first),
             more,
-        })
-        .map_err(|e| t.infra(call, e))?;
+        },
+    )?;
     if more {
         let mut chunks = rest.chunks(CHUNK_LEN).peekable();
         while let Some(chunk) = chunks.next() {
@@ -209,58 +304,15 @@ fn write_file(t: &Target, call: &str, path: Vec<u8>, data: &[u8]) -> ApiResult<(
         }
     }
     let done = t.client.wait(pending).map_err(|e| t.infra(call, e))?;
-    unit(call, &path, done).map(|_| ())
+    done
+        .result
+        .map(drop)
+        .map_err(|f| Request::new(call, Op::Ping, Kind::Unit, Some(path)).failure(f))
 }
 
-fn unit(call: &str, path: &[u8], done: Completed) -> ApiResult<MultiValue> {
-    match done.result {
-        Ok(_) => Ok(MultiValue::new()),
-        Err(f) => Err(path_failure(call, path, f)),
-    }
-}
 
-fn path_failure(call: &str, path: &[u8], f: provium_protocol::Failure) -> ApiError {
-    let shown = if path.is_empty() {
-        format!("{call}()")
-    } else {
-        format!("{call}({})", quote(path))
-    };
-    guest_failure(call, shown, (!path.is_empty()).then_some(path), f)
-}
 
-fn unit_reply<T>(
-    call: &str,
-    path: &[u8],
-    done: Completed,
-    pick: impl FnOnce(Reply) -> Option<T>,
-) -> ApiResult<T> {
-    match done.result {
-        Ok(r) => pick(r)
-            .ok_or_else(|| ApiError::msg(format!("{call}: the agent sent an unexpected reply"))),
-        Err(f) => Err(path_failure(call, path, f)),
-    }
-}
 
-/// The `Data` on the body channel followed by the reply's tail.
-fn body(
-    call: &str,
-    path: &[u8],
-    done: Completed,
-    pick: impl FnOnce(Reply) -> Option<Vec<u8>>,
-) -> ApiResult<Vec<u8>> {
-    let Completed { result, channels } = done;
-    let [mut head, _, _] = channels;
-    let tail = match result {
-        Ok(r) => pick(r)
-            .ok_or_else(|| ApiError::msg(format!("{call}: the agent sent an unexpected reply")))?,
-        Err(f) => return Err(path_failure(call, path, f)),
-    };
-    if head.is_empty() {
-        return Ok(tail);
-    }
-    head.extend_from_slice(&tail);
-    Ok(head)
-}
 
 /// The `stat` result table.
 pub fn stat_table(lua: &Lua, st: &StatInfo) -> mlua::Result<Table> {
@@ -491,13 +543,13 @@ fn run_result(
     Ok(t)
 }
 
-/// Waits until `pattern` appears in the console log.
+/// Waits until `pattern` (a plain substring) appears in the console log.
 pub fn console_expect(console: &Console, pattern: &[u8], timeout: Duration) -> ApiResult<()> {
     let deadline = Instant::now() + timeout;
-    let mut watch = console.watch();
+    let mut seen = console.contents();
+    let mut pos = console.end_offset();
     loop {
-        let log = console.contents();
-        if pattern.is_empty() || log.windows(pattern.len()).any(|w| w == pattern) {
+        if pattern.is_empty() || seen.windows(pattern.len()).any(|w| w == pattern) {
             return Ok(());
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -508,10 +560,148 @@ pub fn console_expect(console: &Console, pattern: &[u8], timeout: Duration) -> A
                 quote(pattern)
             )));
         }
-        let changed = crate::runtime::block_on(async move {
-            let _ = tokio::time::timeout(left, watch.changed()).await;
-            watch
-        });
-        watch = changed;
+        let (more, end, ended) = console.read_from(pos, Some(left));
+        // Keep a tail of what was seen so a match across two reads is found.
+        let keep = seen.len().saturating_sub(pattern.len());
+        seen.drain(..keep);
+        seen.extend_from_slice(&more);
+        pos = end;
+        if ended && more.is_empty() {
+            return Err(ApiError::msg(format!(
+                "console:expect: the console ended (QEMU exited) before {} appeared",
+                quote(pattern)
+            )));
+        }
     }
+}
+
+/// Decodes `syscall(nr, a1, ..., a6)` and `syscall(nr, {args=, bufs=, ptrs=,
+/// nested=})`. `ptrs` are 0-based argument slots; `nested` entries
+/// `{parent=, child=, offset=}` use 1-based buffer indices (as in the original
+/// Provium).
+pub fn syscall_spec(call: &str, rest: &[Value]) -> ApiResult<SyscallSpec> {
+    if rest.is_empty() {
+        return Err(ApiError::msg(format!("{call}(nr, ...): missing nr")));
+    }
+    let nr = args::integer(arg(rest, 0)).ok_or_else(|| {
+        ApiError::msg(format!(
+            "{call}: nr must be an integer (got {})",
+            args::show(arg(rest, 0))
+        ))
+    })?;
+    let mut spec = SyscallSpec {
+        nr,
+        ..SyscallSpec::default()
+    };
+    if let (Value::Table(t), 2) = (arg(rest, 1), rest.len()) {
+        args::check_keys(call, "the table form", t, &["args", "bufs", "ptrs", "nested"])?;
+        if let Some(a) = args::opt_table(call, "args", &t.raw_get::<Value>("args")?)? {
+            let n = a.raw_len();
+            if n > 6 {
+                return Err(ApiError::msg(format!("{call}: args has {n} entries (at most 6)")));
+            }
+            for i in 1..=n {
+                let v: Value = a.raw_get(i)?;
+                spec.args[i - 1] = syscall_word(call, &format!("args[{i}]"), &v)?;
+            }
+        }
+        if let Some(b) = args::opt_table(call, "bufs", &t.raw_get::<Value>("bufs")?)? {
+            for i in 1..=b.raw_len() {
+                let v: Value = b.raw_get(i)?;
+                spec.bufs
+                    .push(ByteBuf::from(args::bytes(call, &format!("bufs[{i}]"), &v)?));
+            }
+        }
+        if let Some(p) = args::opt_table(call, "ptrs", &t.raw_get::<Value>("ptrs")?)? {
+            for i in 1..=p.raw_len() {
+                let v: Value = p.raw_get(i)?;
+                match args::integer(&v) {
+                    Some(slot) if (0..6).contains(&slot) => spec.ptrs.push(slot as u8),
+                    _ => {
+                        return Err(ApiError::msg(format!(
+                            "{call}: ptrs[{i}] must be an argument slot 0..5 (got {})",
+                            args::show(&v)
+                        )))
+                    }
+                }
+            }
+            if spec.ptrs.len() > spec.bufs.len() {
+                return Err(ApiError::msg(format!(
+                    "{call}: {} ptrs but only {} bufs",
+                    spec.ptrs.len(),
+                    spec.bufs.len()
+                )));
+            }
+        }
+        if let Some(n) = args::opt_table(call, "nested", &t.raw_get::<Value>("nested")?)? {
+            for i in 1..=n.raw_len() {
+                let name = format!("nested[{i}]");
+                let e = match n.raw_get::<Value>(i)? {
+                    Value::Table(e) => e,
+                    other => {
+                        return Err(ApiError::msg(format!(
+                            "{call}: {name} must be a table {{parent=, child=, offset=}} (got {})",
+                            args::show(&other)
+                        )))
+                    }
+                };
+                args::check_keys(call, &name, &e, &["parent", "child", "offset"])?;
+                let nb = spec.bufs.len() as i64;
+                let parent = args::field_int(call, &e, "parent", &name, 1, nb.max(1))?;
+                let child = args::field_int(call, &e, "child", &name, 1, nb.max(1))?;
+                let offset = args::field_int(call, &e, "offset", &name, 0, i64::MAX)?;
+                match (parent, child) {
+                    (Some(p), Some(c)) if nb > 0 => spec.nested.push(Nested {
+                        parent: (p - 1) as u32,
+                        child: (c - 1) as u32,
+                        offset: offset.unwrap_or(0) as u64,
+                    }),
+                    _ => {
+                        return Err(ApiError::msg(format!(
+                            "{call}: {name} needs parent and child buffer indices in 1..{nb}"
+                        )))
+                    }
+                }
+            }
+        }
+        return Ok(spec);
+    }
+    if rest.len() > 7 {
+        return Err(ApiError::msg(format!(
+            "{call}: at most 6 arguments after nr (got {})",
+            rest.len() - 1
+        )));
+    }
+    for (i, v) in rest.iter().skip(1).enumerate() {
+        spec.args[i] = syscall_word(call, &format!("argument #{}", i + 1), v)?;
+    }
+    Ok(spec)
+}
+
+/// A syscall argument: an integer (negative ones as two's complement).
+fn syscall_word(call: &str, name: &str, v: &Value) -> ApiResult<u64> {
+    match v {
+        Value::Nil => Ok(0),
+        Value::Boolean(b) => Ok(*b as u64),
+        _ => args::integer(v).map(|i| i as u64).ok_or_else(|| {
+            ApiError::msg(format!(
+                "{call}: {name} must be an integer (got {})",
+                args::show(v)
+            ))
+        }),
+    }
+}
+
+/// `{ret=, result=, errno=, out_bufs={...}}`.
+pub fn syscall_table(lua: &Lua, ret: i64, errno: i32, bufs: Vec<ByteBuf>) -> mlua::Result<Table> {
+    let t = lua.create_table_with_capacity(0, 4)?;
+    t.raw_set("ret", ret)?;
+    t.raw_set("result", ret)?;
+    t.raw_set("errno", errno)?;
+    let out = lua.create_table_with_capacity(bufs.len(), 0)?;
+    for b in bufs {
+        out.raw_push(lua.create_string(&b)?)?;
+    }
+    t.raw_set("out_bufs", out)?;
+    Ok(t)
 }

@@ -11,7 +11,8 @@ use mlua::{MultiValue, Table, UserData, UserDataMethods, Value};
 
 use super::args;
 use super::errors::{ret, ApiError, ApiResult};
-use super::ops::{self, Target};
+use super::ops;
+use super::target::Target;
 use crate::images as guest;
 use crate::runtime;
 use crate::vm::console::{Console, TAIL_LINES};
@@ -178,6 +179,7 @@ impl VmHandle {
                     console: m.console().clone(),
                     label: format!("vm \"{name}\""),
                     prefix: "vm",
+                    worker: None,
                 })
             }
             State::Created => Err(ApiError::msg(format!(
@@ -450,7 +452,7 @@ impl UserData for VmHandle {
                     _ => return Err(ApiError::msg("vm: internal: operation name missing")),
                 };
                 let target = this.target(&op)?;
-                ops::dispatch(lua, &target, &op, &rest)
+                super::objects::dispatch(lua, &target, &op, &rest)
             })();
             ret(lua, r)
         });

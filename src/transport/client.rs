@@ -27,7 +27,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use provium_protocol::{self as proto, AgentMsg, Failure, HostMsg, Op, Reply, RequestId};
 use serde_bytes::ByteBuf;
-use tokio::sync::{mpsc, watch};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tokio::sync::watch;
 
 use super::TransportError;
 
@@ -47,7 +50,7 @@ pub enum Event {
 }
 
 struct Shared {
-    pending: HashMap<RequestId, mpsc::UnboundedSender<Event>>,
+    pending: HashMap<RequestId, mpsc::Sender<Event>>,
     /// Why the connection ended, once it has.
     closed: Option<Arc<str>>,
 }
@@ -119,7 +122,7 @@ impl Client {
     pub fn call(&self, op: Op) -> Result<PendingCall, TransportError> {
         let id = RequestId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let frame = proto::encode(&HostMsg::Call { id, op })?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel();
         {
             let mut shared = self.lock();
             if let Some(reason) = &shared.closed {
@@ -132,6 +135,15 @@ impl Client {
             return Err(e);
         }
         Ok(PendingCall { id, rx })
+    }
+
+    /// Asks the agent to end a call early (closes a stream); the call's
+    /// events are no longer delivered.
+    pub fn cancel(&self, id: RequestId) {
+        self.lock().pending.remove(&id);
+        if let Ok(frame) = proto::encode(&HostMsg::Cancel { id }) {
+            let _ = self.send_frame(frame);
+        }
     }
 
     /// Sends upload bytes for a call in flight.
@@ -165,12 +177,11 @@ impl Client {
     /// Waits for a call's events, collecting `Data` per channel, and returns
     /// the reply with the collected bytes.
     pub fn wait(&self, call: PendingCall) -> Result<Completed, TransportError> {
-        let mut call = call;
         // Chunks are kept as they came and joined once at the end (one copy,
         // into a buffer of the exact size).
         let mut chunks: [Vec<(Vec<u8>, std::ops::Range<usize>)>; 3] = Default::default();
         loop {
-            match call.rx.blocking_recv() {
+            match call.rx.recv().ok() {
                 Some(Event::Data(ch, body, range)) => {
                     if let Some(list) = chunks.get_mut(ch as usize) {
                         list.push((body, range));
@@ -207,7 +218,32 @@ impl Client {
 pub struct PendingCall {
     /// Its request id (for uploads).
     pub id: RequestId,
-    rx: mpsc::UnboundedReceiver<Event>,
+    rx: mpsc::Receiver<Event>,
+}
+
+/// What waiting for a stream event gave.
+pub enum Next {
+    Event(Event),
+    /// Nothing arrived in time.
+    Timeout,
+    /// The connection ended (the call will never get its reply).
+    Closed,
+}
+
+impl PendingCall {
+    /// The next event of a streaming call, waiting at most `timeout` (forever
+    /// when `None`).
+    pub fn next(&self, timeout: Option<Duration>) -> Next {
+        let got = match timeout {
+            None => self.rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+            Some(t) => self.rx.recv_timeout(t),
+        };
+        match got {
+            Ok(e) => Next::Event(e),
+            Err(mpsc::RecvTimeoutError::Timeout) => Next::Timeout,
+            Err(mpsc::RecvTimeoutError::Disconnected) => Next::Closed,
+        }
+    }
 }
 
 /// A finished call.
@@ -259,8 +295,12 @@ fn read_loop<R: std::io::Read>(mut rd: R, shared: &Mutex<Shared>) -> String {
         if let Some(view) = AgentMsg::data_view(&body) {
             match view {
                 Ok(v) => {
-                    if let Some(tx) = lock(shared).pending.get(&v.id) {
-                        let _ = tx.send(Event::Data(v.channel, body, v.chunk));
+                    let mut guard = lock(shared);
+                    if let Some(tx) = guard.pending.get(&v.id) {
+                        if tx.send(Event::Data(v.channel, body, v.chunk)).is_err() {
+                            // The caller gave up on this call (a closed stream).
+                            guard.pending.remove(&v.id);
+                        }
                     }
                     continue;
                 }

@@ -3,7 +3,8 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
@@ -17,6 +18,8 @@ pub const TAIL_LINES: usize = 30;
 /// A captured console.
 pub struct Console {
     log: Mutex<Log>,
+    /// Signalled whenever output arrives or the capture ends.
+    grown: Condvar,
     path: PathBuf,
     grew: watch::Sender<u64>,
 }
@@ -25,6 +28,8 @@ struct Log {
     bytes: Vec<u8>,
     /// Bytes dropped from the front to respect `KEEP_BYTES`.
     dropped: u64,
+    /// QEMU closed the console (it exited).
+    ended: bool,
 }
 
 impl Console {
@@ -35,7 +40,9 @@ impl Console {
             log: Mutex::new(Log {
                 bytes: Vec::new(),
                 dropped: 0,
+                ended: false,
             }),
+            grown: Condvar::new(),
             path: path.to_path_buf(),
             grew,
         })
@@ -70,7 +77,47 @@ impl Console {
                 log.dropped + log.bytes.len() as u64
             };
             self.grew.send_replace(total);
+            self.grown.notify_all();
         }
+        self.lock().ended = true;
+        self.grown.notify_all();
+    }
+
+    /// Bytes from absolute offset `pos` on (what is still kept), waiting at
+    /// most `timeout` for some to arrive. Returns the bytes, the new offset,
+    /// and whether the console has ended.
+    pub fn read_from(&self, pos: u64, timeout: Option<Duration>) -> (Vec<u8>, u64, bool) {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut log = self.lock();
+        loop {
+            let end = log.dropped + log.bytes.len() as u64;
+            if end > pos || log.ended {
+                let from = pos.max(log.dropped);
+                let start = (from - log.dropped) as usize;
+                return (log.bytes[start..].to_vec(), end, log.ended);
+            }
+            let wait = match deadline {
+                None => Duration::from_secs(3600),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return (Vec::new(), pos, false);
+                    }
+                    left
+                }
+            };
+            log = self
+                .grown
+                .wait_timeout(log, wait)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+    }
+
+    /// Absolute offset of the end of the output so far.
+    pub fn end_offset(&self) -> u64 {
+        let log = self.lock();
+        log.dropped + log.bytes.len() as u64
     }
 
     /// Everything kept so far.

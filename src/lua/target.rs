@@ -1,0 +1,70 @@
+//! What a guest operation runs against: a VM's agent, or a worker inside it.
+
+use std::sync::Arc;
+
+use provium_protocol::{HandleId, Op};
+
+use super::errors::{ApiError, ApiResult};
+use super::vm::console_note;
+use crate::transport::{client::PendingCall, Client, Completed, TransportError};
+use crate::vm::console::Console;
+
+/// An agent endpoint as Lua objects hold it.
+#[derive(Clone)]
+pub struct Target {
+    pub client: Arc<Client>,
+    pub console: Arc<Console>,
+    /// `vm "name"` or `worker#3 of vm "name"`, for messages.
+    pub label: String,
+    /// `vm` or `worker`, for call names (`vm:read_file`).
+    pub prefix: &'static str,
+    /// Set for a worker: every op is wrapped in `Op::InWorker`.
+    pub worker: Option<HandleId>,
+}
+
+impl Target {
+    /// A transport failure as the Lua error for `call`.
+    pub fn infra(&self, call: &str, e: TransportError) -> ApiError {
+        ApiError::msg(format!(
+            "{}: {call} failed: {e}{}",
+            self.label,
+            console_note(&self.console)
+        ))
+    }
+
+    /// Fails early, with a clear message, when the connection has ended.
+    pub fn check_alive(&self, call: &str) -> ApiResult<()> {
+        match self.client.closed_reason() {
+            Some(reason) => Err(ApiError::msg(format!(
+                "{call}: {} is gone ({reason})",
+                self.label
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Wraps `op` for this target.
+    pub fn wrap(&self, op: Op) -> Op {
+        match self.worker {
+            Some(worker) => Op::InWorker {
+                worker,
+                op: Box::new(op),
+            },
+            None => op,
+        }
+    }
+
+    /// Starts a call.
+    pub fn call(&self, call: &str, op: Op) -> ApiResult<PendingCall> {
+        self.check_alive(call)?;
+        self.client
+            .call(self.wrap(op))
+            .map_err(|e| self.infra(call, e))
+    }
+
+    /// One round trip.
+    pub fn roundtrip(&self, call: &str, op: Op) -> ApiResult<Completed> {
+        let pending = self.call(call, op)?;
+        self.client.wait(pending).map_err(|e| self.infra(call, e))
+    }
+}
