@@ -116,24 +116,223 @@ Vm.__tostring = function(self)
   return string.format("vm(%s state=%s)", name, state)
 end
 
-local function guest_op(name)
-  local call = "vm:" .. name
-  return function(self, ...)
-    return check(ud_of(self, call):call(name, ...))
+-- Scopes ------------------------------------------------------------------
+-- Every File, Tail, Process and Worker registers with the innermost scope.
+-- The root scope holds them weakly (so the garbage collector can still close
+-- what a program forgets); `provium.scope` and test scopes hold them until
+-- they end, then close them in reverse order.
+local scopes = { setmetatable({}, { __mode = "v" }) }
+local scope_len = { 0 }
+
+local function register(obj)
+  local i = #scopes
+  scope_len[i] = scope_len[i] + 1
+  scopes[i][scope_len[i]] = obj
+  return obj
+end
+
+local function close_scope(i)
+  local s = scopes[i]
+  for k = scope_len[i], 1, -1 do
+    local obj = s[k]
+    if obj then pcall(obj.close, obj) end
+    s[k] = nil
+  end
+  scope_len[i] = 0
+end
+
+--- Runs `fn(...)` and closes every File, Tail, Process and Worker it created,
+-- in reverse order, even when it raises. Returns what `fn` returned.
+function M.scope(fn, ...)
+  if type(fn) ~= "function" then
+    error("provium.scope: fn must be a function (got " .. type(fn) .. ")", 2)
+  end
+  scopes[#scopes + 1] = {}
+  scope_len[#scopes] = 0
+  local res = table.pack(pcall(fn, ...))
+  close_scope(#scopes)
+  scopes[#scopes] = nil
+  scope_len[#scope_len] = nil
+  if not res[1] then error(res[2], 0) end
+  return table.unpack(res, 2, res.n)
+end
+
+--- Opens a test scope (busted's before_each does this).
+function M.open_test_scope()
+  scopes[#scopes + 1] = {}
+  scope_len[#scopes] = 0
+end
+
+--- Closes the innermost test scope (or, when none is open, everything the
+-- root scope still holds).
+function _provium_close_test_scope()
+  if #scopes > 1 then
+    close_scope(#scopes)
+    scopes[#scopes] = nil
+    scope_len[#scope_len] = nil
+  else
+    close_scope(1)
+  end
+end
+M.close_test_scope = _provium_close_test_scope
+
+-- Resource classes -----------------------------------------------------------
+local function own(self, class, call)
+  if getmetatable(self) ~= class then
+    error(string.format("%s: expected a %s (call it with a colon, got %s)",
+      call, class.__name:gsub("^provium%.", ""), type(self)), 3)
+  end
+  return rawget(self, UD)
+end
+
+local function wrap(class, ud)
+  return register(setmetatable({ [UD] = ud }, class))
+end
+
+local function resource_class(name, label, methods, returns)
+  local C = { __name = "provium." .. name }
+  C.__index = C
+  for _, m in ipairs(methods) do
+    local call = label .. ":" .. m
+    local result_class = returns and returns[m]
+    C[m] = function(self, ...)
+      local ud = own(self, C, call)
+      if result_class then
+        return wrap(result_class(), check(ud[m](ud, ...)))
+      end
+      return check(ud[m](ud, ...))
+    end
+  end
+  C.__close = function(self) self:close() end
+  C.__gc = function(self) local ud = rawget(self, UD) if ud then pcall(ud.close, ud) end end
+  return C
+end
+
+--- A Tail: `next(timeout?)`, `read_until(delim, timeout?)`, `expect(pattern,
+-- timeout?)`, `drain(timeout?)`, `eof()`, `close()`. Default timeout 10 s
+-- (drain: 0.5 s). Patterns are plain substrings.
+local Tail = resource_class("Tail", "tail", { "next", "read_until", "expect", "drain", "eof", "close" })
+Tail.__tostring = function(self)
+  local _, what = rawget(self, UD):describe()
+  return "tail(" .. tostring(what) .. ")"
+end
+M.Tail = Tail
+
+--- A File: `read(n)`, `read_all()`, `write(data)`, `seek(off, whence?)`,
+-- `tell()`, `close()`, `fd()`, `tail_stream()`.
+local File = resource_class("File", "file",
+  { "read", "read_all", "write", "seek", "tell", "close", "fd", "tail_stream" },
+  { tail_stream = function() return Tail end })
+File.__tostring = function(self)
+  local ud = rawget(self, UD)
+  local _, fd = ud:fd()
+  if fd == 0 then return "file(closed)" end
+  local _, path = ud:path()
+  return string.format("file(handle#%d %q)", fd, path)
+end
+M.File = File
+
+--- A Process (`run_async`): `wait(timeout?)`, `kill(sig?)`, `signal(sig)`,
+-- `pid()`, `status()`, `stdin_write(data)`, `close_stdin()`,
+-- `stdout_stream()`, `stderr_stream()`, `close()`.
+local Process = resource_class("Process", "proc",
+  { "kill", "signal", "pid", "handle", "status", "stdin_write", "close_stdin", "stdout_stream",
+    "stderr_stream", "close" },
+  { stdout_stream = function() return Tail end, stderr_stream = function() return Tail end })
+function Process:wait(timeout)
+  local ud = own(self, Process, "proc:wait")
+  return setmetatable(check(ud:wait(timeout)), RunResult)
+end
+Process.__tostring = function(self)
+  local _, what = rawget(self, UD):describe()
+  return "process(" .. tostring(what) .. ")"
+end
+M.Process = Process
+
+-- Guest operations, shared by VMs and workers -------------------------------
+local Worker
+
+-- File objects passed where a handle id is expected (fd_stream, ioctl).
+local function unwrap_file(v)
+  if getmetatable(v) == File then return rawget(v, UD) end
+  return v
+end
+
+local function guest_ops(C, label)
+  local function op(name)
+    local call = label .. ":" .. name
+    return function(self, ...)
+      return check(own(self, C, call):call(name, ...))
+    end
+  end
+  for _, name in ipairs({ "read_file", "write_file", "stat", "listdir", "mkdir", "unlink", "rename", "syscall" }) do
+    C[name] = op(name)
+  end
+  local raw_run = op("run")
+  --- Runs a command: `run("sh command")`, `run(prog, {args...})` or
+  -- `run(prog, {args=, env=, env_clear=, cwd=, stdin=, timeout=})` → RunResult.
+  function C:run(...)
+    return setmetatable(raw_run(self, ...), RunResult)
+  end
+  local raw_open = op("open_file")
+  --- Opens a file → File. `mode`: `{read=, write=, append=, create=, truncate=, exclusive=, perm=}`.
+  function C:open_file(...) return wrap(File, raw_open(self, ...)) end
+  local raw_tail = op("tail_file")
+  --- Follows a file → Tail. `opts.start`: "end" (default), "beginning"/"start", or a byte offset.
+  function C:tail_file(...) return wrap(Tail, raw_tail(self, ...)) end
+  local raw_fd_stream = op("fd_stream")
+  --- Follows an open File (or handle id) from its cursor → Tail.
+  function C:fd_stream(f, ...) return wrap(Tail, raw_fd_stream(self, unwrap_file(f), ...)) end
+  local raw_ioctl = op("ioctl")
+  --- `ioctl(fd_or_file, cmd, data?, {bufs=, ptr_offsets=}?)` → `{ret, out_data, out_bufs}`.
+  function C:ioctl(f, ...) return raw_ioctl(self, unwrap_file(f), ...) end
+  local raw_async = op("run_async")
+  --- Starts a command (same forms as run; no timeout) → Process.
+  function C:run_async(...) return wrap(Process, raw_async(self, ...)) end
+
+  --- Records operations with `fn(b)` and runs them in one round trip.
+  -- Returns `{ {ok=value} | {err=error}, ... }` in call order.
+  function C:batch(fn)
+    local ud = own(self, C, label .. ":batch")
+    if type(fn) ~= "function" then
+      error(label .. ":batch: fn must be a function (got " .. type(fn) .. ")", 2)
+    end
+    local recorded = {}
+    local b = {}
+    for _, name in ipairs({ "read_file", "write_file", "stat", "listdir", "mkdir", "unlink", "rename", "run", "syscall" }) do
+      b[name] = function(_, ...)
+        local args = table.pack(...)
+        if name == "mkdir" and type(args[2]) == "boolean" then args[2] = { parents = args[2] } end
+        recorded[#recorded + 1] = { name, n = args.n, table.unpack(args, 1, args.n) }
+        return #recorded
+      end
+    end
+    fn(b)
+    local results = check(ud:call("batch", recorded))
+    for i, r in ipairs(results) do
+      if type(r.err) == "table" then setmetatable(r.err, GuestError) end
+      if recorded[i][1] == "run" and r.ok then setmetatable(r.ok, RunResult) end
+    end
+    return results
   end
 end
 
-for _, name in ipairs({ "read_file", "write_file", "stat", "listdir", "mkdir", "unlink", "rename" }) do
-  Vm[name] = guest_op(name)
-end
+guest_ops(Vm, "vm")
 
-local raw_run = guest_op("run")
---- Runs a command: `vm:run("sh command")`, `vm:run(prog, {args...})` or
--- `vm:run(prog, {args=, env=, env_clear=, cwd=, stdin=, timeout=})`.
--- @return RunResult
-function Vm:run(...)
-  return setmetatable(raw_run(self, ...), RunResult)
+--- A Worker (`vm:spawn_worker`): the guest operations, run by a separate
+-- agent process with its own credentials and namespaces; plus `kill(sig?)`,
+-- `join()` → exit status, `close()`.
+Worker = resource_class("Worker", "worker", { "kill", "join", "handle", "close" })
+guest_ops(Worker, "worker")
+Worker.__tostring = function(self)
+  local _, what = rawget(self, UD):describe()
+  return tostring(what)
 end
+M.Worker = Worker
+
+local raw_spawn = function(self, ...) return check(ud_of(self, "vm:spawn_worker"):call("spawn_worker", ...)) end
+--- Starts a worker. `opts`: `{uid=, gid=, groups={...}, cwd=, unshare={"mount", "net", "pid", "ipc", "uts"}}`.
+function Vm:spawn_worker(...) return wrap(Worker, raw_spawn(self, ...)) end
 
 --- Directory of the Lua file that called into provium (for relative host paths).
 local function caller_dir(level)
@@ -152,8 +351,11 @@ end
 --- Copies a host file into the guest. A relative `host_path` is resolved
 -- against the directory of the calling Lua file.
 -- @param opts optional `{auto_dep = false}` (only read by the fixture scanner)
-function Vm:push_file(host_path, guest_path, opts)
-  ud_of(self, "vm:push_file")
+local function push_file(self, host_path, guest_path, opts)
+  local mt = getmetatable(self)
+  if mt ~= Vm and mt ~= Worker then
+    error("push_file: expected a VM or a Worker (call it with a colon, got " .. type(self) .. ")", 2)
+  end
   if type(host_path) ~= "string" or host_path == "" then
     error("vm:push_file: host_path must be a non-empty string (got " .. type(host_path) .. ")", 0)
   end
@@ -178,6 +380,8 @@ function Vm:push_file(host_path, guest_path, opts)
   f:close()
   return check(rawget(self, UD):call("write_file", guest_path, data))
 end
+Vm.push_file = push_file
+Worker.push_file = push_file
 
 --- The serial console of the VM.
 local Console = { __name = "provium.Console" }
@@ -191,6 +395,11 @@ function Console:read_log() return check(rawget(self, UD):console_log()) end
 function Console:expect(pattern, timeout)
   check(rawget(self, UD):console_expect(pattern, timeout))
   return pattern
+end
+
+--- A Tail over the live console (from now on).
+function Console:read()
+  return wrap(Tail, check(rawget(self, UD):console_tail()))
 end
 
 function Vm:console()
