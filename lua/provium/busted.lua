@@ -1,8 +1,10 @@
 --- busted integration: `require("provium.busted")` in a spec file (or a
 -- helper loaded with `--helper`).
 --
--- After a failing test, prints the tail of every booted VM's console so the
--- guest's view of the failure is right there in the output.
+-- * Every test runs in its own provium scope: Files, Tails, Processes and
+--   Workers it opens are closed when it ends (`_provium_close_test_scope`).
+-- * After a failing test, prints the tail of every booted VM's console so the
+--   guest's view of the failure is right there in the output.
 -- @module provium.busted
 
 local provium = require("provium")
@@ -26,7 +28,13 @@ local function console_tails()
   return table.concat(parts, "\n")
 end
 
+busted.subscribe({ "test", "start" }, function()
+  provium.open_test_scope()
+  return nil, true
+end)
+
 busted.subscribe({ "test", "end" }, function(element, parent, status)
+  _provium_close_test_scope()
   if status == "failure" or status == "error" then
     local tails = console_tails()
     if #tails > 0 then io.stderr:write("\n", tails, "\n") end
