@@ -164,7 +164,10 @@ impl FileUd {
 
 impl Drop for FileUd {
     fn drop(&mut self) {
-        let _ = self.close();
+        // Garbage collection: close without waiting for the agent.
+        if let Some(handle) = self.handle.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            self.t.fire(Op::Close { handle });
+        }
     }
 }
 

@@ -191,7 +191,12 @@ impl ProcessUd {
 
 impl Drop for ProcessUd {
     fn drop(&mut self) {
-        self.close();
+        // Garbage collection: the agent ends an unwaited process on Close
+        // (SIGTERM, then SIGKILL of its group); do not wait for it here.
+        if self.state() != ProcState::Closed {
+            self.set_state(ProcState::Closed);
+            self.t.fire(Op::Close { handle: self.handle });
+        }
     }
 }
 

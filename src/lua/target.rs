@@ -62,6 +62,14 @@ impl Target {
             .map_err(|e| self.infra(call, e))
     }
 
+    /// Sends `op` without waiting for its reply (cleanup from `Drop`, which
+    /// must not block the garbage collector).
+    pub fn fire(&self, op: Op) {
+        if self.client.closed_reason().is_none() {
+            let _ = self.client.call(self.wrap(op));
+        }
+    }
+
     /// One round trip.
     pub fn roundtrip(&self, call: &str, op: Op) -> ApiResult<Completed> {
         let pending = self.call(call, op)?;

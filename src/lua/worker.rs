@@ -146,7 +146,11 @@ impl WorkerUd {
 
 impl Drop for WorkerUd {
     fn drop(&mut self) {
-        self.close();
+        // Garbage collection: the agent ends the worker on Close; no waiting.
+        if !self.is_closed() {
+            *self.closed.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            self.parent.fire(Op::Close { handle: self.handle });
+        }
     }
 }
 
