@@ -1,10 +1,20 @@
 //! Serving one connection: hello, handshake, then the multiplexed call loop.
 //!
-//! The calling thread becomes the connection's reader. Cheap operations
-//! (ping, stat, listdir, mkdir, unlink, rename, write_file and its chunks) run
-//! inline on it, which keeps a round trip to one read, one system call and one
-//! write. Operations that can block (read_file, run) get a thread each and
-//! reply through the shared [`Sender`] whenever they finish, in any order.
+//! The calling thread becomes the connection's reader. Cheap operations run
+//! inline on it, which keeps a round trip to one read, one system call and
+//! one write: ping, stat, listdir, mkdir, unlink, rename, write_file and its
+//! chunks, open_file, reads/writes/seeks of files that cannot block, closing
+//! a file, process signal/status/close-stdin, worker signal, and forwarding
+//! an op to a worker. Operations that can block (read_file, run, streams,
+//! waits, raw calls, ioctls, batches, I/O on FIFOs and ttys, closing a
+//! process or a worker, spawning and joining workers) run on pooled threads
+//! and reply through the shared [`Sender`] whenever they finish, in any
+//! order.
+//!
+//! Streams and calls relayed to workers are registered in the connection's
+//! [`InFlight`] so that the host's `Cancel` (and `Data`, for relays) reach
+//! them; whatever is still registered when the connection ends is
+//! cancelled.
 
 use std::io::{self, Read, Write};
 
@@ -15,9 +25,11 @@ use provium_protocol::{
 
 use crate::error::{internal, OpResult};
 use crate::frames::FrameReader;
-use crate::ops::{self, upload::Uploads};
+use crate::handles::{self, Handle};
+use crate::inflight::InFlight;
+use crate::ops::{self, batch, file, process, rawcall, upload::Uploads};
 use crate::sender::Sender;
-use crate::sys;
+use crate::{sys, worker};
 
 /// Capacity of the reader's buffer: small frames arrive in one `read`.
 const READ_BUFFER: usize = 64 * 1024;
@@ -125,23 +137,13 @@ where
     let mut session = Session {
         sender,
         uploads: Uploads::default(),
+        inflight: InFlight::default(),
+        read_buf: Vec::new(),
     };
-    loop {
-        let Some(frame) = reader.next_frame()? else {
-            return Ok(ConnEnd::Closed);
-        };
-        if let Some(view) = HostMsg::data_view(frame) {
-            let view = view?;
-            session
-                .uploads
-                .data(&session.sender, view.id, view.chunk, view.last);
-            continue;
-        }
-        let msg: HostMsg = decode(frame)?;
-        if let Some(end) = session.handle(msg)? {
-            return Ok(end);
-        }
-    }
+    let end = session.serve(&mut reader);
+    // No stream outlives its connection.
+    session.inflight.cancel_all();
+    end
 }
 
 /// Checks the host's version; on a mismatch sends `HelloRejected` and
@@ -179,15 +181,45 @@ impl Drop for CloseOnDrop {
 struct Session {
     sender: Sender,
     uploads: Uploads,
+    inflight: InFlight,
+    /// Reused for inline file reads (large buffers are mmap'd by musl).
+    read_buf: Vec<u8>,
 }
 
 impl Session {
+    /// The call loop.
+    fn serve<R: Read>(&mut self, reader: &mut FrameReader<R>) -> Result<ConnEnd, ConnError> {
+        loop {
+            let Some(frame) = reader.next_frame()? else {
+                return Ok(ConnEnd::Closed);
+            };
+            if let Some(view) = HostMsg::data_view(frame) {
+                let view = view?;
+                match self.inflight.relay(view.id) {
+                    Some(relay) => relay.worker.data(relay.inner, view.chunk, view.last),
+                    None => self
+                        .uploads
+                        .data(&self.sender, view.id, view.chunk, view.last),
+                }
+                continue;
+            }
+            let msg: HostMsg = decode(frame)?;
+            if let Some(end) = self.handle(msg)? {
+                return Ok(end);
+            }
+        }
+    }
+
     /// Handles one host frame; `Some` ends the connection.
     fn handle(&mut self, msg: HostMsg) -> Result<Option<ConnEnd>, ConnError> {
         match msg {
             HostMsg::Call { id, op } => return self.call(id, op),
             HostMsg::Data { id, chunk, last } => self.uploads.data(&self.sender, id, &chunk, last),
-            HostMsg::Cancel { id } => self.uploads.cancel(&self.sender, id),
+            HostMsg::Cancel { id } => {
+                if !self.inflight.cancel(id) {
+                    self.uploads.cancel(&self.sender, id);
+                }
+            }
             HostMsg::Hello { version } => {
                 // A host that reconnected to a stream we still consider open
                 // (a virtio-serial port whose host side closed and reopened
@@ -196,6 +228,8 @@ impl Session {
                 // calls still running in it never reply (new sender epoch).
                 debug!("hello in mid-session: starting a new session");
                 self.uploads = Uploads::default();
+                self.inflight.cancel_all();
+                self.inflight = InFlight::default();
                 self.sender = self.sender.renew();
                 if let Some(end) = check_host_version(&self.sender, version)? {
                     return Ok(Some(end));
@@ -249,8 +283,127 @@ impl Session {
                 self.reply(id, Ok(Reply::Unit))?;
                 return Ok(Some(ConnEnd::Poweroff));
             }
+            Op::OpenFile { path, mode } => file::open(&path, &mode),
+            Op::FileRead { handle, len } => return self.file_read(id, handle, len),
+            Op::FileWrite { handle, data } => match handles::file(handle, "write") {
+                Ok(f) if f.may_block() => {
+                    self.spawn(id, "file-write", move |_| file::write_to(&f, handle, &data));
+                    return Ok(None);
+                }
+                Ok(f) => file::write_to(&f, handle, &data),
+                Err(e) => Err(e),
+            },
+            Op::FileSeek {
+                handle,
+                offset,
+                whence,
+            } => file::seek(handle, offset, whence),
+            Op::Close { handle } => match handles::remove(handle, "close") {
+                Ok(Handle::File(f)) => file::close(&f),
+                Ok(other) => {
+                    self.spawn(id, "close", move |_| ops::close_removed(other));
+                    return Ok(None);
+                }
+                Err(e) => Err(e),
+            },
+            Op::Ioctl(spec) => {
+                self.spawn(id, "ioctl", move |_| file::ioctl(spec));
+                return Ok(None);
+            }
+            Op::Stream(source) => {
+                let cancel = match self.inflight.add_stream(id) {
+                    Ok(cancel) => cancel,
+                    Err(e) => {
+                        self.reply(id, Err(e))?;
+                        return Ok(None);
+                    }
+                };
+                let inflight = self.inflight.clone();
+                self.spawn(id, "stream", move |s| {
+                    let result = ops::stream::stream(s, id, source, &cancel);
+                    inflight.end_stream(id);
+                    result
+                });
+                return Ok(None);
+            }
+            Op::RunAsync(spec) => {
+                self.spawn(id, "run-async", move |_| process::run_async(spec));
+                return Ok(None);
+            }
+            Op::ProcWait { handle, timeout_ms } => {
+                self.spawn(id, "wait", move |s| {
+                    process::wait(s, id, handle, timeout_ms)
+                });
+                return Ok(None);
+            }
+            Op::ProcSignal { handle, signal } => process::signal(handle, signal),
+            Op::ProcStatus { handle } => process::status(handle),
+            Op::ProcStdin { handle, data } => {
+                self.spawn(id, "stdin", move |_| process::stdin_write(handle, &data));
+                return Ok(None);
+            }
+            Op::ProcCloseStdin { handle } => process::close_stdin(handle),
+            Op::Syscall(spec) => {
+                self.spawn(id, "syscall", move |_| rawcall::syscall(spec));
+                return Ok(None);
+            }
+            Op::Batch(ops) => {
+                self.spawn(id, "batch", move |_| batch::batch(ops));
+                return Ok(None);
+            }
+            Op::SpawnWorker(spec) => {
+                self.spawn(id, "spawn-worker", move |_| worker::spawn_worker(&spec));
+                return Ok(None);
+            }
+            Op::InWorker { worker: w, op } => {
+                match worker::in_worker(&self.sender, id, w, *op, &self.inflight) {
+                    Ok(()) => return Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+            Op::WorkerSignal { worker: w, signal } => worker::signal(w, signal),
+            Op::WorkerJoin { worker: w } => {
+                self.spawn(id, "join", move |_| worker::join(w));
+                return Ok(None);
+            }
         };
         self.reply(id, result)?;
+        Ok(None)
+    }
+
+    /// `Op::FileRead`: inline into the connection's buffer for files that
+    /// cannot block (the reply is written without another copy), on a
+    /// pooled thread for the others.
+    fn file_read(
+        &mut self,
+        id: RequestId,
+        handle: provium_protocol::HandleId,
+        len: u64,
+    ) -> Result<Option<ConnEnd>, ConnError> {
+        let f = match handles::file(handle, "read") {
+            Ok(f) => f,
+            Err(e) => {
+                self.reply(id, Err(e))?;
+                return Ok(None);
+            }
+        };
+        if f.may_block() {
+            self.spawn(id, "file-read", move |_| {
+                file::read_waiting(&f, handle, len).map(|b| Reply::Bytes(b.into()))
+            });
+            return Ok(None);
+        }
+        let n = file::read_len(len);
+        if self.read_buf.len() < n {
+            self.read_buf.resize(n, 0);
+        }
+        match file::read_now(&f, &mut self.read_buf[..n]) {
+            Ok(got) => self
+                .sender
+                .reply_bytes(id, &self.read_buf[..got])
+                .map_err(ConnError::Write)?,
+            Err(e) => self.reply(id, Err(e))?,
+        }
         Ok(None)
     }
 

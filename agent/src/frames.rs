@@ -35,6 +35,11 @@ impl<R: Read> FrameReader<R> {
         }
     }
 
+    /// The underlying stream.
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
     fn available(&self) -> usize {
         self.end - self.start
     }

@@ -8,6 +8,8 @@
 //! * **op server** ([`server`]): dials the host over vsock (or serves a
 //!   virtio-serial port) and answers the provium wire protocol
 //!   ([`provium_protocol`]) on every connection ([`conn`]).
+//! * **worker** ([`worker`]): re-executed by the op server with other
+//!   credentials or namespaces, serves one channel to its parent agent.
 //!
 //! [`conn::serve`] works on any pair of byte streams, which is how the tests
 //! and the `--serve-stdio` developer mode run the agent without a VM.
@@ -21,9 +23,13 @@ pub mod config;
 pub mod conn;
 pub mod error;
 pub mod frames;
+pub mod handles;
+pub mod inflight;
 pub mod init;
 pub mod ops;
 pub mod pool;
 pub mod sender;
 pub mod server;
 pub mod sys;
+pub mod trigger;
+pub mod worker;

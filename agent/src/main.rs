@@ -6,6 +6,8 @@
 //! provium-agent --server        op server only (transport from /proc/cmdline)
 //! provium-agent --serve-stdio   serve one connection on stdin/stdout
 //! provium-agent --serve-fd N    serve one connection on descriptor N
+//! provium-agent --worker-fd N   worker mode: serve the parent agent's
+//!                               channel on descriptor N (see `worker`)
 //! provium-agent --version
 //! ```
 //! `PROVIUM_AGENT_DEBUG=1` turns on debug logging in the developer modes.
@@ -15,9 +17,10 @@ use std::process::ExitCode;
 
 use provium_agent::config::Config;
 use provium_agent::server::{self, ServerEnv};
-use provium_agent::{init, log, sys};
+use provium_agent::{init, log, sys, worker};
 
-const USAGE: &str = "usage: provium-agent [--server | --serve-stdio | --serve-fd N | --version]
+const USAGE: &str =
+    "usage: provium-agent [--server | --serve-stdio | --serve-fd N | --worker-fd N | --version]
 (without arguments it must be PID 1)";
 
 fn main() -> ExitCode {
@@ -38,6 +41,10 @@ fn main() -> ExitCode {
         ["--serve-stdio"] => serve(0, 1),
         ["--serve-fd", fd] => match fd.parse::<i32>() {
             Ok(fd) if fd >= 0 => serve(fd, fd),
+            _ => usage(),
+        },
+        ["--worker-fd", fd] => match fd.parse::<i32>() {
+            Ok(fd) if fd > 2 => worker::serve_channel(fd),
             _ => usage(),
         },
         ["--version"] => {

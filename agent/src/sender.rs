@@ -113,6 +113,29 @@ impl Sender {
         self.send_parts(&data_head(id, channel, chunk.len())?, chunk)
     }
 
+    /// Sends `Reply { id, result: Ok(Reply::Bytes(bytes)) }` without copying
+    /// `bytes` into an owned message first (file reads answer this way).
+    pub fn reply_bytes(&self, id: RequestId, bytes: &[u8]) -> io::Result<()> {
+        let mut head = frame_start();
+        head.push(REPLY_VARIANT);
+        push_varint(&mut head, id.0);
+        head.push(OK_VARIANT);
+        head.push(REPLY_BYTES_VARIANT);
+        push_varint(&mut head, bytes.len() as u64);
+        finish_head(&mut head, bytes.len())?;
+        self.send_parts(&head, bytes)
+    }
+
+    /// Sends a reply whose `result` (a `Result<Reply, Failure>`) is already
+    /// encoded, e.g. relayed from a worker under another request id.
+    pub fn reply_encoded(&self, id: RequestId, result: &[u8]) -> io::Result<()> {
+        let mut head = frame_start();
+        head.push(REPLY_VARIANT);
+        push_varint(&mut head, id.0);
+        finish_head(&mut head, result.len())?;
+        self.send_parts(&head, result)
+    }
+
     /// Writes two buffers as one frame, with as few system calls as the
     /// writer allows.
     fn send_parts(&self, head: &[u8], tail: &[u8]) -> io::Result<()> {
@@ -151,19 +174,38 @@ impl Sender {
 
 /// Variant index of [`AgentMsg::Data`] in postcard's encoding.
 const DATA_VARIANT: u8 = 2;
+/// Variant index of [`AgentMsg::Reply`].
+const REPLY_VARIANT: u8 = 1;
+/// Variant index of `Ok` in a `Result`.
+const OK_VARIANT: u8 = 0;
+/// Variant index of [`Reply::Bytes`].
+const REPLY_BYTES_VARIANT: u8 = 3;
+
+/// A frame under construction: room for its length header.
+fn frame_start() -> Vec<u8> {
+    let mut head = Vec::with_capacity(FRAME_HEADER_LEN + 24);
+    head.extend_from_slice(&[0; FRAME_HEADER_LEN]);
+    head
+}
+
+/// Writes the length header of a frame whose body is the rest of `head`
+/// followed by `tail_len` more bytes.
+fn finish_head(head: &mut [u8], tail_len: usize) -> io::Result<()> {
+    let body_len = u32::try_from(head.len() - FRAME_HEADER_LEN + tail_len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
+    head[..FRAME_HEADER_LEN].copy_from_slice(&body_len.to_le_bytes());
+    Ok(())
+}
 
 /// The frame header and message prefix of `AgentMsg::Data { id, channel,
 /// chunk }` for a chunk of `len` bytes; the chunk itself follows.
 pub fn data_head(id: RequestId, channel: u8, len: usize) -> io::Result<Vec<u8>> {
-    let mut head = Vec::with_capacity(FRAME_HEADER_LEN + 1 + 10 + 1 + 10);
-    head.extend_from_slice(&[0; FRAME_HEADER_LEN]);
+    let mut head = frame_start();
     head.push(DATA_VARIANT);
     push_varint(&mut head, id.0);
     head.push(channel);
     push_varint(&mut head, len as u64);
-    let body_len = u32::try_from(head.len() - FRAME_HEADER_LEN + len)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "chunk too large"))?;
-    head[..FRAME_HEADER_LEN].copy_from_slice(&body_len.to_le_bytes());
+    finish_head(&mut head, len)?;
     Ok(head)
 }
 
@@ -190,7 +232,7 @@ fn write_all_vectored(w: &mut dyn Write, head: &[u8], tail: &[u8]) -> io::Result
 }
 
 /// Appends a LEB128 varint (postcard's integer encoding).
-fn push_varint(out: &mut Vec<u8>, mut value: u64) {
+pub fn push_varint(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
         out.push((value as u8 & 0x7f) | 0x80);
         value >>= 7;
@@ -227,6 +269,48 @@ mod tests {
             })
             .unwrap();
             assert_eq!(ours, theirs, "id {id} channel {channel} len {len}");
+        }
+    }
+
+    /// Collects what a sender writes.
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn hand_built_replies_match_postcard() {
+        for (id, len) in [(1u64, 0usize), (300, 5), (u64::MAX, 200_000)] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 5) as u8).collect();
+            let sink = Sink::default();
+            let s = Sender::new(sink.clone());
+            s.reply_bytes(RequestId(id), &bytes).unwrap();
+            let theirs = encode(&AgentMsg::Reply {
+                id: RequestId(id),
+                result: Ok(Reply::Bytes(ByteBuf::from(bytes.clone()))),
+            })
+            .unwrap();
+            assert_eq!(*sink.0.lock().unwrap(), theirs);
+
+            let result: Result<Reply, Failure> = Err(Failure::os(2, "nope"));
+            let encoded = postcard::to_allocvec(&result).unwrap();
+            let sink = Sink::default();
+            let s = Sender::new(sink.clone());
+            s.reply_encoded(RequestId(id), &encoded).unwrap();
+            let theirs = encode(&AgentMsg::Reply {
+                id: RequestId(id),
+                result,
+            })
+            .unwrap();
+            assert_eq!(*sink.0.lock().unwrap(), theirs);
         }
     }
 

@@ -223,29 +223,8 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
 /// Waits until `fd` is readable (or has hung up); `None` waits forever.
 /// Returns false on timeout.
 pub fn poll_readable(fd: RawFd, timeout: Option<Duration>) -> io::Result<bool> {
-    let ms = match timeout {
-        None => -1,
-        Some(d) => {
-            // Round up so a short remaining time does not turn into a busy loop.
-            let ms = d.as_micros().div_ceil(1000);
-            ms.min(i32::MAX as u128) as libc::c_int
-        }
-    };
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: pfd is a valid pollfd array of length 1.
-    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-    if n == -1 {
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::EINTR) {
-            return Ok(false);
-        }
-        return Err(err);
-    }
-    Ok(n > 0)
+    let mut pfd = [pollfd(fd, libc::POLLIN)];
+    Ok(poll(&mut pfd, timeout)? > 0)
 }
 
 /// Whether `pid` has exited (it stays a zombie: `waitid` with `WNOWAIT`).
@@ -276,4 +255,163 @@ pub fn fd_is_open(fd: RawFd) -> bool {
 pub fn open_inheritable(path: &CStr) -> io::Result<RawFd> {
     // SAFETY: path is a valid C string.
     check(unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_NOCTTY) })
+}
+
+/// Converts a poll timeout to milliseconds (`-1` = forever), rounding up so
+/// a short remaining time never turns into a busy loop.
+fn poll_ms(timeout: Option<Duration>) -> libc::c_int {
+    match timeout {
+        None => -1,
+        Some(d) => d.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int,
+    }
+}
+
+/// `poll(2)` on several descriptors; returns how many have events (0 on
+/// timeout). An interrupted poll counts as a timeout-free wake-up with no
+/// events, so callers simply loop.
+pub fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
+    // SAFETY: fds is a valid, writable pollfd array of fds.len() entries.
+    let n = unsafe {
+        libc::poll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            poll_ms(timeout),
+        )
+    };
+    if n == -1 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EINTR) {
+            return Ok(0);
+        }
+        return Err(err);
+    }
+    Ok(n as usize)
+}
+
+/// A `pollfd` waiting for `events` on `fd`.
+pub fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }
+}
+
+/// A non-blocking, close-on-exec `eventfd(2)` starting at 0.
+pub fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: plain system call.
+    let fd = check(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+    // SAFETY: eventfd returned a new descriptor that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds 1 to an eventfd's counter (makes it readable). Errors (a counter
+/// at its maximum) are ignored: the descriptor is readable either way.
+pub fn eventfd_signal(fd: RawFd) {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a valid u64.
+    unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+}
+
+/// `open(2)` with explicit flags and creation mode.
+pub fn open(path: &[u8], flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
+    let path = cstring(path)?;
+    // SAFETY: path is a valid C string; the mode is passed as the variadic
+    // third argument as open(2) expects.
+    let fd = check(unsafe { libc::open(path.as_ptr(), flags, mode as libc::c_uint) })?;
+    // SAFETY: open returned a new descriptor that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `fstat(2)`.
+pub fn fstat(fd: RawFd) -> io::Result<libc::stat> {
+    // SAFETY: stat is plain old data; zeroed is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: st is a valid out-pointer.
+    check(unsafe { libc::fstat(fd, &mut st) })?;
+    Ok(st)
+}
+
+/// `fcntl(fd, F_SETFL, flags)`.
+pub fn set_status_flags(fd: RawFd, flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain system call.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFL, flags) }).map(drop)
+}
+
+/// Adds `O_NONBLOCK` to a descriptor's status flags.
+pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: plain system call.
+    let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    set_status_flags(fd, flags | libc::O_NONBLOCK)
+}
+
+/// One `read(2)`, retried on `EINTR`.
+pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: buf is valid for buf.len() writable bytes.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(err);
+        }
+    }
+}
+
+/// One `write(2)`, retried on `EINTR`.
+pub fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: buf is valid for buf.len() readable bytes.
+        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(err);
+        }
+    }
+}
+
+/// `lseek(2)`.
+pub fn lseek(fd: RawFd, offset: i64, whence: libc::c_int) -> io::Result<u64> {
+    // SAFETY: plain system call.
+    let pos = unsafe { libc::lseek(fd, offset as libc::off_t, whence) };
+    if pos < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(pos as u64)
+}
+
+/// `kill(2)`; `ESRCH` (already gone) counts as success.
+pub fn kill(pid: i32, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain system call.
+    match check(unsafe { libc::kill(pid, sig) }) {
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+/// Reaps `pid` (`waitpid(pid, 0)`), retrying on `EINTR`.
+pub fn wait_pid(pid: i32) -> io::Result<WaitStatus> {
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: status is a valid out-pointer.
+        let got = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if got == -1 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(err);
+        }
+        if libc::WIFEXITED(status) {
+            return Ok(WaitStatus::Exited(libc::WEXITSTATUS(status)));
+        }
+        if libc::WIFSIGNALED(status) {
+            return Ok(WaitStatus::Signalled(libc::WTERMSIG(status)));
+        }
+    }
 }

@@ -2,16 +2,27 @@
 //!
 //! Every operation returns an [`OpResult`](crate::error::OpResult); the
 //! connection ([`crate::conn`]) decides whether it runs inline on the reader
-//! thread (cheap, non-blocking ops) or on a thread of its own.
+//! thread (cheap, non-blocking ops) or on a pooled thread.
 
+pub mod batch;
+pub mod file;
 pub mod fs;
+pub mod output;
+pub mod process;
+pub mod rawcall;
 pub mod read;
 pub mod run;
+pub mod stream;
 pub mod upload;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+
+use provium_protocol::HandleId;
+
+use crate::error::OpResult;
+use crate::handles::{self, Handle};
 
 /// A wire path (raw bytes) as a filesystem path.
 pub fn path(bytes: &[u8]) -> &Path {
@@ -25,4 +36,19 @@ where
     F: FnOnce() + Send + 'static,
 {
     crate::pool::execute(Box::new(f))
+}
+
+/// `Op::Close` on any handle (may block: a process gets up to
+/// [`process::CLOSE_GRACE`] to exit, a worker is joined).
+pub fn close(id: HandleId) -> OpResult {
+    close_removed(handles::remove(id, "close")?)
+}
+
+/// Closes a handle already removed from the table.
+pub fn close_removed(handle: Handle) -> OpResult {
+    match handle {
+        Handle::File(f) => file::close(&f),
+        Handle::Process(p) => process::close(&p),
+        Handle::Worker(w) => crate::worker::close(&w),
+    }
 }

@@ -44,6 +44,21 @@ const FALLBACK_POLL: Duration = Duration::from_millis(2);
 
 /// Runs `spec` to completion; `feed` carries stdin chunks after `spec.stdin`.
 pub fn run(sender: &Sender, id: RequestId, spec: RunSpec, feed: Option<StdinFeed>) -> OpResult {
+    let sink = Sink::Host {
+        sender: sender.clone(),
+        id,
+    };
+    run_with(spec, feed, sink)
+}
+
+/// Runs `spec` to completion with all of its output in the reply (inside a
+/// batch, where no `Data` may be sent). Output beyond `limit` bytes (both
+/// pipes together) fails the call with `EFBIG` once the process ended.
+pub fn run_inline(spec: RunSpec, limit: usize) -> OpResult {
+    run_with(spec, None, Sink::Inline { limit })
+}
+
+fn run_with(spec: RunSpec, feed: Option<StdinFeed>, sink: Sink) -> OpResult {
     crate::server::await_run_prerequisite();
     let wants_stdin = !spec.stdin.is_empty() || feed.is_some();
     let mut cmd = command(&spec, wants_stdin)?;
@@ -53,7 +68,7 @@ pub fn run(sender: &Sender, id: RequestId, spec: RunSpec, feed: Option<StdinFeed
         .timeout_ms
         .and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms)));
 
-    let collector = Arc::new(Collector::new(sender.clone(), id));
+    let collector = Arc::new(Collector::new(sink));
     if let Err(e) = start_threads(&mut child, spec.stdin.into_vec(), feed, &collector) {
         abandon(&mut child, pid);
         return Err(internal(format!("cannot start a thread: {e}")));
@@ -75,7 +90,7 @@ pub fn run(sender: &Sender, id: RequestId, spec: RunSpec, feed: Option<StdinFeed
         sys::kill_group(pid, libc::SIGKILL);
         collector.wait_pipes(Some(Instant::now() + KILL_GRACE));
     }
-    let (stdout, stderr) = collector.finish();
+    let (stdout, stderr, overflow) = collector.finish();
 
     let status = child.wait().map_err(|e| io_failure(&e))?;
     let status = if timed_out {
@@ -89,6 +104,15 @@ pub fn run(sender: &Sender, id: RequestId, spec: RunSpec, feed: Option<StdinFeed
             "pid {pid} ended in an unknown way: {status}"
         )));
     };
+    if let Some(limit) = overflow {
+        return Err(Failure::os(
+            libc::EFBIG,
+            format!(
+                "run: the output exceeds the {limit} bytes a batch reply can carry \
+                 (the process ended with {status:?}); run it outside a batch"
+            ),
+        ));
+    }
     Ok(Reply::Run(RunOutcome {
         status,
         stdout: ByteBuf::from(stdout),
@@ -97,7 +121,7 @@ pub fn run(sender: &Sender, id: RequestId, spec: RunSpec, feed: Option<StdinFeed
 }
 
 /// Builds the command: PATH lookup, environment, cwd, own process group.
-fn command(spec: &RunSpec, wants_stdin: bool) -> Result<Command, Failure> {
+pub(crate) fn command(spec: &RunSpec, wants_stdin: bool) -> Result<Command, Failure> {
     if spec.program.is_empty() {
         return Err(bad_request("run: empty program name"));
     }
@@ -200,7 +224,7 @@ fn pump(mut pipe: Box<dyn Read + Send>, index: usize, collector: &Collector) {
 
 /// Waits for `pid` to exit without reaping it; at `deadline` kills its
 /// group. Returns whether it was killed for the timeout.
-fn wait_exit(pid: i32, deadline: Option<Instant>) -> std::io::Result<bool> {
+pub(crate) fn wait_exit(pid: i32, deadline: Option<Instant>) -> std::io::Result<bool> {
     let pidfd = sys::pidfd_open(pid).ok();
     loop {
         let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
@@ -231,10 +255,17 @@ fn wait_exit(pid: i32, deadline: Option<Instant>) -> std::io::Result<bool> {
 /// The output buffers of one process, shared by its two reader threads and
 /// the thread waiting for it.
 struct Collector {
-    sender: Sender,
-    id: RequestId,
+    sink: Sink,
     state: Mutex<OutState>,
     changed: Condvar,
+}
+
+/// Where output goes.
+enum Sink {
+    /// Flushed to the host as `Data` whenever more than a chunk is buffered.
+    Host { sender: Sender, id: RequestId },
+    /// Kept for the reply, up to `limit` bytes.
+    Inline { limit: usize },
 }
 
 struct OutState {
@@ -245,19 +276,21 @@ struct OutState {
     /// Once set, output is discarded (the reply is built or the connection
     /// is gone): no `Data` may follow the reply.
     detached: bool,
+    /// Inline output went past its limit (and was dropped from then on).
+    overflow: bool,
 }
 
 const CHANNELS: [u8; 2] = [CH_STDOUT, CH_STDERR];
 
 impl Collector {
-    fn new(sender: Sender, id: RequestId) -> Collector {
+    fn new(sink: Sink) -> Collector {
         Collector {
-            sender,
-            id,
+            sink,
             state: Mutex::new(OutState {
                 bufs: [Vec::new(), Vec::new()],
                 open_pipes: 2,
                 detached: false,
+                overflow: false,
             }),
             changed: Condvar::new(),
         }
@@ -271,9 +304,21 @@ impl Collector {
     /// exceed one chunk.
     fn push(&self, index: usize, bytes: &[u8]) {
         let mut st = self.lock();
-        if st.detached {
+        if st.detached || st.overflow {
             return;
         }
+        let (sender, id) = match &self.sink {
+            Sink::Host { sender, id } => (sender, *id),
+            Sink::Inline { limit } => {
+                if st.bufs[0].len() + st.bufs[1].len() + bytes.len() > *limit {
+                    st.overflow = true;
+                    st.bufs = [Vec::new(), Vec::new()];
+                } else {
+                    st.bufs[index].extend_from_slice(bytes);
+                }
+                return;
+            }
+        };
         st.bufs[index].extend_from_slice(bytes);
         if st.bufs[0].len() + st.bufs[1].len() <= CHUNK_LEN {
             return;
@@ -281,7 +326,7 @@ impl Collector {
         for (i, channel) in CHANNELS.into_iter().enumerate() {
             let buf = std::mem::take(&mut st.bufs[i]);
             for piece in buf.chunks(CHUNK_LEN) {
-                if self.sender.data(self.id, channel, piece).is_err() {
+                if sender.data(id, channel, piece).is_err() {
                     st.detached = true;
                     return;
                 }
@@ -316,11 +361,16 @@ impl Collector {
         true
     }
 
-    /// Stops collecting and returns what was not sent yet.
-    fn finish(&self) -> (Vec<u8>, Vec<u8>) {
+    /// Stops collecting and returns what was not sent yet, and the inline
+    /// limit when the output went past it.
+    fn finish(&self) -> (Vec<u8>, Vec<u8>, Option<usize>) {
         let mut st = self.lock();
         st.detached = true;
         let [out, err] = std::mem::take(&mut st.bufs);
-        (out, err)
+        let overflow = match self.sink {
+            Sink::Inline { limit } if st.overflow => Some(limit),
+            _ => None,
+        };
+        (out, err, overflow)
     }
 }

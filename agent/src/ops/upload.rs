@@ -46,13 +46,7 @@ impl Uploads {
         data: &[u8],
         more: bool,
     ) -> Option<OpResult> {
-        let opened = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(perm.unwrap_or(0o644))
-            .open(path(p));
-        let mut file = match opened {
+        let mut file = match create(p, perm) {
             Ok(file) => file,
             Err(e) => return Some(Err(io_failure(&e))),
         };
@@ -130,6 +124,24 @@ impl Uploads {
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
+}
+
+/// Creates or truncates `p` for writing (mode `perm`, default 0o644, for a
+/// new file).
+fn create(p: &[u8], perm: Option<u32>) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(perm.unwrap_or(0o644))
+        .open(path(p))
+}
+
+/// `Op::WriteFile` whose data is complete (no `Data` frames follow).
+pub fn write_whole(p: &[u8], perm: Option<u32>, data: &[u8]) -> OpResult {
+    let mut file = create(p, perm).map_err(|e| io_failure(&e))?;
+    file.write_all(data).map_err(|e| io_failure(&e))?;
+    close(file)
 }
 
 /// Closes a written file, reporting the error of `close(2)` (which `drop`

@@ -1,0 +1,104 @@
+//! One-shot wake-ups: a stream's cancel, a handle's close.
+//!
+//! A [`Trigger`] is an eventfd that becomes (and stays) readable once fired,
+//! so a thread blocked in `poll` on a file, an inotify instance or a pidfd
+//! can wait on it too and wake at once. Threads that wait on a condition
+//! variable instead register a waker ([`Trigger::on_fire`]).
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use crate::sys;
+
+/// Called once when a trigger fires.
+pub type Waker = Box<dyn Fn() + Send + Sync>;
+
+/// A level-triggered, one-shot event.
+pub struct Trigger {
+    fired: AtomicBool,
+    fd: OwnedFd,
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl Trigger {
+    /// A trigger that has not fired (costs one eventfd).
+    pub fn new() -> io::Result<Trigger> {
+        Ok(Trigger {
+            fired: AtomicBool::new(false),
+            fd: sys::eventfd()?,
+            wakers: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn wakers(&self) -> MutexGuard<'_, Vec<Waker>> {
+        self.wakers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Fires the trigger (idempotent): its descriptor becomes readable and
+    /// every registered waker runs.
+    pub fn fire(&self) {
+        if self.fired.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        sys::eventfd_signal(self.fd.as_raw_fd());
+        let wakers = std::mem::take(&mut *self.wakers());
+        for wake in wakers {
+            wake();
+        }
+    }
+
+    /// Whether the trigger has fired.
+    pub fn fired(&self) -> bool {
+        self.fired.load(Ordering::SeqCst)
+    }
+
+    /// A descriptor that is readable once the trigger fired (for `poll`).
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Runs `wake` when the trigger fires (at once if it already has).
+    pub fn on_fire(&self, wake: Waker) {
+        {
+            let mut wakers = self.wakers();
+            if !self.fired() {
+                wakers.push(wake);
+                return;
+            }
+        }
+        wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[test]
+    fn fires_once_and_stays_readable() {
+        let t = Trigger::new().unwrap();
+        assert!(!t.fired());
+        assert!(!sys::poll_readable(t.fd(), Some(Duration::ZERO)).unwrap());
+        let count = Arc::new(AtomicUsize::new(0));
+        let c = Arc::clone(&count);
+        t.on_fire(Box::new(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+        }));
+        t.fire();
+        t.fire();
+        assert!(t.fired());
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        assert!(sys::poll_readable(t.fd(), Some(Duration::ZERO)).unwrap());
+        assert!(sys::poll_readable(t.fd(), Some(Duration::ZERO)).unwrap());
+        let c = Arc::clone(&count);
+        t.on_fire(Box::new(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+        }));
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+    }
+}

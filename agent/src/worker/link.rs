@@ -1,0 +1,228 @@
+//! This agent's client side of a worker's channel.
+//!
+//! Calls are forwarded under request ids of the link's own; a route maps
+//! each to the host call (connection, id) it serves. One pooled reader
+//! thread per worker passes `Data` frames through without decoding their
+//! bytes and re-addresses each reply by rewriting only its id (the encoded
+//! result is copied as it is). When the channel ends, every call still
+//! routed fails with `ESRCH`.
+
+use std::collections::HashMap;
+use std::io::{self, IoSlice, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use provium_protocol::{AgentMsg, Failure, HostMsg, Op, RequestId, FRAME_HEADER_LEN};
+
+use super::Worker;
+use crate::frames::FrameReader;
+use crate::inflight::{InFlight, Relay};
+use crate::sender::{push_varint, Sender};
+
+/// Variant index of [`AgentMsg::Reply`] in postcard's encoding.
+const REPLY_VARIANT: u8 = 1;
+/// Variant index of [`AgentMsg::HelloRejected`].
+const HELLO_REJECTED_VARIANT: u8 = 3;
+/// Variant index of [`HostMsg::Data`].
+const HOST_DATA_VARIANT: u8 = 3;
+
+/// Where the answer to a forwarded call goes.
+struct Route {
+    sender: Sender,
+    host: RequestId,
+    inflight: InFlight,
+}
+
+struct Routes {
+    map: HashMap<u64, Route>,
+    /// The channel ended: no new routes.
+    dead: bool,
+}
+
+/// The channel to one worker.
+pub struct Link {
+    writer: Mutex<Option<UnixStream>>,
+    routes: Mutex<Routes>,
+    next: AtomicU64,
+}
+
+impl Link {
+    /// Starts the reader thread of a channel whose handshake is done.
+    pub fn start(stream: UnixStream, reader: FrameReader<UnixStream>) -> io::Result<Arc<Link>> {
+        let link = Arc::new(Link {
+            writer: Mutex::new(Some(stream)),
+            routes: Mutex::new(Routes {
+                map: HashMap::new(),
+                dead: false,
+            }),
+            next: AtomicU64::new(1),
+        });
+        let l = Arc::clone(&link);
+        crate::ops::spawn_thread("worker-link", move || l.read_loop(reader))?;
+        Ok(link)
+    }
+
+    fn routes(&self) -> MutexGuard<'_, Routes> {
+        self.routes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Option<UnixStream>> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn gone() -> Failure {
+        Failure::os(libc::ESRCH, "the worker has exited (its channel is closed)")
+    }
+
+    /// Writes whole frames given in parts; a failure closes the writer.
+    fn write_parts(&self, parts: &[&[u8]]) -> io::Result<()> {
+        let mut writer = self.writer();
+        let Some(stream) = writer.as_mut() else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
+        let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+        let mut rest: &mut [IoSlice<'_>] = &mut slices;
+        while !rest.is_empty() {
+            match stream.write_vectored(rest) {
+                Ok(0) => {
+                    *writer = None;
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                Ok(n) => IoSlice::advance_slices(&mut rest, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    *writer = None;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a message to the worker, ignoring failures (the reader
+    /// thread notices a dead channel).
+    pub fn send(&self, msg: &HostMsg) {
+        if let Ok(frame) = provium_protocol::encode(msg) {
+            let _ = self.write_parts(&[&frame]);
+        }
+    }
+
+    /// Forwards a host call to the worker.
+    pub fn forward(
+        &self,
+        worker: &Arc<Worker>,
+        sender: &Sender,
+        host: RequestId,
+        op: Op,
+        inflight: &InFlight,
+    ) -> Result<(), Failure> {
+        let inner = RequestId(self.next.fetch_add(1, Ordering::Relaxed));
+        let frame = provium_protocol::encode(&HostMsg::Call { id: inner, op })
+            .map_err(|e| crate::error::bad_request(format!("in_worker: {e}")))?;
+        inflight.add_relay(
+            host,
+            Relay {
+                worker: Arc::clone(worker),
+                inner,
+            },
+        )?;
+        {
+            let mut routes = self.routes();
+            if routes.dead {
+                drop(routes);
+                inflight.end_relay(host);
+                return Err(Self::gone());
+            }
+            routes.map.insert(
+                inner.0,
+                Route {
+                    sender: sender.clone(),
+                    host,
+                    inflight: inflight.clone(),
+                },
+            );
+        }
+        if self.write_parts(&[&frame]).is_err() {
+            // The reader thread fails the route when it sees the end of
+            // the channel, unless it already did.
+            if self.routes().map.remove(&inner.0).is_some() {
+                inflight.end_relay(host);
+                return Err(Self::gone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Forwards an upload chunk without copying it.
+    pub fn data(&self, inner: RequestId, chunk: &[u8], last: bool) {
+        let mut head = Vec::with_capacity(FRAME_HEADER_LEN + 21);
+        head.extend_from_slice(&[0; FRAME_HEADER_LEN]);
+        head.push(HOST_DATA_VARIANT);
+        push_varint(&mut head, inner.0);
+        push_varint(&mut head, chunk.len() as u64);
+        let Ok(len) = u32::try_from(head.len() - FRAME_HEADER_LEN + chunk.len() + 1) else {
+            return;
+        };
+        head[..FRAME_HEADER_LEN].copy_from_slice(&len.to_le_bytes());
+        let _ = self.write_parts(&[&head, chunk, &[u8::from(last)]]);
+    }
+
+    /// Ends the channel (the worker sees end of file and exits).
+    pub fn shutdown(&self) {
+        if let Some(stream) = self.writer().take() {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// The reader thread: relays until the channel ends.
+    fn read_loop(&self, mut reader: FrameReader<UnixStream>) {
+        while let Ok(Some(body)) = reader.next_frame() {
+            if !self.relay(body) {
+                break;
+            }
+        }
+        let orphans: Vec<Route> = {
+            let mut routes = self.routes();
+            routes.dead = true;
+            routes.map.drain().map(|(_, r)| r).collect()
+        };
+        self.shutdown();
+        for route in orphans {
+            route.inflight.end_relay(route.host);
+            let _ = route.sender.reply(route.host, Err(Self::gone()));
+        }
+    }
+
+    /// Relays one frame from the worker; false ends the channel.
+    fn relay(&self, body: &[u8]) -> bool {
+        if let Some(view) = AgentMsg::data_view(body) {
+            let Ok(view) = view else { return false };
+            let target = self
+                .routes()
+                .map
+                .get(&view.id.0)
+                .map(|r| (r.sender.clone(), r.host));
+            if let Some((sender, host)) = target {
+                let _ = sender.data(host, view.channel, &body[view.chunk]);
+            }
+            return true;
+        }
+        match body.first() {
+            Some(&REPLY_VARIANT) => {
+                let Ok((inner, result)) = postcard::take_from_bytes::<RequestId>(&body[1..]) else {
+                    return false;
+                };
+                let route = self.routes().map.remove(&inner.0);
+                if let Some(route) = route {
+                    route.inflight.end_relay(route.host);
+                    let _ = route.sender.reply_encoded(route.host, result);
+                }
+                true
+            }
+            Some(&HELLO_REJECTED_VARIANT) => false,
+            // A hello in mid-session cannot happen; ignore anything else.
+            _ => true,
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! Workers: separate agent processes with their own credentials and
+//! namespaces, driven by this agent on the host's behalf.
+//!
+//! A worker is this same binary re-executed as `provium-agent --worker-fd N`
+//! ([`spawn`]), serving the ordinary protocol ([`crate::conn::serve`]) on
+//! one end of a socket pair, with its own handle table. This agent is a
+//! client of that connection ([`link`]): it does the handshake at spawn
+//! time, forwards `InWorker` ops as calls under request ids of its own,
+//! and one reader thread per worker relays every `Data` frame and the final
+//! reply back to the host call they belong to (so streams, uploads and
+//! large outputs work through workers exactly as they do directly).
+
+pub mod link;
+pub mod spawn;
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use provium_protocol::{
+    check_version, decode, AgentMsg, Failure, HandleId, HostMsg, Op, Reply, RequestId, WorkerSpec,
+    PROTOCOL_VERSION,
+};
+
+use crate::conn::{self, ServeOptions};
+use crate::error::{internal, io_failure, OpResult};
+use crate::frames::FrameReader;
+use crate::handles::{self, Handle};
+use crate::inflight::InFlight;
+use crate::sender::Sender;
+use crate::sys::{self, WaitStatus};
+use link::Link;
+pub use spawn::set_program;
+
+/// How long a new worker has to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A worker of the handle table.
+pub struct Worker {
+    pid: i32,
+    link: Arc<Link>,
+    /// Set once reaped: the pid may name another process from then on.
+    reaped: Mutex<bool>,
+}
+
+impl Worker {
+    fn reaped(&self) -> MutexGuard<'_, bool> {
+        self.reaped.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forwards a host call; its `Data` and reply come back under `host`.
+    pub fn forward(
+        self: &Arc<Self>,
+        sender: &Sender,
+        host: RequestId,
+        op: Op,
+        inflight: &InFlight,
+    ) -> Result<(), Failure> {
+        self.link.forward(self, sender, host, op, inflight)
+    }
+
+    /// Forwards an upload chunk of a relayed call.
+    pub fn data(&self, inner: RequestId, chunk: &[u8], last: bool) {
+        self.link.data(inner, chunk, last);
+    }
+
+    /// Forwards a cancel of a relayed call.
+    pub fn cancel(&self, inner: RequestId) {
+        self.link.send(&HostMsg::Cancel { id: inner });
+    }
+
+    /// Signals the worker process (gone is no error).
+    fn signal(&self, sig: i32) -> OpResult {
+        let reaped = self.reaped();
+        if !*reaped {
+            sys::kill(self.pid, sig).map_err(|e| io_failure(&e))?;
+        }
+        Ok(Reply::Unit)
+    }
+
+    /// Ends the channel and reaps the worker → its exit code or 128+signal.
+    fn join(&self) -> Result<i32, Failure> {
+        self.link.shutdown();
+        let mut reaped = self.reaped();
+        if *reaped {
+            return Err(Failure::os(libc::ECHILD, "the worker was already joined"));
+        }
+        let status = sys::wait_pid(self.pid).map_err(|e| io_failure(&e))?;
+        *reaped = true;
+        Ok(match status {
+            WaitStatus::Exited(code) => code,
+            WaitStatus::Signalled(sig) => 128 + sig,
+        })
+    }
+}
+
+/// `Op::SpawnWorker` → [`Reply::Handle`].
+pub fn spawn_worker(spec: &WorkerSpec) -> OpResult {
+    let (pid, stream) = spawn::start(spec)?;
+    let reader = match handshake(&stream) {
+        Ok(reader) => reader,
+        Err(e) => {
+            drop(stream);
+            abandon(pid);
+            return Err(e);
+        }
+    };
+    // On failure the channel is already closed (dropped with the link).
+    let link = Link::start(stream, reader).map_err(|e| {
+        abandon(pid);
+        internal(format!("cannot start the worker's reader: {e}"))
+    })?;
+    let worker = Worker {
+        pid,
+        link,
+        reaped: Mutex::new(false),
+    };
+    Ok(Reply::Handle(handles::insert(Handle::Worker(Arc::new(
+        worker,
+    )))))
+}
+
+/// Kills and reaps a worker that could not be set up.
+fn abandon(pid: i32) {
+    let _ = sys::kill(pid, libc::SIGKILL);
+    let _ = sys::wait_pid(pid);
+}
+
+/// Reads the worker's hello and answers it; returns the reader (which may
+/// already hold later bytes).
+fn handshake(stream: &UnixStream) -> Result<FrameReader<UnixStream>, Failure> {
+    let fail = |what: String| internal(format!("spawn_worker: handshake: {what}"));
+    let read_half = stream.try_clone().map_err(|e| io_failure(&e))?;
+    read_half
+        .set_read_timeout(Some(HELLO_TIMEOUT))
+        .map_err(|e| io_failure(&e))?;
+    let mut reader = FrameReader::new(read_half);
+    let hello = match reader.next_frame() {
+        Ok(Some(body)) => decode::<AgentMsg>(body).map_err(|e| fail(e.to_string()))?,
+        Ok(None) => return Err(fail("the worker closed its channel".into())),
+        Err(e) => return Err(fail(e.to_string())),
+    };
+    let AgentMsg::Hello(hello) = hello else {
+        return Err(fail("the worker did not start with a hello".into()));
+    };
+    check_version(hello.version).map_err(|v| {
+        fail(format!(
+            "the worker speaks protocol version {v}, this agent {PROTOCOL_VERSION}"
+        ))
+    })?;
+    let frame = provium_protocol::encode(&HostMsg::Hello {
+        version: PROTOCOL_VERSION,
+    })
+    .map_err(|e| fail(e.to_string()))?;
+    std::io::Write::write_all(&mut &*stream, &frame).map_err(|e| fail(e.to_string()))?;
+    reader
+        .get_ref()
+        .set_read_timeout(None)
+        .map_err(|e| io_failure(&e))?;
+    Ok(reader)
+}
+
+/// `Op::WorkerSignal`.
+pub fn signal(id: HandleId, sig: i32) -> OpResult {
+    handles::worker(id, "worker_signal")?.signal(sig)
+}
+
+/// `Op::WorkerJoin` → [`Reply::Exit`]; the handle is gone afterwards.
+pub fn join(id: HandleId) -> OpResult {
+    let worker = handles::remove_worker(id, "worker_join")?;
+    worker.join().map(Reply::Exit)
+}
+
+/// Closes a worker handle already removed from the table: SIGTERM, join.
+pub fn close(worker: &Worker) -> OpResult {
+    // A failed signal (the worker runs as another user) still ends in a
+    // join: closing the channel makes a worker exit.
+    let _ = worker.signal(libc::SIGTERM);
+    worker.join().map(|_| Reply::Unit)
+}
+
+/// Runs `op` in worker `id` for host call `host`. Replies (or `Data`) come
+/// later from the worker's reader thread.
+pub fn in_worker(
+    sender: &Sender,
+    host: RequestId,
+    id: HandleId,
+    op: Op,
+    inflight: &InFlight,
+) -> Result<(), Failure> {
+    if matches!(op, Op::Poweroff) {
+        return Err(crate::error::bad_request(
+            "in_worker: Poweroff cannot run in a worker",
+        ));
+    }
+    handles::worker(id, "in_worker")?.forward(sender, host, op, inflight)
+}
+
+/// Worker mode (`--worker-fd N`): serves the channel on descriptor `fd`
+/// until the parent closes it. Exit code 0 on a clean end, 1 otherwise.
+pub fn serve_channel(fd: RawFd) -> ExitCode {
+    if !sys::fd_is_open(fd) {
+        log!("worker: descriptor {fd} is not open");
+        return ExitCode::from(2);
+    }
+    // SAFETY: the descriptor is open and was handed to this process alone.
+    let channel = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Processes the worker runs must not inherit its channel.
+    // SAFETY: plain system call on an open descriptor.
+    unsafe { libc::fcntl(channel.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    if sys::getpid() == 1 {
+        init_of_namespace();
+    }
+    let reader = UnixStream::from(channel);
+    let writer = match reader.try_clone() {
+        Ok(w) => w,
+        Err(e) => {
+            log!("worker: cannot duplicate the channel: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match conn::serve(reader, writer, ServeOptions::default()) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            log!("worker: channel dropped: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// As PID 1 of a new PID namespace the kernel drops signals without a
+/// handler, so termination signals get one that exits with 128+signal
+/// (what a default death would report).
+fn init_of_namespace() {
+    extern "C" fn die(sig: libc::c_int) {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(128 + sig) }
+    }
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        // SAFETY: installs an async-signal-safe handler.
+        unsafe { libc::signal(sig, die as *const () as libc::sighandler_t) };
+    }
+}

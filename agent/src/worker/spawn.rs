@@ -1,0 +1,298 @@
+//! Starting a worker process: clone with the requested namespaces, set the
+//! credentials, re-execute the agent binary on one end of a socket pair.
+//!
+//! The agent is multi-threaded, so the child may only make raw system calls
+//! between the clone and the exec: everything (C strings, argv, the group
+//! list) is prepared before. Credentials are changed with raw system calls,
+//! not libc's wrappers, which would try to broadcast the change to threads
+//! that only exist in the parent. The order is: namespaces (by the clone
+//! itself; for a mount namespace `/` is then made recursively private so
+//! nothing propagates back), `setgroups`, `setgid`, `setuid` (groups and
+//! gid first, while we still may), `chdir` (as the new user), stdin and
+//! stdout to `/dev/null`, exec. A failing step writes `[step, errno]` to a
+//! close-on-exec pipe and exits; the parent reads that pipe, where end of
+//! file means the exec succeeded.
+//!
+//! The worker is cloned rather than forked so that, with a PID namespace,
+//! it is PID 1 of the new namespace itself (with `unshare` only its first
+//! child would be, and the namespace would die with that child).
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use provium_protocol::{Failure, WorkerSpec};
+
+use crate::error::{bad_request, internal, io_failure, strerror};
+use crate::sys;
+
+/// The program a worker runs (see [`set_program`]).
+static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
+
+/// `argv[0]` of a worker.
+const ARGV0: &str = "provium-agent";
+
+/// Makes workers execute `path` instead of `/proc/self/exe` (for tests,
+/// whose own executable is a test harness). Only the first call counts.
+pub fn set_program(path: impl Into<PathBuf>) {
+    let _ = PROGRAM.set(path.into());
+}
+
+fn program() -> PathBuf {
+    PROGRAM
+        .get()
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from("/proc/self/exe"))
+}
+
+/// Steps of the child, as reported through the error pipe.
+const STEPS: [&str; 8] = [
+    "clone",
+    "make / private",
+    "setgroups",
+    "setgid",
+    "setuid",
+    "chdir",
+    "redirect stdio",
+    "exec",
+];
+const STEP_MOUNT: u32 = 1;
+const STEP_SETGROUPS: u32 = 2;
+const STEP_SETGID: u32 = 3;
+const STEP_SETUID: u32 = 4;
+const STEP_CHDIR: u32 = 5;
+const STEP_STDIO: u32 = 6;
+const STEP_EXEC: u32 = 7;
+
+/// Clone flags for the namespace names of a [`WorkerSpec`].
+pub fn namespace_flags(names: &[String]) -> Result<libc::c_int, Failure> {
+    let mut flags = 0;
+    for name in names {
+        flags |= match name.as_str() {
+            "mount" => libc::CLONE_NEWNS,
+            "net" => libc::CLONE_NEWNET,
+            "pid" => libc::CLONE_NEWPID,
+            "ipc" => libc::CLONE_NEWIPC,
+            "uts" => libc::CLONE_NEWUTS,
+            other => return Err(bad_request(format!(
+                "spawn_worker: unknown namespace `{other}` (expected mount, net, pid, ipc or uts)"
+            ))),
+        };
+    }
+    Ok(flags)
+}
+
+/// Everything the child needs, prepared before the clone.
+struct Prepared {
+    exe: CString,
+    _argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    cwd: Option<CString>,
+    groups: Option<Vec<libc::gid_t>>,
+    gid: Option<libc::gid_t>,
+    uid: Option<libc::uid_t>,
+    mount_private: bool,
+    devnull: OwnedFd,
+    channel: OwnedFd,
+    err_w: OwnedFd,
+}
+
+/// Starts a worker; returns its pid and the agent's end of its channel.
+pub fn start(spec: &WorkerSpec) -> Result<(i32, UnixStream), Failure> {
+    let flags = namespace_flags(&spec.unshare)?;
+    let (ours, theirs) = UnixStream::pair().map_err(|e| io_failure(&e))?;
+    // Above the standard streams, which the child redirects.
+    let channel = dup_above_stdio(&OwnedFd::from(theirs))?;
+    let (err_r, err_w) = pipe()?;
+    let devnull =
+        sys::open(b"/dev/null", libc::O_RDWR | libc::O_CLOEXEC, 0).map_err(|e| io_failure(&e))?;
+    let exe = sys::cstring(std::os::unix::ffi::OsStrExt::as_bytes(
+        program().as_os_str(),
+    ))
+    .map_err(|e| io_failure(&e))?;
+    let argv: Vec<CString> = [
+        ARGV0.to_owned(),
+        "--worker-fd".to_owned(),
+        channel.as_raw_fd().to_string(),
+    ]
+    .into_iter()
+    .map(|a| CString::new(a).map_err(|e| internal(e.to_string())))
+    .collect::<Result<_, _>>()?;
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let cwd = spec
+        .cwd
+        .as_ref()
+        .map(|c| sys::cstring(c))
+        .transpose()
+        .map_err(|e| io_failure(&e))?;
+    // SAFETY: plain system calls.
+    let (uid_now, gid_now) = unsafe { (libc::getuid(), libc::getgid()) };
+    let changes_ids =
+        spec.uid.is_some_and(|u| u != uid_now) || spec.gid.is_some_and(|g| g != gid_now);
+    let groups = match &spec.groups {
+        Some(groups) => Some(groups.clone()),
+        None if changes_ids => Some(Vec::new()),
+        None => None,
+    };
+    let prepared = Prepared {
+        exe,
+        _argv: argv,
+        argv_ptrs,
+        cwd,
+        groups,
+        gid: spec.gid,
+        uid: spec.uid,
+        mount_private: flags & libc::CLONE_NEWNS != 0,
+        devnull,
+        channel,
+        err_w,
+    };
+
+    // SAFETY: a fork-like clone (no shared memory, no new stack); the child
+    // only runs `child`, which makes raw system calls and execs or exits.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid == 0 {
+        // SAFETY: we are the freshly cloned child.
+        unsafe { child(&prepared) }
+    }
+    if pid < 0 {
+        let err = std::io::Error::last_os_error();
+        let errno = err.raw_os_error().unwrap_or(libc::EIO);
+        return Err(Failure::os(
+            errno,
+            format!("spawn_worker: clone: {}", strerror(errno)),
+        ));
+    }
+    let pid = pid as i32;
+    drop(prepared);
+    match read_report(&err_r) {
+        None => Ok((pid, ours)),
+        Some((step, errno)) => {
+            let _ = sys::wait_pid(pid);
+            let step = STEPS.get(step as usize).copied().unwrap_or("setup");
+            Err(Failure::os(
+                errno,
+                format!("spawn_worker: {step}: {}", strerror(errno)),
+            ))
+        }
+    }
+}
+
+/// Duplicates a descriptor to one above 2, close-on-exec.
+fn dup_above_stdio(fd: &OwnedFd) -> Result<OwnedFd, Failure> {
+    // SAFETY: plain system call on an open descriptor.
+    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    if new < 0 {
+        return Err(io_failure(&std::io::Error::last_os_error()));
+    }
+    // SAFETY: fcntl returned a new descriptor that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// A close-on-exec pipe: (read end, write end).
+fn pipe() -> Result<(OwnedFd, OwnedFd), Failure> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: fds is a valid array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io_failure(&std::io::Error::last_os_error()));
+    }
+    // SAFETY: pipe2 returned two new descriptors that we now own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Reads the child's failure report; `None` when the exec succeeded.
+fn read_report(err_r: &OwnedFd) -> Option<(u32, i32)> {
+    let mut report = [0u8; 8];
+    let mut got = 0;
+    while got < report.len() {
+        match sys::read(err_r.as_raw_fd(), &mut report[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(_) => break,
+        }
+    }
+    if got < report.len() {
+        return None;
+    }
+    let step = u32::from_le_bytes([report[0], report[1], report[2], report[3]]);
+    let errno = i32::from_le_bytes([report[4], report[5], report[6], report[7]]);
+    Some((step, errno))
+}
+
+/// Reports a failed step to the parent and exits.
+///
+/// # Safety
+/// Only for the cloned child.
+unsafe fn fail(p: &Prepared, step: u32) -> ! {
+    let errno = std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO);
+    let mut report = [0u8; 8];
+    report[..4].copy_from_slice(&step.to_le_bytes());
+    report[4..].copy_from_slice(&errno.to_le_bytes());
+    libc::write(p.err_w.as_raw_fd(), report.as_ptr().cast(), report.len());
+    libc::_exit(127)
+}
+
+/// The cloned child: sets up and execs the worker, or reports and exits.
+///
+/// # Safety
+/// Only for the cloned child: raw system calls only (no allocation, no
+/// locks), since other threads of the parent may have held them.
+unsafe fn child(p: &Prepared) -> ! {
+    if p.mount_private {
+        let root = c"/";
+        let flags = (libc::MS_REC | libc::MS_PRIVATE) as libc::c_ulong;
+        if libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            flags,
+            std::ptr::null(),
+        ) != 0
+        {
+            fail(p, STEP_MOUNT);
+        }
+    }
+    if let Some(groups) = &p.groups {
+        if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) != 0 {
+            fail(p, STEP_SETGROUPS);
+        }
+    }
+    if let Some(gid) = p.gid {
+        if libc::syscall(libc::SYS_setgid, gid) != 0 {
+            fail(p, STEP_SETGID);
+        }
+    }
+    if let Some(uid) = p.uid {
+        if libc::syscall(libc::SYS_setuid, uid) != 0 {
+            fail(p, STEP_SETUID);
+        }
+    }
+    if let Some(cwd) = &p.cwd {
+        if libc::chdir(cwd.as_ptr()) != 0 {
+            fail(p, STEP_CHDIR);
+        }
+    }
+    let null = p.devnull.as_raw_fd();
+    if libc::dup2(null, 0) < 0
+        || libc::dup2(null, 1) < 0
+        || libc::fcntl(p.channel.as_raw_fd(), libc::F_SETFD, 0) != 0
+    {
+        fail(p, STEP_STDIO);
+    }
+    libc::execv(p.exe.as_ptr(), p.argv_ptrs.as_ptr());
+    fail(p, STEP_EXEC)
+}
