@@ -319,10 +319,14 @@ impl Session {
                     }
                 };
                 let inflight = self.inflight.clone();
-                self.spawn(id, "stream", move |s| {
-                    let result = ops::stream::stream(s, id, source, &cancel);
+                self.spawn_raw(id, "stream", move |s| {
+                    let mut parked = Vec::new();
+                    let result = ops::stream::stream(s, id, source, &cancel, &mut parked);
                     inflight.end_stream(id);
-                    result
+                    if let Err(e) = s.reply(id, result) {
+                        debug!("{id}: reply not sent: {e}");
+                    }
+                    drop(parked);
                 });
                 return Ok(None);
             }
@@ -411,18 +415,27 @@ impl Session {
         self.sender.reply(id, result).map_err(ConnError::Write)
     }
 
-    /// Runs a blocking operation on its own thread; it replies when done.
+    /// Runs a blocking operation on a pooled thread; it replies when done.
     fn spawn<F>(&self, id: RequestId, name: &str, op: F)
     where
         F: FnOnce(&Sender) -> OpResult + Send + 'static,
     {
-        let sender = self.sender.clone();
-        let spawned = ops::spawn_thread(name, move || {
-            let result = op(&sender);
+        self.spawn_raw(id, name, move |sender| {
+            let result = op(sender);
             if let Err(e) = sender.reply(id, result) {
                 debug!("{id}: reply not sent: {e}");
             }
         });
+    }
+
+    /// Runs `job` on a pooled thread; `job` sends the reply itself. Only
+    /// when no thread can be had is the call answered here.
+    fn spawn_raw<F>(&self, id: RequestId, name: &str, job: F)
+    where
+        F: FnOnce(&Sender) + Send + 'static,
+    {
+        let sender = self.sender.clone();
+        let spawned = ops::spawn_thread(name, move || job(&sender));
         if let Err(e) = spawned {
             log!("{id}: cannot start a thread: {e}");
             let _ = self

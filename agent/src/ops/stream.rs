@@ -46,15 +46,26 @@ const FIRST_BUFFER: usize = 16 * 1024;
 /// Room for a burst of inotify events (each at least 16 bytes).
 const EVENT_BUFFER: usize = 1024;
 
+/// Descriptors to close only after the reply was sent: releasing an
+/// inotify instance waits for an RCU grace period in the kernel (~10 ms
+/// measured), which the host should not wait for.
+pub type Parked = Vec<OwnedFd>;
+
 /// Runs a stream to its end; `cancel` ends it early.
-pub fn stream(sender: &Sender, req: RequestId, source: StreamSource, cancel: &Trigger) -> OpResult {
+pub fn stream(
+    sender: &Sender,
+    req: RequestId,
+    source: StreamSource,
+    cancel: &Trigger,
+    parked: &mut Parked,
+) -> OpResult {
     match source {
-        StreamSource::File { path, start } => tail_path(sender, req, &path, start, cancel),
+        StreamSource::File { path, start } => tail_path(sender, req, &path, start, cancel, parked),
         StreamSource::Handle { handle } => {
             let file = handles::file(handle, "stream")?;
             let mut f = Follower::new(sender, req, file.fd(), cancel, Some(file.closed()));
             if file.is_regular() {
-                f.follow_regular(None)
+                f.follow_regular(None, parked)
             } else {
                 f.follow_pollable()
             }
@@ -72,6 +83,7 @@ fn tail_path(
     path: &[u8],
     start: TailStart,
     cancel: &Trigger,
+    parked: &mut Parked,
 ) -> OpResult {
     let flags = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK;
     let fd: OwnedFd = sys::open(path, flags, 0).map_err(|e| io_failure(&e))?;
@@ -93,7 +105,7 @@ fn tail_path(
     }
     let offset = i64::try_from(pos).map_err(|_| internal("offset out of range"))?;
     sys::lseek(fd.as_raw_fd(), offset, libc::SEEK_SET).map_err(|e| io_failure(&e))?;
-    f.follow_regular(Some(pos))
+    f.follow_regular(Some(pos), parked)
 }
 
 /// The state of one stream's thread.
@@ -163,13 +175,21 @@ impl<'a> Follower<'a> {
     }
 
     /// Follows a regular file with inotify. `pos` (tails by path) is the
-    /// read position, for noticing a truncation below it.
-    fn follow_regular(&mut self, mut pos: Option<u64>) -> OpResult {
+    /// read position, for noticing a truncation below it. The inotify
+    /// instance ends up in `parked`.
+    fn follow_regular(&mut self, pos: Option<u64>, parked: &mut Parked) -> OpResult {
         let mut inotify = Inotify::init().map_err(|e| io_failure(&e))?;
-        inotify
+        let result = inotify
             .watches()
             .add(format!("/proc/self/fd/{}", self.fd), WatchMask::MODIFY)
-            .map_err(|e| io_failure(&e))?;
+            .map_err(|e| io_failure(&e))
+            .and_then(|_| self.follow_inotify(&mut inotify, pos));
+        parked.push(OwnedFd::from(inotify));
+        result
+    }
+
+    /// The loop of [`Self::follow_regular`].
+    fn follow_inotify(&mut self, inotify: &mut Inotify, mut pos: Option<u64>) -> OpResult {
         let mut events = [0u8; EVENT_BUFFER];
         let mut fds = self.pollfds(inotify.as_raw_fd());
         loop {

@@ -76,9 +76,11 @@ pub fn namespace_flags(names: &[String]) -> Result<libc::c_int, Failure> {
             "pid" => libc::CLONE_NEWPID,
             "ipc" => libc::CLONE_NEWIPC,
             "uts" => libc::CLONE_NEWUTS,
-            other => return Err(bad_request(format!(
+            other => {
+                return Err(bad_request(format!(
                 "spawn_worker: unknown namespace `{other}` (expected mount, net, pid, ipc or uts)"
-            ))),
+            )))
+            }
         };
     }
     Ok(flags)

@@ -204,3 +204,43 @@ pub fn bytes(p: &Path) -> Vec<u8> {
     use std::os::unix::ffi::OsStrExt;
     p.as_os_str().as_bytes().to_vec()
 }
+
+/// A byte string for the wire.
+pub fn bb(s: &str) -> serde_bytes::ByteBuf {
+    serde_bytes::ByteBuf::from(s.as_bytes().to_vec())
+}
+
+/// An open mode from flags.
+pub fn mode(spec: &str) -> provium_protocol::OpenMode {
+    provium_protocol::OpenMode {
+        read: spec.contains('r'),
+        write: spec.contains('w'),
+        append: spec.contains('a'),
+        create: spec.contains('c'),
+        truncate: spec.contains('t'),
+        exclusive: spec.contains('x'),
+        perm: None,
+    }
+}
+
+/// Opens a file through the agent; panics on failure.
+pub fn open(h: &mut Host, p: &Path, spec: &str) -> provium_protocol::HandleId {
+    match h.call(Op::OpenFile {
+        path: bytes(p),
+        mode: mode(spec),
+    }) {
+        Ok(Reply::Handle(handle)) => handle,
+        other => panic!("open {}: {other:?}", p.display()),
+    }
+}
+
+/// Makes workers run the agent binary built for these tests.
+pub fn use_agent_binary() {
+    provium_agent::worker::set_program(env!("CARGO_BIN_EXE_provium-agent"));
+}
+
+/// Whether the tests run as root.
+pub fn is_root() -> bool {
+    // SAFETY: plain system call.
+    unsafe { libc::geteuid() == 0 }
+}
