@@ -13,6 +13,11 @@ use common::{bb, bytes, mode, open, start, Host, TempDir};
 use provium_protocol::{AgentMsg, FailureKind, HandleId, IoctlSpec, Op, Reply, Whence, CHUNK_LEN};
 use serde_bytes::ByteBuf;
 
+/// x86-64 ioctl numbers (libc's constants change type with the C library).
+const FIONREAD: u64 = 0x541B;
+const TCGETS: u64 = 0x5401;
+const FIONBIO: u64 = 0x5421;
+
 fn read(h: &mut Host, handle: HandleId, len: u64) -> Vec<u8> {
     match h.call(Op::FileRead { handle, len }) {
         Ok(Reply::Bytes(b)) => b.into_vec(),
@@ -268,7 +273,7 @@ fn fifo_reads_wait_off_the_reader_thread_and_ioctl_fionread() {
     let reply = h
         .call(Op::Ioctl(IoctlSpec {
             handle: f,
-            cmd: libc::FIONREAD as u64,
+            cmd: FIONREAD,
             data: ByteBuf::from(vec![0u8; 4]),
             bufs: vec![],
             ptr_offsets: vec![],
@@ -286,7 +291,7 @@ fn fifo_reads_wait_off_the_reader_thread_and_ioctl_fionread() {
     let err = h
         .call(Op::Ioctl(IoctlSpec {
             handle: f,
-            cmd: libc::TCGETS as u64,
+            cmd: TCGETS,
             data: ByteBuf::from(vec![0u8; 64]),
             bufs: vec![],
             ptr_offsets: vec![],
@@ -343,7 +348,7 @@ fn ioctl_splices_buffer_addresses() {
     let reply = h
         .call(Op::Ioctl(IoctlSpec {
             handle: f,
-            cmd: libc::FIONBIO as u64,
+            cmd: FIONBIO,
             data: ByteBuf::from(data),
             bufs: vec![bb("aux"), bb("never")],
             ptr_offsets: vec![8, 20],
