@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use mlua::{Lua, UserData, UserDataMethods, Value};
-use provium_protocol::{Op, CH_BODY};
+use provium_protocol::Op;
 
 use super::args;
 use super::errors::{ret, ApiError, ApiResult};
@@ -108,10 +108,11 @@ impl TailUd {
             Source::Agent { t, call: pending } => loop {
                 let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
                 match pending.next(left) {
-                    Next::Event(Event::Data(CH_BODY, body, range)) => {
+                    // A stream call carries one source: its channel does not
+                    // matter (process streams use their own).
+                    Next::Event(Event::Data(_, body, range)) => {
                         return Ok(Got::Bytes(body[range].to_vec()))
                     }
-                    Next::Event(Event::Data(..)) => {}
                     Next::Event(Event::Reply(Ok(_))) => {
                         st.ended = true;
                         return Ok(Got::End);
