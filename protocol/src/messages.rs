@@ -225,9 +225,11 @@ pub enum Op {
     Ioctl(IoctlSpec),
 
     // ---- Streams (answered by `Data` on CH_BODY until the reply) ----
-    /// Follows a source: bytes already there (from `start`) and every byte
-    /// appended later, as `Data` frames on [`CH_BODY`], until the source
-    /// ends or the host sends [`HostMsg::Cancel`]; then [`Reply::Unit`].
+    /// Follows a source. Once it is open the agent sends an empty `Data`
+    /// frame (an opening failure is the reply instead); then the bytes
+    /// already there (from `start`) and every byte appended later, as `Data`
+    /// frames, until the source ends or the host sends [`HostMsg::Cancel`];
+    /// then [`Reply::Unit`].
     Stream(StreamSource),
 
     // ---- Processes ----
@@ -413,9 +415,14 @@ pub enum Reply {
         bufs: Vec<ByteBuf>,
     },
     /// A started process.
-    Process { handle: HandleId, pid: u32 },
+    Process {
+        handle: HandleId,
+        pid: u32,
+    },
     /// Whether a process is still running.
-    ProcStatus { running: bool },
+    ProcStatus {
+        running: bool,
+    },
     /// One result per op of a batch.
     Batch(Vec<Result<Reply, Failure>>),
     /// A worker's exit: its code, or 128 + signal.

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use mlua::{Lua, Table, UserData, UserDataMethods, Value};
 use provium_protocol::{
-    HandleId, IoctlSpec, OpenMode, Op, Reply, StreamSource, TailStart, Whence, CHUNK_LEN,
+    HandleId, IoctlSpec, Op, OpenMode, Reply, StreamSource, TailStart, Whence, CHUNK_LEN,
 };
 use serde_bytes::ByteBuf;
 
@@ -42,7 +42,15 @@ pub fn open_mode(call: &str, v: &Value) -> ApiResult<OpenMode> {
         call,
         "mode",
         t,
-        &["read", "write", "append", "create", "truncate", "exclusive", "perm"],
+        &[
+            "read",
+            "write",
+            "append",
+            "create",
+            "truncate",
+            "exclusive",
+            "perm",
+        ],
     )?;
     let b = |k| args::field_bool(call, t, k, "mode");
     let mode = OpenMode {
@@ -65,7 +73,9 @@ pub fn open_mode(call: &str, v: &Value) -> ApiResult<OpenMode> {
         )));
     }
     if mode.exclusive && !mode.create {
-        return Err(ApiError::msg(format!("{call}: exclusive needs create=true")));
+        return Err(ApiError::msg(format!(
+            "{call}: exclusive needs create=true"
+        )));
     }
     Ok(mode)
 }
@@ -91,7 +101,12 @@ impl FileUd {
                 cursor: Mutex::new(0),
             }),
             Ok(_) => Err(ApiError::msg(format!("{call}: unexpected reply"))),
-            Err(f) => Err(guest_failure(&call, format!("{call}({})", quote(&path)), Some(&path), f)),
+            Err(f) => Err(guest_failure(
+                &call,
+                format!("{call}({})", quote(&path)),
+                Some(&path),
+                f,
+            )),
         }
     }
 
@@ -198,7 +213,11 @@ pub fn ioctl(lua: &Lua, t: &Target, rest: &[Value]) -> ApiResult<Table> {
         Value::Nil => return Err(ApiError::msg(format!("{call}: missing fd"))),
         Value::UserData(ud) => match ud.borrow::<FileUd>() {
             Ok(f) => HandleId(f.fd()),
-            Err(_) => return Err(ApiError::msg(format!("{call}: fd must be a File or a handle id"))),
+            Err(_) => {
+                return Err(ApiError::msg(format!(
+                    "{call}: fd must be a File or a handle id"
+                )))
+            }
         },
         v => match args::integer(v) {
             Some(i) if i > 0 => HandleId(i as u64),
@@ -216,7 +235,10 @@ pub fn ioctl(lua: &Lua, t: &Target, rest: &[Value]) -> ApiResult<Table> {
     let cmd = match super::ops::arg(rest, 1) {
         Value::Nil => return Err(ApiError::msg(format!("{call}: missing cmd"))),
         v => args::integer(v).ok_or_else(|| {
-            ApiError::msg(format!("{call}: cmd must be an integer (got {})", args::show(v)))
+            ApiError::msg(format!(
+                "{call}: cmd must be an integer (got {})",
+                args::show(v)
+            ))
         })? as u64,
     };
     let data = match super::ops::arg(rest, 2) {
@@ -229,10 +251,18 @@ pub fn ioctl(lua: &Lua, t: &Target, rest: &[Value]) -> ApiResult<Table> {
         args::check_keys(call, "opts", &o, &["bufs", "ptr_offsets"])?;
         if let Some(b) = args::opt_table(call, "opts.bufs", &o.raw_get::<Value>("bufs")?)? {
             for i in 1..=b.raw_len() {
-                bufs.push(ByteBuf::from(args::bytes(call, &format!("opts.bufs[{i}]"), &b.raw_get(i)?)?));
+                bufs.push(ByteBuf::from(args::bytes(
+                    call,
+                    &format!("opts.bufs[{i}]"),
+                    &b.raw_get(i)?,
+                )?));
             }
         }
-        if let Some(p) = args::opt_table(call, "opts.ptr_offsets", &o.raw_get::<Value>("ptr_offsets")?)? {
+        if let Some(p) = args::opt_table(
+            call,
+            "opts.ptr_offsets",
+            &o.raw_get::<Value>("ptr_offsets")?,
+        )? {
             for i in 1..=p.raw_len() {
                 let v: Value = p.raw_get(i)?;
                 match args::integer(&v) {
@@ -276,7 +306,12 @@ pub fn ioctl(lua: &Lua, t: &Target, rest: &[Value]) -> ApiResult<Table> {
             Ok(out)
         }
         Ok(_) => Err(ApiError::msg(format!("{call}: unexpected reply"))),
-        Err(f) => Err(guest_failure(call, format!("{call}(handle#{}, {cmd:#x})", handle.0), None, f)),
+        Err(f) => Err(guest_failure(
+            call,
+            format!("{call}(handle#{}, {cmd:#x})", handle.0),
+            None,
+            f,
+        )),
     }
 }
 
@@ -344,11 +379,21 @@ impl UserData for FileUd {
                 let offset = match &off {
                     Value::Nil => 0,
                     v => args::integer(v).ok_or_else(|| {
-                        ApiError::msg(format!("file:seek: offset must be an integer (got {})", args::show(v)))
+                        ApiError::msg(format!(
+                            "file:seek: offset must be an integer (got {})",
+                            args::show(v)
+                        ))
                     })?,
                 };
                 let whence = whence("file:seek", &wh)?;
-                match this.op("file:seek", Op::FileSeek { handle, offset, whence })? {
+                match this.op(
+                    "file:seek",
+                    Op::FileSeek {
+                        handle,
+                        offset,
+                        whence,
+                    },
+                )? {
                     Reply::Count(pos) => {
                         *this.cursor.lock().unwrap_or_else(|e| e.into_inner()) = pos;
                         Ok(pos)
@@ -381,7 +426,9 @@ impl UserData for FileUd {
         m.add_method("close", |lua, this, ()| ret(lua, this.close()));
         m.add_method("fd", |lua, this, ()| ret(lua, Ok(this.fd())));
         m.add_method("is_closed", |lua, this, ()| ret(lua, Ok(this.fd() == 0)));
-        m.add_method("path", |lua, this, ()| ret(lua, lua.create_string(&this.path).map_err(ApiError::from)));
+        m.add_method("path", |lua, this, ()| {
+            ret(lua, lua.create_string(&this.path).map_err(ApiError::from))
+        });
         m.add_method("tail_stream", |lua, this, ()| {
             let r = (|| {
                 this.handle("file:tail_stream")?;

@@ -10,8 +10,8 @@ pub mod ops;
 pub mod process;
 pub mod tail;
 pub mod target;
-pub mod worker;
 pub mod vm;
+pub mod worker;
 
 use mlua::{AnyUserData, Lua, Table, Value};
 

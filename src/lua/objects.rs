@@ -16,12 +16,22 @@ use super::worker::WorkerUd;
 /// Runs operation `op` on `t`.
 pub fn dispatch(lua: &Lua, t: &Target, op: &str, rest: &[Value]) -> ApiResult<MultiValue> {
     Ok(match op {
-        "open_file" => lua.create_userdata(FileUd::open(t, rest)?)?.into_lua_multi(lua)?,
-        "tail_file" => lua.create_userdata(tail_file(t, rest)?)?.into_lua_multi(lua)?,
-        "fd_stream" => lua.create_userdata(fd_stream(t, rest)?)?.into_lua_multi(lua)?,
-        "run_async" => lua.create_userdata(ProcessUd::start(t, rest)?)?.into_lua_multi(lua)?,
+        "open_file" => lua
+            .create_userdata(FileUd::open(t, rest)?)?
+            .into_lua_multi(lua)?,
+        "tail_file" => lua
+            .create_userdata(tail_file(t, rest)?)?
+            .into_lua_multi(lua)?,
+        "fd_stream" => lua
+            .create_userdata(fd_stream(t, rest)?)?
+            .into_lua_multi(lua)?,
+        "run_async" => lua
+            .create_userdata(ProcessUd::start(t, rest)?)?
+            .into_lua_multi(lua)?,
         "ioctl" => file::ioctl(lua, t, rest)?.into_lua_multi(lua)?,
-        "spawn_worker" => lua.create_userdata(WorkerUd::spawn(t, rest)?)?.into_lua_multi(lua)?,
+        "spawn_worker" => lua
+            .create_userdata(WorkerUd::spawn(t, rest)?)?
+            .into_lua_multi(lua)?,
         _ => return ops::dispatch(lua, t, op, rest),
     })
 }
@@ -53,7 +63,10 @@ fn tail_file(t: &Target, rest: &[Value]) -> ApiResult<TailUd> {
                     _ => 0.0,
                 };
                 if !n.is_finite() {
-                    return Err(ApiError::msg(format!("{call}: opts.start must be finite (got {})", args::show(&v))));
+                    return Err(ApiError::msg(format!(
+                        "{call}: opts.start must be finite (got {})",
+                        args::show(&v)
+                    )));
                 }
                 let n = n.trunc() as i64;
                 if n >= 0 {
@@ -71,7 +84,12 @@ fn tail_file(t: &Target, rest: &[Value]) -> ApiResult<TailUd> {
         };
     }
     let what = format!("tail_file({})", quote(&path));
-    TailUd::start(t, call, Op::Stream(StreamSource::File { path, start }), what)
+    TailUd::start(
+        t,
+        call,
+        Op::Stream(StreamSource::File { path, start }),
+        what,
+    )
 }
 
 fn fd_stream(t: &Target, rest: &[Value]) -> ApiResult<TailUd> {
@@ -81,7 +99,11 @@ fn fd_stream(t: &Target, rest: &[Value]) -> ApiResult<TailUd> {
         Value::UserData(ud) => match ud.borrow::<FileUd>() {
             Ok(f) if f.fd() == 0 => return Err(ApiError::msg(format!("{call}: file is closed"))),
             Ok(f) => f.fd(),
-            Err(_) => return Err(ApiError::msg(format!("{call}: expected a File or a handle id (got a userdata)"))),
+            Err(_) => {
+                return Err(ApiError::msg(format!(
+                    "{call}: expected a File or a handle id (got a userdata)"
+                )))
+            }
         },
         v => match args::integer(v) {
             Some(i) if i > 0 => i as u64,

@@ -86,7 +86,12 @@ pub fn build(prefix: &str, op: &str, rest: &[Value]) -> ApiResult<Request> {
     Ok(match op {
         "read_file" => {
             let path = args::path(call, "path", arg(rest, 0))?;
-            Request::new(call, Op::ReadFile { path: path.clone() }, Kind::Bytes, Some(path))
+            Request::new(
+                call,
+                Op::ReadFile { path: path.clone() },
+                Kind::Bytes,
+                Some(path),
+            )
         }
         "write_file" => {
             let path = args::path(call, "path", arg(rest, 0))?;
@@ -116,7 +121,12 @@ pub fn build(prefix: &str, op: &str, rest: &[Value]) -> ApiResult<Request> {
         }
         "listdir" => {
             let path = args::path(call, "path", arg(rest, 0))?;
-            Request::new(call, Op::ListDir { path: path.clone() }, Kind::Entries, Some(path))
+            Request::new(
+                call,
+                Op::ListDir { path: path.clone() },
+                Kind::Entries,
+                Some(path),
+            )
         }
         "mkdir" => {
             let path = args::path(call, "path", arg(rest, 0))?;
@@ -136,7 +146,12 @@ pub fn build(prefix: &str, op: &str, rest: &[Value]) -> ApiResult<Request> {
         }
         "unlink" => {
             let path = args::path(call, "path", arg(rest, 0))?;
-            Request::new(call, Op::Unlink { path: path.clone() }, Kind::Unit, Some(path))
+            Request::new(
+                call,
+                Op::Unlink { path: path.clone() },
+                Kind::Unit,
+                Some(path),
+            )
         }
         "rename" => {
             let from = args::path(call, "from", arg(rest, 0))?;
@@ -158,7 +173,12 @@ pub fn build(prefix: &str, op: &str, rest: &[Value]) -> ApiResult<Request> {
             let program = spec.program.clone();
             Request::new(call, Op::Run(spec), Kind::Run, Some(program))
         }
-        "syscall" => Request::new(call, Op::Syscall(syscall_spec(call, rest)?), Kind::Syscall, None),
+        "syscall" => Request::new(
+            call,
+            Op::Syscall(syscall_spec(call, rest)?),
+            Kind::Syscall,
+            None,
+        ),
         "ping" => Request::new(call, Op::Ping, Kind::Unit, None),
         other => {
             return Err(ApiError::msg(format!(
@@ -199,7 +219,9 @@ pub fn convert(
             }
             list.into_lua_multi(lua)?
         }
-        (Kind::Run, Reply::Run(o)) => run_result(lua, o, &mut out, &mut err)?.into_lua_multi(lua)?,
+        (Kind::Run, Reply::Run(o)) => {
+            run_result(lua, o, &mut out, &mut err)?.into_lua_multi(lua)?
+        }
         (Kind::Syscall, Reply::Syscall { ret, errno, bufs }) => {
             syscall_table(lua, ret, errno, bufs)?.into_lua_multi(lua)?
         }
@@ -244,7 +266,9 @@ pub fn dispatch(lua: &Lua, t: &Target, op: &str, rest: &[Value]) -> ApiResult<Mu
 fn batch(lua: &Lua, t: &Target, list: &Value) -> ApiResult<MultiValue> {
     let call = format!("{}:batch", t.prefix);
     let Value::Table(list) = list else {
-        return Err(ApiError::msg(format!("{call}: internal: recorded calls missing")));
+        return Err(ApiError::msg(format!(
+            "{call}: internal: recorded calls missing"
+        )));
     };
     let mut reqs = Vec::new();
     for entry in list.clone().sequence_values::<Table>() {
@@ -264,7 +288,11 @@ fn batch(lua: &Lua, t: &Target, list: &Value) -> ApiResult<MultiValue> {
     let done = t.roundtrip(&call, Op::Batch(ops))?;
     let results = match done.result {
         Ok(Reply::Batch(results)) if results.len() == reqs.len() => results,
-        Ok(_) => return Err(ApiError::msg(format!("{call}: the agent sent an unexpected reply"))),
+        Ok(_) => {
+            return Err(ApiError::msg(format!(
+                "{call}: the agent sent an unexpected reply"
+            )))
+        }
         Err(f) => return Err(guest_failure(&call, format!("{call}()"), None, f)),
     };
     for (req, result) in reqs.iter().zip(results) {
@@ -304,15 +332,10 @@ fn write_file(t: &Target, call: &str, path: Vec<u8>, data: &[u8]) -> ApiResult<(
         }
     }
     let done = t.client.wait(pending).map_err(|e| t.infra(call, e))?;
-    done
-        .result
+    done.result
         .map(drop)
         .map_err(|f| Request::new(call, Op::Ping, Kind::Unit, Some(path)).failure(f))
 }
-
-
-
-
 
 /// The `stat` result table.
 pub fn stat_table(lua: &Lua, st: &StatInfo) -> mlua::Result<Table> {
@@ -594,11 +617,18 @@ pub fn syscall_spec(call: &str, rest: &[Value]) -> ApiResult<SyscallSpec> {
         ..SyscallSpec::default()
     };
     if let (Value::Table(t), 2) = (arg(rest, 1), rest.len()) {
-        args::check_keys(call, "the table form", t, &["args", "bufs", "ptrs", "nested"])?;
+        args::check_keys(
+            call,
+            "the table form",
+            t,
+            &["args", "bufs", "ptrs", "nested"],
+        )?;
         if let Some(a) = args::opt_table(call, "args", &t.raw_get::<Value>("args")?)? {
             let n = a.raw_len();
             if n > 6 {
-                return Err(ApiError::msg(format!("{call}: args has {n} entries (at most 6)")));
+                return Err(ApiError::msg(format!(
+                    "{call}: args has {n} entries (at most 6)"
+                )));
             }
             for i in 1..=n {
                 let v: Value = a.raw_get(i)?;

@@ -179,8 +179,9 @@ M.close_test_scope = _provium_close_test_scope
 -- Resource classes -----------------------------------------------------------
 local function own(self, class, call)
   if getmetatable(self) ~= class then
-    error(string.format("%s: expected a %s (call it with a colon, got %s)",
-      call, class.__name:gsub("^provium%.", ""), type(self)), 3)
+    local what = class.__name:gsub("^provium%.", "")
+    if what == "Vm" then what = "VM" end
+    error(string.format("%s: expected a %s (call it with a colon, got %s)", call, what, type(self)), 3)
   end
   return rawget(self, UD)
 end

@@ -20,7 +20,9 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 pub fn signal(call: &str, v: &Value, default: Option<i32>) -> ApiResult<i32> {
     let bad = |what: String| ApiError::msg(format!("{call}: {what}"));
     match v {
-        Value::Nil => default.ok_or_else(|| bad("expected a signal name or number (got nil)".into())),
+        Value::Nil => {
+            default.ok_or_else(|| bad("expected a signal name or number (got nil)".into()))
+        }
         Value::String(s) => {
             let name = s.to_string_lossy().to_ascii_lowercase();
             let name = name.strip_prefix("sig").unwrap_or(&name).to_string();
@@ -101,7 +103,12 @@ impl ProcessUd {
                 state: Mutex::new(ProcState::Running),
             }),
             Ok(_) => Err(ApiError::msg(format!("{call}: unexpected reply"))),
-            Err(f) => Err(guest_failure(&call, format!("{call}({})", ops::quote(&program)), Some(&program), f)),
+            Err(f) => Err(guest_failure(
+                &call,
+                format!("{call}({})", ops::quote(&program)),
+                Some(&program),
+                f,
+            )),
         }
     }
 
@@ -126,7 +133,11 @@ impl ProcessUd {
         done.result.map_err(|f| {
             guest_failure(
                 call,
-                format!("{call}() on pid {} ({})", self.pid, ops::quote(&self.program)),
+                format!(
+                    "{call}() on pid {} ({})",
+                    self.pid,
+                    ops::quote(&self.program)
+                ),
                 None,
                 f,
             )
@@ -185,7 +196,12 @@ impl ProcessUd {
                 },
             );
         }
-        let _ = self.t.roundtrip("proc:close", Op::Close { handle: self.handle });
+        let _ = self.t.roundtrip(
+            "proc:close",
+            Op::Close {
+                handle: self.handle,
+            },
+        );
     }
 }
 
@@ -195,7 +211,9 @@ impl Drop for ProcessUd {
         // (SIGTERM, then SIGKILL of its group); do not wait for it here.
         if self.state() != ProcState::Closed {
             self.set_state(ProcState::Closed);
-            self.t.fire(Op::Close { handle: self.handle });
+            self.t.fire(Op::Close {
+                handle: self.handle,
+            });
         }
     }
 }
@@ -222,7 +240,13 @@ impl UserData for ProcessUd {
         m.add_method("kill", |lua, this, sig: Value| {
             let r = (|| {
                 let signal = signal("proc:kill", &sig, Some(libc::SIGTERM))?;
-                this.simple("proc:kill", Op::ProcSignal { handle: this.handle, signal })?;
+                this.simple(
+                    "proc:kill",
+                    Op::ProcSignal {
+                        handle: this.handle,
+                        signal,
+                    },
+                )?;
                 Ok(())
             })();
             ret(lua, r)
@@ -230,7 +254,13 @@ impl UserData for ProcessUd {
         m.add_method("signal", |lua, this, sig: Value| {
             let r = (|| {
                 let signal = signal("proc:signal", &sig, None)?;
-                this.simple("proc:signal", Op::ProcSignal { handle: this.handle, signal })?;
+                this.simple(
+                    "proc:signal",
+                    Op::ProcSignal {
+                        handle: this.handle,
+                        signal,
+                    },
+                )?;
                 Ok(())
             })();
             ret(lua, r)
@@ -242,7 +272,12 @@ impl UserData for ProcessUd {
                 if this.state() == ProcState::Waited {
                     return Ok("exited");
                 }
-                match this.simple("proc:status", Op::ProcStatus { handle: this.handle })? {
+                match this.simple(
+                    "proc:status",
+                    Op::ProcStatus {
+                        handle: this.handle,
+                    },
+                )? {
                     Reply::ProcStatus { running: true } => Ok("running"),
                     Reply::ProcStatus { running: false } => Ok("exited"),
                     _ => Err(ApiError::msg("proc:status: unexpected reply")),
@@ -268,7 +303,12 @@ impl UserData for ProcessUd {
         });
         m.add_method("close_stdin", |lua, this, ()| {
             let r = this
-                .simple("proc:close_stdin", Op::ProcCloseStdin { handle: this.handle })
+                .simple(
+                    "proc:close_stdin",
+                    Op::ProcCloseStdin {
+                        handle: this.handle,
+                    },
+                )
                 .map(drop);
             ret(lua, r)
         });
@@ -296,7 +336,14 @@ impl UserData for ProcessUd {
             ret(lua, Ok(()))
         });
         m.add_method("describe", |lua, this, ()| {
-            ret(lua, Ok(format!("pid {} ({})", this.pid, String::from_utf8_lossy(&this.program))))
+            ret(
+                lua,
+                Ok(format!(
+                    "pid {} ({})",
+                    this.pid,
+                    String::from_utf8_lossy(&this.program)
+                )),
+            )
         });
     }
 }

@@ -52,10 +52,30 @@ enum Got {
 impl TailUd {
     /// Starts an agent-side stream.
     pub fn start(t: &Target, call: &str, op: Op, what: String) -> ApiResult<TailUd> {
-        let pending = t.call(call, Op::Stream(match op {
-            Op::Stream(s) => s,
-            _ => return Err(ApiError::msg(format!("{call}: internal: not a stream"))),
-        }))?;
+        let pending = t.call(call, op)?;
+        // The agent acknowledges an open source with an empty Data frame;
+        // an opening failure (ENOENT, an unknown handle) is the reply.
+        match pending.next(None) {
+            Next::Event(Event::Data(_, body, range)) if range.is_empty() => {
+                let _ = body;
+            }
+            Next::Event(Event::Reply(Err(f))) => {
+                return Err(super::errors::guest_failure(
+                    call,
+                    format!("{}:{what}", t.prefix),
+                    None,
+                    f,
+                ));
+            }
+            Next::Event(_) => {
+                return Err(ApiError::msg(format!(
+                    "{call}: the agent sent an unexpected first frame"
+                )))
+            }
+            Next::Timeout | Next::Closed => {
+                return Err(ApiError::msg(format!("{call}: {} is gone", t.label)));
+            }
+        }
         Ok(TailUd {
             state: Mutex::new(State {
                 source: Some(Source::Agent {
@@ -129,7 +149,10 @@ impl TailUd {
                             .closed_reason()
                             .map(|r| r.to_string())
                             .unwrap_or_else(|| "the agent connection ended".into());
-                        return Err(ApiError::msg(format!("{call}: {} is gone ({reason})", t.label)));
+                        return Err(ApiError::msg(format!(
+                            "{call}: {} is gone ({reason})",
+                            t.label
+                        )));
                     }
                 }
             },
@@ -163,7 +186,13 @@ impl TailUd {
     }
 
     /// Reads until `delim`; returns everything up to and including it.
-    fn read_until(&self, call: &str, delim: &[u8], timeout: Duration, keep: bool) -> ApiResult<Vec<u8>> {
+    fn read_until(
+        &self,
+        call: &str,
+        delim: &[u8],
+        timeout: Duration,
+        keep: bool,
+    ) -> ApiResult<Vec<u8>> {
         let mut st = self.lock();
         let deadline = Instant::now() + timeout;
         let mut searched = 0;
@@ -174,7 +203,10 @@ impl TailUd {
                 let found = std::mem::replace(&mut st.pending, rest);
                 return Ok(if keep { found } else { Vec::new() });
             }
-            searched = st.pending.len().saturating_sub(delim.len().saturating_sub(1));
+            searched = st
+                .pending
+                .len()
+                .saturating_sub(delim.len().saturating_sub(1));
             if st.source.is_none() {
                 return Err(ApiError::msg(format!("{call}: stream closed")));
             }
@@ -274,15 +306,18 @@ impl UserData for TailUd {
             })();
             ret(lua, r)
         });
-        m.add_method("read_until", |lua, this, (delim, timeout): (Value, Value)| {
-            let r = (|| {
-                let d = args::bytes("tail:read_until", "delim", &delim)?;
-                let t = opt_timeout("tail:read_until", &timeout, DEFAULT_TIMEOUT)?;
-                let got = this.read_until("tail:read_until", &d, t, true)?;
-                Ok(lua.create_string(&got)?)
-            })();
-            ret(lua, r)
-        });
+        m.add_method(
+            "read_until",
+            |lua, this, (delim, timeout): (Value, Value)| {
+                let r = (|| {
+                    let d = args::bytes("tail:read_until", "delim", &delim)?;
+                    let t = opt_timeout("tail:read_until", &timeout, DEFAULT_TIMEOUT)?;
+                    let got = this.read_until("tail:read_until", &d, t, true)?;
+                    Ok(lua.create_string(&got)?)
+                })();
+                ret(lua, r)
+            },
+        );
         m.add_method("expect", |lua, this, (pattern, timeout): (Value, Value)| {
             let r = (|| {
                 let p = args::bytes("tail:expect", "pattern", &pattern)?;

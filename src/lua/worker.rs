@@ -30,7 +30,12 @@ fn spec(call: &str, v: &Value) -> ApiResult<WorkerSpec> {
     let Some(t) = args::opt_table(call, "opts", v)? else {
         return Ok(spec);
     };
-    args::check_keys(call, "opts", &t, &["uid", "gid", "groups", "cwd", "unshare"])?;
+    args::check_keys(
+        call,
+        "opts",
+        &t,
+        &["uid", "gid", "groups", "cwd", "unshare"],
+    )?;
     spec.uid = args::field_int(call, &t, "uid", "opts", 0, u32::MAX as i64 - 1)?.map(|v| v as u32);
     spec.gid = args::field_int(call, &t, "gid", "opts", 0, u32::MAX as i64 - 1)?.map(|v| v as u32);
     if let Some(g) = args::opt_table(call, "opts.groups", &t.raw_get::<Value>("groups")?)? {
@@ -111,13 +116,24 @@ impl WorkerUd {
 
     fn control(&self, call: &str, op: Op) -> ApiResult<Reply> {
         let done = self.parent.roundtrip(call, op)?;
-        done.result
-            .map_err(|f| guest_failure(call, format!("{call}() on worker#{}", self.handle.0), None, f))
+        done.result.map_err(|f| {
+            guest_failure(
+                call,
+                format!("{call}() on worker#{}", self.handle.0),
+                None,
+                f,
+            )
+        })
     }
 
     fn join(&self) -> ApiResult<i32> {
         self.live("worker:join")?;
-        let r = self.control("worker:join", Op::WorkerJoin { worker: self.handle });
+        let r = self.control(
+            "worker:join",
+            Op::WorkerJoin {
+                worker: self.handle,
+            },
+        );
         *self.closed.lock().unwrap_or_else(|e| e.into_inner()) = true;
         match r? {
             Reply::Exit(code) => Ok(code),
@@ -149,7 +165,9 @@ impl Drop for WorkerUd {
         // Garbage collection: the agent ends the worker on Close; no waiting.
         if !self.is_closed() {
             *self.closed.lock().unwrap_or_else(|e| e.into_inner()) = true;
-            self.parent.fire(Op::Close { handle: self.handle });
+            self.parent.fire(Op::Close {
+                handle: self.handle,
+            });
         }
     }
 }
@@ -167,7 +185,9 @@ impl UserData for WorkerUd {
                 };
                 this.live(&format!("worker:{op}"))?;
                 if op == "spawn_worker" {
-                    return Err(ApiError::msg("worker:spawn_worker: workers cannot spawn workers; use vm:spawn_worker"));
+                    return Err(ApiError::msg(
+                        "worker:spawn_worker: workers cannot spawn workers; use vm:spawn_worker",
+                    ));
                 }
                 objects::dispatch(lua, &this.inner, &op, &rest)
             })();
@@ -177,7 +197,13 @@ impl UserData for WorkerUd {
             let r = (|| {
                 this.live("worker:kill")?;
                 let signal = signal("worker:kill", &sig, Some(libc::SIGTERM))?;
-                this.control("worker:kill", Op::WorkerSignal { worker: this.handle, signal })?;
+                this.control(
+                    "worker:kill",
+                    Op::WorkerSignal {
+                        worker: this.handle,
+                        signal,
+                    },
+                )?;
                 Ok(())
             })();
             ret(lua, r)
@@ -188,6 +214,8 @@ impl UserData for WorkerUd {
             this.close();
             ret(lua, Ok(()))
         });
-        m.add_method("describe", |lua, this, ()| ret(lua, Ok(this.inner.label.clone())));
+        m.add_method("describe", |lua, this, ()| {
+            ret(lua, Ok(this.inner.label.clone()))
+        });
     }
 }

@@ -235,7 +235,10 @@ impl PendingCall {
     /// when `None`).
     pub fn next(&self, timeout: Option<Duration>) -> Next {
         let got = match timeout {
-            None => self.rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+            None => self
+                .rx
+                .recv()
+                .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
             Some(t) => self.rx.recv_timeout(t),
         };
         match got {

@@ -426,6 +426,7 @@ pub fn stream(
         }
     };
     let process = handles::process(id, "stream")?;
+    super::stream::acknowledge(sender, req)?;
     cancel.on_fire(process.output.waker());
     let mut seen = 0;
     let mut scratch = Vec::new();
