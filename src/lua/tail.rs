@@ -125,7 +125,7 @@ impl TailUd {
             return Err(ApiError::msg(format!("{call}: stream closed")));
         };
         match source {
-            Source::Agent { t, call: pending } => loop {
+            Source::Agent { t, call: pending } => {
                 let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
                 match pending.next(left) {
                     // A stream call carries one source: its channel does not
