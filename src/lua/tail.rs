@@ -131,17 +131,17 @@ impl TailUd {
                     // A stream call carries one source: its channel does not
                     // matter (process streams use their own).
                     Next::Event(Event::Data(_, body, range)) => {
-                        return Ok(Got::Bytes(body[range].to_vec()))
+                        Ok(Got::Bytes(body[range].to_vec()))
                     }
                     Next::Event(Event::Reply(Ok(_))) => {
                         st.ended = true;
-                        return Ok(Got::End);
+                        Ok(Got::End)
                     }
                     Next::Event(Event::Reply(Err(f))) => {
                         st.ended = true;
-                        return Err(ApiError::msg(format!("{call}: stream source error: {f}")));
+                        Err(ApiError::msg(format!("{call}: stream source error: {f}")))
                     }
-                    Next::Timeout => return Ok(Got::Timeout),
+                    Next::Timeout => Ok(Got::Timeout),
                     Next::Closed => {
                         st.ended = true;
                         let reason = t
@@ -149,13 +149,13 @@ impl TailUd {
                             .closed_reason()
                             .map(|r| r.to_string())
                             .unwrap_or_else(|| "the agent connection ended".into());
-                        return Err(ApiError::msg(format!(
+                        Err(ApiError::msg(format!(
                             "{call}: {} is gone ({reason})",
                             t.label
-                        )));
+                        )))
                     }
                 }
-            },
+            }
             Source::Console { console, pos } => {
                 let (bytes, end, ended) = console.read_from(*pos, timeout);
                 *pos = end;
