@@ -204,16 +204,17 @@ impl Session {
                 continue;
             }
             let msg: HostMsg = decode(frame)?;
-            if let Some(end) = self.handle(msg)? {
+            if let Some(end) = self.handle(msg, frame)? {
                 return Ok(end);
             }
         }
     }
 
-    /// Handles one host frame; `Some` ends the connection.
-    fn handle(&mut self, msg: HostMsg) -> Result<Option<ConnEnd>, ConnError> {
+    /// Handles one host frame (`msg` decoded from `frame`); `Some` ends
+    /// the connection.
+    fn handle(&mut self, msg: HostMsg, frame: &[u8]) -> Result<Option<ConnEnd>, ConnError> {
         match msg {
-            HostMsg::Call { id, op } => return self.call(id, op),
+            HostMsg::Call { id, op } => return self.call(id, op, frame),
             HostMsg::Data { id, chunk, last } => self.uploads.data(&self.sender, id, &chunk, last),
             HostMsg::Cancel { id } => {
                 if !self.inflight.cancel(id) {
@@ -249,7 +250,7 @@ impl Session {
         Ok(None)
     }
 
-    fn call(&mut self, id: RequestId, op: Op) -> Result<Option<ConnEnd>, ConnError> {
+    fn call(&mut self, id: RequestId, op: Op, frame: &[u8]) -> Result<Option<ConnEnd>, ConnError> {
         let result = match op {
             Op::Ping => Ok(Reply::Unit),
             Op::Stat { path, follow } => ops::fs::stat(&path, follow),
@@ -360,7 +361,7 @@ impl Session {
                 return Ok(None);
             }
             Op::InWorker { worker: w, op } => {
-                match worker::in_worker(&self.sender, id, w, *op, &self.inflight) {
+                match worker::in_worker(&self.sender, id, w, &op, frame, &self.inflight) {
                     Ok(()) => return Ok(None),
                     Err(e) => Err(e),
                 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{bytes, start, Host, TempDir};
+use common::{bytes, expect_ack, start, Host, TempDir};
 use provium_protocol::{AgentMsg, HostMsg, Op, Reply, RequestId, StreamSource, TailStart};
 
 fn threads() -> usize {
@@ -64,14 +64,15 @@ fn cancel_frees_the_stream_and_idle_streams_cost_nothing() {
     let p = dir.path("log");
     std::fs::write(&p, b"x").unwrap();
     let tail = |h: &mut Host| {
-        h.start_call(Op::Stream(StreamSource::File {
+        let id = h.start_call(Op::Stream(StreamSource::File {
             path: bytes(&p),
             start: TailStart::End,
-        }))
+        }));
+        expect_ack(h, id);
+        id
     };
     // Warm the thread pool up, so that later streams reuse a thread.
     let id = tail(&mut h);
-    std::thread::sleep(Duration::from_millis(50));
     cancel(&mut h, id);
     assert_eq!(h.call(Op::Ping), Ok(Reply::Unit));
     std::thread::sleep(Duration::from_millis(50));

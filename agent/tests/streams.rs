@@ -6,17 +6,28 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{bb, bytes, open, start, Host, TempDir};
+use common::{bb, bytes, expect_ack, open, start, Host, TempDir};
 use provium_protocol::{
     AgentMsg, FailureKind, HandleId, HostMsg, Op, Reply, RequestId, RunSpec, StreamSource,
     TailStart, Whence, CH_BODY, CH_STDERR, CH_STDOUT,
 };
 
+/// Starts a tail and waits for its acknowledgement.
 fn tail(h: &mut Host, p: &Path, start: TailStart) -> RequestId {
-    h.start_call(Op::Stream(StreamSource::File {
+    let id = h.start_call(Op::Stream(StreamSource::File {
         path: bytes(p),
         start,
-    }))
+    }));
+    expect_ack(h, id);
+    id
+}
+
+/// Starts a stream of a handle or a process and waits for its
+/// acknowledgement.
+fn stream(h: &mut Host, source: StreamSource) -> RequestId {
+    let id = h.start_call(Op::Stream(source));
+    expect_ack(h, id);
+    id
 }
 
 fn append(p: &Path, data: &[u8]) {
@@ -89,10 +100,8 @@ fn tail_from_end_sees_only_new_bytes_promptly() {
     let dir = TempDir::new("tail-end");
     let p = dir.path("log");
     std::fs::write(&p, b"old line\n").unwrap();
+    // Acknowledged: the end position is fixed, appends from now on count.
     let id = tail(&mut h, &p, TailStart::End);
-    // The protocol has no "stream started" frame: give the agent time to
-    // fix the end position before appending.
-    std::thread::sleep(Duration::from_millis(100));
     let mut lat = latencies(&mut h, id, &p, 20);
     let max = report("tail from end", &mut lat);
     assert!(max < Duration::from_millis(500), "{max:?}");
@@ -139,7 +148,8 @@ fn tail_from_end_minus_n_and_offset() {
     h.send(&HostMsg::Cancel { id });
     assert_eq!(until_reply(&mut h, id).1, Ok(Reply::Unit));
 
-    // Past the end counts as truncated below the position.
+    // Past the end counts as truncated below the position (the source
+    // was open: acknowledged, then ended).
     let id = tail(&mut h, &p, TailStart::Offset(11));
     assert_eq!(until_reply(&mut h, id), (vec![], Ok(Reply::Unit)));
 }
@@ -190,7 +200,6 @@ fn tail_follows_the_inode_across_rename_and_unlink() {
     let p = dir.path("log");
     std::fs::write(&p, b"").unwrap();
     let id = tail(&mut h, &p, TailStart::Offset(0));
-    std::thread::sleep(Duration::from_millis(50));
     let mut writer = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
     std::fs::rename(&p, dir.path("moved")).unwrap();
     writer.write_all(b"after rename\n").unwrap();
@@ -213,7 +222,7 @@ fn handle_stream_shares_the_cursor_and_ends_on_close() {
         h.call(Op::FileRead { handle: f, len: 2 }),
         Ok(Reply::Bytes(bb("ab")))
     );
-    let id = h.start_call(Op::Stream(StreamSource::Handle { handle: f }));
+    let id = stream(&mut h, StreamSource::Handle { handle: f });
     assert_eq!(expect_data(&mut h, id, CH_BODY, 4), b"cdef");
     let t = Instant::now();
     append(&p, b"ghi");
@@ -257,7 +266,7 @@ fn handle_stream_of_a_fifo_ends_at_eof() {
     // SAFETY: valid C string.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     let f = open(&mut h, &p, "r");
-    let id = h.start_call(Op::Stream(StreamSource::Handle { handle: f }));
+    let id = stream(&mut h, StreamSource::Handle { handle: f });
     let mut w = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
     w.write_all(b"through the fifo").unwrap();
     assert_eq!(expect_data(&mut h, id, CH_BODY, 16), b"through the fifo");
@@ -313,10 +322,13 @@ fn run_async(h: &mut Host, script: &str) -> HandleId {
 fn process_stream_replays_and_ends_at_exit() {
     let mut h = start();
     let p = run_async(&mut h, "echo one; sleep 0.2; echo two; echo err >&2");
-    let id = h.start_call(Op::Stream(StreamSource::Process {
-        handle: p,
-        channel: CH_STDOUT,
-    }));
+    let id = stream(
+        &mut h,
+        StreamSource::Process {
+            handle: p,
+            channel: CH_STDOUT,
+        },
+    );
     let (out, result) = until_reply(&mut h, id);
     assert_eq!(out, b"one\ntwo\n");
     assert_eq!(result, Ok(Reply::Unit));
@@ -327,10 +339,13 @@ fn process_stream_replays_and_ends_at_exit() {
     });
     assert!(data.0.is_empty());
     assert!(matches!(result, Ok(Reply::Run(_))));
-    let id = h.start_call(Op::Stream(StreamSource::Process {
-        handle: p,
-        channel: CH_STDERR,
-    }));
+    let id = stream(
+        &mut h,
+        StreamSource::Process {
+            handle: p,
+            channel: CH_STDERR,
+        },
+    );
     assert_eq!(
         until_reply(&mut h, id),
         (b"err\n".to_vec(), Ok(Reply::Unit))
@@ -350,10 +365,13 @@ fn process_stream_replays_and_ends_at_exit() {
 fn process_stream_follows_live_output_and_cancels() {
     let mut h = start();
     let p = run_async(&mut h, "cat");
-    let id = h.start_call(Op::Stream(StreamSource::Process {
-        handle: p,
-        channel: CH_STDOUT,
-    }));
+    let id = stream(
+        &mut h,
+        StreamSource::Process {
+            handle: p,
+            channel: CH_STDOUT,
+        },
+    );
     for word in ["alpha\n", "beta\n"] {
         h.send(&HostMsg::Call {
             id: RequestId(10_000 + word.len() as u64),
@@ -379,10 +397,13 @@ fn process_stream_follows_live_output_and_cancels() {
     h.send(&HostMsg::Cancel { id });
     assert_eq!(until_reply(&mut h, id), (vec![], Ok(Reply::Unit)));
     // Closing the process ends a stream too.
-    let id = h.start_call(Op::Stream(StreamSource::Process {
-        handle: p,
-        channel: CH_STDOUT,
-    }));
+    let id = stream(
+        &mut h,
+        StreamSource::Process {
+            handle: p,
+            channel: CH_STDOUT,
+        },
+    );
     assert_eq!(expect_data(&mut h, id, CH_STDOUT, 11), b"alpha\nbeta\n");
     let close = h.start_call(Op::Close { handle: p });
     let mut replies = Vec::new();
@@ -406,7 +427,6 @@ fn closing_the_connection_cancels_its_streams() {
     std::fs::write(&p, b"").unwrap();
     let mut h = start();
     let _id = tail(&mut h, &p, TailStart::End);
-    std::thread::sleep(Duration::from_millis(50));
     // `serve` returns only after it cancelled the stream; the test passes
     // when this does not hang.
     assert!(h.close().is_ok());

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use common::{bb, bytes, is_root, mode, start, use_agent_binary, Host, TempDir};
+use common::{bb, bytes, expect_ack, is_root, mode, start, use_agent_binary, Host, TempDir};
 use provium_protocol::{
     AgentMsg, ExitStatus, Failure, FailureKind, HandleId, HostMsg, Op, Reply, RunOutcome, RunSpec,
     StreamSource, SyscallSpec, TailStart, WorkerSpec, CH_BODY, CH_STDOUT,
@@ -308,6 +308,7 @@ fn streams_and_large_output_are_relayed() {
             start: TailStart::Offset(0),
         })),
     });
+    expect_ack(&mut h, id);
     let mut got = Vec::new();
     let expect = |h: &mut Host, want: &[u8], got: &mut Vec<u8>| {
         while got.len() < want.len() {

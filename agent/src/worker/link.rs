@@ -13,7 +13,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use provium_protocol::{AgentMsg, Failure, HostMsg, Op, RequestId, FRAME_HEADER_LEN};
+use provium_protocol::{AgentMsg, Failure, HandleId, HostMsg, RequestId, FRAME_HEADER_LEN};
 
 use super::Worker;
 use crate::frames::FrameReader;
@@ -24,8 +24,23 @@ use crate::sender::{push_varint, Sender};
 const REPLY_VARIANT: u8 = 1;
 /// Variant index of [`AgentMsg::HelloRejected`].
 const HELLO_REJECTED_VARIANT: u8 = 3;
+/// Variant index of [`HostMsg::Call`].
+const HOST_CALL_VARIANT: u8 = 2;
 /// Variant index of [`HostMsg::Data`].
 const HOST_DATA_VARIANT: u8 = 3;
+/// Variant index of [`provium_protocol::Op::InWorker`].
+const OP_IN_WORKER_VARIANT: u8 = 26;
+
+/// The encoded inner op of a `Call { op: InWorker { worker, op } }` frame
+/// body: relayed as it is, so an op is never re-encoded (nor copied into
+/// an owned message) on its way to a worker.
+pub fn inner_op(body: &[u8]) -> Option<&[u8]> {
+    let rest = body.strip_prefix(&[HOST_CALL_VARIANT])?;
+    let (_, rest) = postcard::take_from_bytes::<RequestId>(rest).ok()?;
+    let rest = rest.strip_prefix(&[OP_IN_WORKER_VARIANT])?;
+    let (_, rest) = postcard::take_from_bytes::<HandleId>(rest).ok()?;
+    Some(rest)
+}
 
 /// Where the answer to a forwarded call goes.
 struct Route {
@@ -108,18 +123,23 @@ impl Link {
         }
     }
 
-    /// Forwards a host call to the worker.
+    /// Forwards a host call to the worker; `op` is the op's encoding.
     pub fn forward(
         &self,
         worker: &Arc<Worker>,
         sender: &Sender,
         host: RequestId,
-        op: Op,
+        op: &[u8],
         inflight: &InFlight,
     ) -> Result<(), Failure> {
         let inner = RequestId(self.next.fetch_add(1, Ordering::Relaxed));
-        let frame = provium_protocol::encode(&HostMsg::Call { id: inner, op })
-            .map_err(|e| crate::error::bad_request(format!("in_worker: {e}")))?;
+        let mut head = Vec::with_capacity(FRAME_HEADER_LEN + 11);
+        head.extend_from_slice(&[0; FRAME_HEADER_LEN]);
+        head.push(HOST_CALL_VARIANT);
+        push_varint(&mut head, inner.0);
+        let len = u32::try_from(head.len() - FRAME_HEADER_LEN + op.len())
+            .map_err(|_| crate::error::bad_request("in_worker: op too large"))?;
+        head[..FRAME_HEADER_LEN].copy_from_slice(&len.to_le_bytes());
         inflight.add_relay(
             host,
             Relay {
@@ -143,7 +163,7 @@ impl Link {
                 },
             );
         }
-        if self.write_parts(&[&frame]).is_err() {
+        if self.write_parts(&[&head, op]).is_err() {
             // The reader thread fails the route when it sees the end of
             // the channel, unless it already did.
             if self.routes().map.remove(&inner.0).is_some() {
@@ -224,5 +244,40 @@ impl Link {
             // A hello in mid-session cannot happen; ignore anything else.
             _ => true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use provium_protocol::{encode, Op, OpenMode, FRAME_HEADER_LEN};
+
+    #[test]
+    fn inner_op_is_the_encoding_of_the_op() {
+        let inner = Op::OpenFile {
+            path: b"/etc/hostname".to_vec(),
+            mode: OpenMode {
+                read: true,
+                ..Default::default()
+            },
+        };
+        for (id, worker) in [(1u64, 1u64), (300, 70_000), (u64::MAX, u64::MAX)] {
+            let frame = encode(&HostMsg::Call {
+                id: RequestId(id),
+                op: Op::InWorker {
+                    worker: HandleId(worker),
+                    op: Box::new(inner.clone()),
+                },
+            })
+            .unwrap();
+            let op = inner_op(&frame[FRAME_HEADER_LEN..]).unwrap();
+            assert_eq!(op, postcard::to_allocvec(&inner).unwrap());
+        }
+        let other = encode(&HostMsg::Call {
+            id: RequestId(1),
+            op: Op::Ping,
+        })
+        .unwrap();
+        assert!(inner_op(&other[FRAME_HEADER_LEN..]).is_none());
     }
 }

@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use provium_protocol::{
-    check_version, decode, AgentMsg, Failure, HandleId, HostMsg, Op, Reply, RequestId, WorkerSpec,
-    PROTOCOL_VERSION,
+    check_version, decode, AgentHello, Failure, HandleId, HostMsg, Op, Reply, RequestId,
+    WorkerSpec, PROTOCOL_VERSION,
 };
 
 use crate::conn::{self, ServeOptions};
@@ -50,12 +50,13 @@ impl Worker {
         self.reaped.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Forwards a host call; its `Data` and reply come back under `host`.
+    /// Forwards a host call (`op` encoded); its `Data` and reply come back
+    /// under `host`.
     pub fn forward(
         self: &Arc<Self>,
         sender: &Sender,
         host: RequestId,
-        op: Op,
+        op: &[u8],
         inflight: &InFlight,
     ) -> Result<(), Failure> {
         self.link.forward(self, sender, host, op, inflight)
@@ -138,12 +139,13 @@ fn handshake(stream: &UnixStream) -> Result<FrameReader<UnixStream>, Failure> {
         .map_err(|e| io_failure(&e))?;
     let mut reader = FrameReader::new(read_half);
     let hello = match reader.next_frame() {
-        Ok(Some(body)) => decode::<AgentMsg>(body).map_err(|e| fail(e.to_string()))?,
+        // `AgentMsg::Hello` is variant 0: decode only the hello itself.
+        Ok(Some([0, hello @ ..])) => {
+            decode::<AgentHello>(hello).map_err(|e| fail(e.to_string()))?
+        }
+        Ok(Some(_)) => return Err(fail("the worker did not start with a hello".into())),
         Ok(None) => return Err(fail("the worker closed its channel".into())),
         Err(e) => return Err(fail(e.to_string())),
-    };
-    let AgentMsg::Hello(hello) = hello else {
-        return Err(fail("the worker did not start with a hello".into()));
     };
     check_version(hello.version).map_err(|v| {
         fail(format!(
@@ -181,13 +183,15 @@ pub fn close(worker: &Worker) -> OpResult {
     worker.join().map(|_| Reply::Unit)
 }
 
-/// Runs `op` in worker `id` for host call `host`. Replies (or `Data`) come
-/// later from the worker's reader thread.
+/// Runs `op` in worker `id` for host call `host`; `frame` is the body of
+/// the host's frame, whose encoded op is relayed as it is. Replies (or
+/// `Data`) come later from the worker's reader thread.
 pub fn in_worker(
     sender: &Sender,
     host: RequestId,
     id: HandleId,
-    op: Op,
+    op: &Op,
+    frame: &[u8],
     inflight: &InFlight,
 ) -> Result<(), Failure> {
     if matches!(op, Op::Poweroff) {
@@ -195,7 +199,9 @@ pub fn in_worker(
             "in_worker: Poweroff cannot run in a worker",
         ));
     }
-    handles::worker(id, "in_worker")?.forward(sender, host, op, inflight)
+    let worker = handles::worker(id, "in_worker")?;
+    let raw = link::inner_op(frame).ok_or_else(|| internal("in_worker: cannot find the op"))?;
+    worker.forward(sender, host, raw, inflight)
 }
 
 /// Worker mode (`--worker-fd N`): serves the channel on descriptor `fd`

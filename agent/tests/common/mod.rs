@@ -244,3 +244,16 @@ pub fn is_root() -> bool {
     // SAFETY: plain system call.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// Waits for a stream's acknowledgement: the empty `Data` frame an open
+/// source sends first.
+pub fn expect_ack(h: &mut Host, id: RequestId) {
+    match h.recv() {
+        AgentMsg::Data {
+            id: got,
+            channel: provium_protocol::CH_BODY,
+            chunk,
+        } if got == id && chunk.is_empty() => {}
+        other => panic!("expected the acknowledgement of {id}, got {other:?}"),
+    }
+}
