@@ -261,7 +261,8 @@ pub fn dispatch(lua: &Lua, t: &Target, op: &str, rest: &[Value]) -> ApiResult<Mu
     run_one(lua, t, req)
 }
 
-/// Runs recorded calls (`{{name, args...}, ...}`) in one round trip; returns
+/// Runs recorded calls (`{{name, args..., n=}, ...}`, `n` counting the name)
+/// in one round trip; returns
 /// `{ {ok=value} | {err=error}, ... }` in order.
 fn batch(lua: &Lua, t: &Target, list: &Value) -> ApiResult<MultiValue> {
     let call = format!("{}:batch", t.prefix);
@@ -275,7 +276,7 @@ fn batch(lua: &Lua, t: &Target, list: &Value) -> ApiResult<MultiValue> {
         let entry = entry?;
         let name: String = entry.raw_get(1)?;
         let n: usize = entry.raw_get("n")?;
-        let rest: Vec<Value> = (2..=n + 1)
+        let rest: Vec<Value> = (2..=n)
             .map(|i| entry.raw_get::<Value>(i))
             .collect::<mlua::Result<_>>()?;
         reqs.push(build(t.prefix, &name, &rest)?);
@@ -339,25 +340,44 @@ fn write_file(t: &Target, call: &str, path: Vec<u8>, data: &[u8]) -> ApiResult<(
 
 /// The `stat` result table.
 pub fn stat_table(lua: &Lua, st: &StatInfo) -> mlua::Result<Table> {
-    let t = lua.create_table_with_capacity(0, 16)?;
-    t.raw_set("size", st.size)?;
-    t.raw_set("mtime", st.mtime_ns as f64 / 1e9)?;
-    t.raw_set("mtime_ns", st.mtime_ns)?;
-    t.raw_set("atime", st.atime_ns as f64 / 1e9)?;
-    t.raw_set("atime_ns", st.atime_ns)?;
-    t.raw_set("ctime", st.ctime_ns as f64 / 1e9)?;
-    t.raw_set("ctime_ns", st.ctime_ns)?;
-    t.raw_set("perm", st.perm())?;
-    t.raw_set("mode", st.mode)?;
-    t.raw_set("entry_type", st.entry_type().as_str())?;
-    t.raw_set("uid", st.uid)?;
-    t.raw_set("gid", st.gid)?;
-    t.raw_set("ino", st.ino)?;
-    t.raw_set("nlink", st.nlink)?;
-    t.raw_set("dev", st.dev)?;
-    t.raw_set("rdev", st.rdev)?;
-    t.raw_set("blocks", st.blocks)?;
-    t.raw_set("blksize", st.blksize)?;
+    // Field names are interned once per Lua state and reused: a batch of
+    // 1,000 stats builds 18,000 fields.
+    const NAMES: [&str; 18] = [
+        "size", "mtime", "mtime_ns", "atime", "atime_ns", "ctime", "ctime_ns", "perm", "mode",
+        "entry_type", "uid", "gid", "ino", "nlink", "dev", "rdev", "blocks", "blksize",
+    ];
+    struct StatKeys(Vec<mlua::String>);
+    if lua.app_data_ref::<StatKeys>().is_none() {
+        let keys = NAMES
+            .iter()
+            .map(|n| lua.create_string(n))
+            .collect::<mlua::Result<Vec<_>>>()?;
+        lua.set_app_data(StatKeys(keys));
+    }
+    let keys = lua
+        .app_data_ref::<StatKeys>()
+        .ok_or_else(|| mlua::Error::runtime("stat keys missing"))?;
+    let k = |i: usize| keys.0[i].clone();
+    let secs = |ns: i64| ns as f64 / 1e9;
+    let t = lua.create_table_with_capacity(0, NAMES.len())?;
+    t.raw_set(k(0), st.size)?;
+    t.raw_set(k(1), secs(st.mtime_ns))?;
+    t.raw_set(k(2), st.mtime_ns)?;
+    t.raw_set(k(3), secs(st.atime_ns))?;
+    t.raw_set(k(4), st.atime_ns)?;
+    t.raw_set(k(5), secs(st.ctime_ns))?;
+    t.raw_set(k(6), st.ctime_ns)?;
+    t.raw_set(k(7), st.perm())?;
+    t.raw_set(k(8), st.mode)?;
+    t.raw_set(k(9), st.entry_type().as_str())?;
+    t.raw_set(k(10), st.uid)?;
+    t.raw_set(k(11), st.gid)?;
+    t.raw_set(k(12), st.ino)?;
+    t.raw_set(k(13), st.nlink)?;
+    t.raw_set(k(14), st.dev)?;
+    t.raw_set(k(15), st.rdev)?;
+    t.raw_set(k(16), st.blocks)?;
+    t.raw_set(k(17), st.blksize)?;
     Ok(t)
 }
 

@@ -302,9 +302,10 @@ local function guest_ops(C, label)
     local b = {}
     for _, name in ipairs({ "read_file", "write_file", "stat", "listdir", "mkdir", "unlink", "rename", "run", "syscall" }) do
       b[name] = function(_, ...)
-        local args = table.pack(...)
-        if name == "mkdir" and type(args[2]) == "boolean" then args[2] = { parents = args[2] } end
-        recorded[#recorded + 1] = { name, n = args.n, table.unpack(args, 1, args.n) }
+        -- { name, args..., n = 1 + #args }
+        local entry = table.pack(name, ...)
+        if name == "mkdir" and type(entry[3]) == "boolean" then entry[3] = { parents = entry[3] } end
+        recorded[#recorded + 1] = entry
         return #recorded
       end
     end
