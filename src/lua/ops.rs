@@ -343,8 +343,24 @@ pub fn stat_table(lua: &Lua, st: &StatInfo) -> mlua::Result<Table> {
     // Field names are interned once per Lua state and reused: a batch of
     // 1,000 stats builds 18,000 fields.
     const NAMES: [&str; 18] = [
-        "size", "mtime", "mtime_ns", "atime", "atime_ns", "ctime", "ctime_ns", "perm", "mode",
-        "entry_type", "uid", "gid", "ino", "nlink", "dev", "rdev", "blocks", "blksize",
+        "size",
+        "mtime",
+        "mtime_ns",
+        "atime",
+        "atime_ns",
+        "ctime",
+        "ctime_ns",
+        "perm",
+        "mode",
+        "entry_type",
+        "uid",
+        "gid",
+        "ino",
+        "nlink",
+        "dev",
+        "rdev",
+        "blocks",
+        "blksize",
     ];
     struct StatKeys(Vec<mlua::String>);
     if lua.app_data_ref::<StatKeys>().is_none() {

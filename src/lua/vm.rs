@@ -405,6 +405,21 @@ impl UserData for VmHandle {
             let bytes = this.console().map(|c| c.contents()).unwrap_or_default();
             ret(lua, lua.create_string(&bytes).map_err(ApiError::from))
         });
+        m.add_method("console_tail", |lua, this, ()| {
+            let r = match this.console() {
+                Some(c) => lua
+                    .create_userdata(super::tail::TailUd::console(
+                        c,
+                        format!("console of vm \"{}\"", this.cfg.name),
+                    ))
+                    .map_err(ApiError::from),
+                None => Err(ApiError::msg(format!(
+                    "console:read: vm \"{}\" has not been booted",
+                    this.cfg.name
+                ))),
+            };
+            ret(lua, r)
+        });
         m.add_method(
             "console_expect",
             |lua, this, (pattern, timeout): (Value, Value)| {
