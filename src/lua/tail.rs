@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use mlua::{Lua, UserData, UserDataMethods, Value};
+use mlua::{UserData, UserDataMethods, Value};
 use provium_protocol::Op;
 
 use super::args;
@@ -56,9 +56,7 @@ impl TailUd {
         // The agent acknowledges an open source with an empty Data frame;
         // an opening failure (ENOENT, an unknown handle) is the reply.
         match pending.next(None) {
-            Next::Event(Event::Data(_, body, range)) if range.is_empty() => {
-                let _ = body;
-            }
+            Next::Event(Event::Data(_, _, range)) if range.is_empty() => {}
             Next::Event(Event::Reply(Err(f))) => {
                 return Err(super::errors::guest_failure(
                     call,
@@ -346,9 +344,4 @@ impl UserData for TailUd {
         });
         m.add_method("describe", |lua, this, ()| ret(lua, Ok(this.what.clone())));
     }
-}
-
-/// Convenience for `Lua` callers that need a userdata.
-pub fn into_ud(lua: &Lua, t: TailUd) -> mlua::Result<mlua::AnyUserData> {
-    lua.create_userdata(t)
 }
