@@ -13,6 +13,21 @@ use super::tail::TailUd;
 use super::target::Target;
 use super::worker::WorkerUd;
 
+/// Splits the arguments of a core `call(name, ...)` into the operation name
+/// and its Lua arguments.
+pub fn split_call(who: &str, mv: MultiValue) -> ApiResult<(String, Vec<Value>)> {
+    let mut it = mv.into_iter();
+    let op = match it.next() {
+        Some(Value::String(s)) => s.to_str()?.to_string(),
+        _ => {
+            return Err(ApiError::msg(format!(
+                "{who}: internal: operation name missing"
+            )))
+        }
+    };
+    Ok((op, it.collect()))
+}
+
 /// Runs operation `op` on `t`.
 pub fn dispatch(lua: &Lua, t: &Target, op: &str, rest: &[Value]) -> ApiResult<MultiValue> {
     Ok(match op {

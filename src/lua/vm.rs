@@ -458,17 +458,10 @@ impl UserData for VmHandle {
             ret(lua, r)
         });
         m.add_method("call", |lua, this, mv: MultiValue| {
-            let mut it = mv.into_iter();
-            let op = it.next().unwrap_or(Value::Nil);
-            let rest: Vec<Value> = it.collect();
-            let r = (|| {
-                let op = match &op {
-                    Value::String(s) => s.to_str()?.to_string(),
-                    _ => return Err(ApiError::msg("vm: internal: operation name missing")),
-                };
+            let r = super::objects::split_call("vm", mv).and_then(|(op, rest)| {
                 let target = this.target(&op)?;
                 super::objects::dispatch(lua, &target, &op, &rest)
-            })();
+            });
             ret(lua, r)
         });
     }

@@ -175,14 +175,7 @@ impl Drop for WorkerUd {
 impl UserData for WorkerUd {
     fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
         m.add_method("call", |lua, this, mv: MultiValue| {
-            let mut it = mv.into_iter();
-            let op = it.next().unwrap_or(Value::Nil);
-            let rest: Vec<Value> = it.collect();
-            let r = (|| {
-                let op = match &op {
-                    Value::String(s) => s.to_str()?.to_string(),
-                    _ => return Err(ApiError::msg("worker: internal: operation name missing")),
-                };
+            let r = objects::split_call("worker", mv).and_then(|(op, rest)| {
                 this.live(&format!("worker:{op}"))?;
                 if op == "spawn_worker" {
                     return Err(ApiError::msg(
@@ -190,7 +183,7 @@ impl UserData for WorkerUd {
                     ));
                 }
                 objects::dispatch(lua, &this.inner, &op, &rest)
-            })();
+            });
             ret(lua, r)
         });
         m.add_method("kill", |lua, this, sig: Value| {
