@@ -13,7 +13,9 @@
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use provium_protocol::{encode, AgentMsg, Failure, FrameError, Reply, RequestId, FRAME_HEADER_LEN};
+use provium_protocol::{
+    encode, AgentMsg, Failure, FrameError, Reply, RequestId, FRAME_HEADER_LEN, MAX_FRAME_LEN,
+};
 
 use crate::error::internal;
 
@@ -94,7 +96,8 @@ impl Sender {
     /// Sends the final reply of a call. A reply too large for one frame is
     /// replaced by an internal failure, so the call still gets its one reply.
     pub fn reply(&self, id: RequestId, result: Result<Reply, Failure>) -> io::Result<()> {
-        let frame = match encode(&AgentMsg::Reply { id, result }) {
+        let capacity = size_hint(&result);
+        let frame = match encode_frame(&AgentMsg::Reply { id, result }, capacity) {
             Ok(frame) => frame,
             Err(e) => {
                 log!("{id}: reply cannot be encoded: {e}");
@@ -180,6 +183,68 @@ const REPLY_VARIANT: u8 = 1;
 const OK_VARIANT: u8 = 0;
 /// Variant index of [`Reply::Bytes`].
 const REPLY_BYTES_VARIANT: u8 = 3;
+
+/// A postcard output appending to a `Vec` reserved for the whole reply, so
+/// a large reply (a batch carrying megabytes) is not grown through a chain
+/// of reallocations, each copying what was already encoded (above 128 KiB
+/// musl serves them with mmap/mremap). Per-entry encoding cost is the
+/// same as the protocol's `encode` (measured with callgrind).
+struct FrameOutput(Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for FrameOutput {
+    type Output = Vec<u8>;
+
+    #[inline(always)]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.0)
+    }
+}
+
+/// Encodes one complete frame (header included) into a buffer of about
+/// `capacity` bytes (it grows if needed).
+pub fn encode_frame(msg: &AgentMsg, capacity: usize) -> Result<Vec<u8>, FrameError> {
+    let mut buf = Vec::with_capacity(capacity.clamp(64, MAX_FRAME_LEN + FRAME_HEADER_LEN));
+    buf.extend_from_slice(&[0; FRAME_HEADER_LEN]);
+    let mut out = postcard::serialize_with_flavor(msg, FrameOutput(buf))?;
+    let len = out.len() - FRAME_HEADER_LEN;
+    if len > MAX_FRAME_LEN {
+        return Err(FrameError::TooLarge {
+            len,
+            max: MAX_FRAME_LEN,
+        });
+    }
+    out[..FRAME_HEADER_LEN].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(out)
+}
+
+/// About how large a reply's frame is, so it is encoded without a chain of
+/// reallocations (entries of a batch add up; small ones count little).
+fn size_hint(result: &Result<Reply, Failure>) -> usize {
+    let bufs = |bufs: &[serde_bytes::ByteBuf]| bufs.iter().map(|b| b.len() + 4).sum::<usize>();
+    let hint = match result {
+        Ok(Reply::Bytes(b)) => b.len() + 32,
+        Ok(Reply::Run(o)) => o.stdout.len() + o.stderr.len() + 64,
+        Ok(Reply::Batch(results)) => results.iter().map(size_hint).sum::<usize>() + 32,
+        Ok(Reply::Entries(e)) => e.iter().map(|d| d.name.len() + 4).sum::<usize>() + 32,
+        Ok(Reply::Syscall { bufs: b, .. }) => bufs(b) + 32,
+        Ok(Reply::Ioctl { data, bufs: b, .. }) => data.len() + bufs(b) + 32,
+        Ok(Reply::Stat(_)) => 80,
+        Ok(_) => 16,
+        Err(f) => f.message.len() + 32,
+    };
+    hint.min(MAX_FRAME_LEN)
+}
 
 /// A frame under construction: room for its length header.
 fn frame_start() -> Vec<u8> {
