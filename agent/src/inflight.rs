@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use provium_protocol::{Failure, RequestId};
 
-use crate::error::{bad_request, internal};
+use crate::error::bad_request;
 use crate::trigger::Trigger;
 use crate::worker::Worker;
 
@@ -55,9 +55,7 @@ impl InFlight {
     pub fn add_stream(&self, id: RequestId) -> Result<Arc<Trigger>, Failure> {
         let mut calls = self.lock();
         Self::check_free(&calls, id)?;
-        let trigger = Arc::new(
-            Trigger::new().map_err(|e| internal(format!("cannot create an eventfd: {e}")))?,
-        );
+        let trigger = Arc::new(Trigger::new());
         calls.streams.insert(id, Arc::clone(&trigger));
         Ok(trigger)
     }

@@ -1,14 +1,16 @@
 //! One-shot wake-ups: a stream's cancel, a handle's close.
 //!
-//! A [`Trigger`] is an eventfd that becomes (and stays) readable once fired,
-//! so a thread blocked in `poll` on a file, an inotify instance or a pidfd
-//! can wait on it too and wake at once. Threads that wait on a condition
-//! variable instead register a waker ([`Trigger::on_fire`]).
+//! A [`Trigger`] owns an eventfd that becomes (and stays) readable once
+//! fired, so a thread blocked in `poll` on a file, an inotify instance or a
+//! pidfd can wait on it too and wake at once. The eventfd is only created
+//! when a thread first asks for it (most file handles are never polled).
+//! Threads that wait on a condition variable instead register a waker
+//! ([`Trigger::on_fire`]).
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use crate::sys;
 
@@ -16,20 +18,17 @@ use crate::sys;
 pub type Waker = Box<dyn Fn() + Send + Sync>;
 
 /// A level-triggered, one-shot event.
+#[derive(Default)]
 pub struct Trigger {
     fired: AtomicBool,
-    fd: OwnedFd,
+    fd: OnceLock<OwnedFd>,
     wakers: Mutex<Vec<Waker>>,
 }
 
 impl Trigger {
-    /// A trigger that has not fired (costs one eventfd).
-    pub fn new() -> io::Result<Trigger> {
-        Ok(Trigger {
-            fired: AtomicBool::new(false),
-            fd: sys::eventfd()?,
-            wakers: Mutex::new(Vec::new()),
-        })
+    /// A trigger that has not fired.
+    pub fn new() -> Trigger {
+        Trigger::default()
     }
 
     fn wakers(&self) -> MutexGuard<'_, Vec<Waker>> {
@@ -42,7 +41,10 @@ impl Trigger {
         if self.fired.swap(true, Ordering::SeqCst) {
             return;
         }
-        sys::eventfd_signal(self.fd.as_raw_fd());
+        // A descriptor created concurrently sees `fired` itself (see `fd`).
+        if let Some(fd) = self.fd.get() {
+            sys::eventfd_signal(fd.as_raw_fd());
+        }
         let wakers = std::mem::take(&mut *self.wakers());
         for wake in wakers {
             wake();
@@ -54,9 +56,25 @@ impl Trigger {
         self.fired.load(Ordering::SeqCst)
     }
 
-    /// A descriptor that is readable once the trigger fired (for `poll`).
-    pub fn fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+    /// A descriptor that is readable once the trigger fired (for `poll`);
+    /// created on first use.
+    pub fn fd(&self) -> io::Result<RawFd> {
+        if let Some(fd) = self.fd.get() {
+            return Ok(fd.as_raw_fd());
+        }
+        let new = sys::eventfd()?;
+        let raw = new.as_raw_fd();
+        match self.fd.set(new) {
+            Ok(()) => {
+                // Either `fire` saw this descriptor or we see `fired`.
+                if self.fired() {
+                    sys::eventfd_signal(raw);
+                }
+                Ok(raw)
+            }
+            // Another thread created one first: use it (ours is closed).
+            Err(_ours) => self.fd(),
+        }
     }
 
     /// Runs `wake` when the trigger fires (at once if it already has).
@@ -81,9 +99,10 @@ mod tests {
 
     #[test]
     fn fires_once_and_stays_readable() {
-        let t = Trigger::new().unwrap();
+        let t = Trigger::new();
+        let fd = t.fd().unwrap();
         assert!(!t.fired());
-        assert!(!sys::poll_readable(t.fd(), Some(Duration::ZERO)).unwrap());
+        assert!(!sys::poll_readable(fd, Some(Duration::ZERO)).unwrap());
         let count = Arc::new(AtomicUsize::new(0));
         let c = Arc::clone(&count);
         t.on_fire(Box::new(move || {
@@ -93,12 +112,21 @@ mod tests {
         t.fire();
         assert!(t.fired());
         assert_eq!(count.load(Ordering::SeqCst), 1);
-        assert!(sys::poll_readable(t.fd(), Some(Duration::ZERO)).unwrap());
-        assert!(sys::poll_readable(t.fd(), Some(Duration::ZERO)).unwrap());
+        assert!(sys::poll_readable(fd, Some(Duration::ZERO)).unwrap());
+        assert!(sys::poll_readable(fd, Some(Duration::ZERO)).unwrap());
         let c = Arc::clone(&count);
         t.on_fire(Box::new(move || {
             c.fetch_add(1, Ordering::SeqCst);
         }));
         assert_eq!(count.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_descriptor_made_after_firing_is_readable() {
+        let t = Trigger::new();
+        t.fire();
+        let fd = t.fd().unwrap();
+        assert!(sys::poll_readable(fd, Some(Duration::ZERO)).unwrap());
+        assert_eq!(t.fd().unwrap(), fd);
     }
 }

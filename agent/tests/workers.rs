@@ -428,3 +428,27 @@ fn namespaces() {
     .unwrap();
     assert_eq!(join(&mut h, w), 128 + libc::SIGTERM);
 }
+
+#[test]
+fn joining_a_stopped_worker_does_not_stall_the_connection() {
+    let mut h = start();
+    let w = spawn(&mut h, WorkerSpec::default()).unwrap();
+    let pid = getpid(&mut h, Some(w)) as i32;
+    h.call(Op::WorkerSignal {
+        worker: w,
+        signal: libc::SIGSTOP,
+    })
+    .unwrap();
+    let join = h.start_call(Op::WorkerJoin { worker: w });
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(h.call(Op::Ping), Ok(Reply::Unit));
+    // SAFETY: plain system call on the worker we started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    match h.recv() {
+        AgentMsg::Reply { id, result } => {
+            assert_eq!(id, join);
+            assert_eq!(result, Ok(Reply::Exit(0)));
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -20,7 +20,7 @@ use provium_protocol::{Failure, HandleId, IoctlSpec, OpenMode, Reply, Whence, CH
 use serde_bytes::ByteBuf;
 
 use super::rawcall::{address, splice};
-use crate::error::{bad_request, errno_failure, internal, io_failure, OpResult};
+use crate::error::{bad_request, errno_failure, io_failure, OpResult};
 use crate::handles::{self, Handle};
 use crate::sys;
 use crate::trigger::Trigger;
@@ -110,7 +110,7 @@ pub fn open(path: &[u8], mode: &OpenMode) -> OpResult {
         fd,
         regular,
         may_block,
-        closed: Trigger::new().map_err(|e| internal(format!("eventfd: {e}")))?,
+        closed: Trigger::new(),
     };
     Ok(Reply::Handle(handles::insert(Handle::File(Arc::new(
         handle,
@@ -130,9 +130,10 @@ pub fn read_now(file: &FileHandle, buf: &mut [u8]) -> Result<usize, Failure> {
 /// Waits until `file` is ready for `events` (or hung up); fails with EBADF
 /// when the handle is closed meanwhile.
 fn wait_ready(file: &FileHandle, id: HandleId, events: libc::c_short) -> Result<(), Failure> {
+    let closed = file.closed.fd().map_err(|e| io_failure(&e))?;
     let mut fds = [
         sys::pollfd(file.fd(), events),
-        sys::pollfd(file.closed.fd(), libc::POLLIN),
+        sys::pollfd(closed, libc::POLLIN),
     ];
     loop {
         if file.closed.fired() {

@@ -109,9 +109,10 @@ impl Stdin {
         if data.is_empty() {
             return Ok(0);
         }
+        let closed = self.closed.fd().map_err(|e| io_failure(&e))?;
         let mut fds = [
             sys::pollfd(fd.as_raw_fd(), libc::POLLOUT),
-            sys::pollfd(self.closed.fd(), libc::POLLIN),
+            sys::pollfd(closed, libc::POLLIN),
         ];
         loop {
             if self.closed.fired() {
@@ -148,8 +149,13 @@ impl Process {
         !std::mem::replace(&mut st.waited, true)
     }
 
-    /// Reaps the leader (which has exited).
+    /// Reaps the leader. Its exit is awaited first without the state lock,
+    /// which inline ops take on the connection's reader thread: a process
+    /// slow to die (SIGKILL does not end uninterruptible sleep) must not
+    /// stall the connection. Only the claimer reaps, so the pid stays ours
+    /// until then.
     fn reap(&self) -> Result<ExitStatus, Failure> {
+        let _ = run::wait_exit(self.pid, None);
         let mut st = self.lock();
         let status = st.child.wait().map_err(|e| io_failure(&e))?;
         st.reaped = true;
@@ -211,9 +217,10 @@ impl Process {
                 Err(_) => return,
             }
         };
+        let Ok(cancel_fd) = cancel.fd() else { return };
         let mut fds = [
             sys::pollfd(pidfd.as_raw_fd(), libc::POLLIN),
-            sys::pollfd(cancel.fd(), libc::POLLIN),
+            sys::pollfd(cancel_fd, libc::POLLIN),
         ];
         while !cancel.fired() {
             match sys::poll(&mut fds, None) {
@@ -237,7 +244,6 @@ pub fn run_async(spec: RunSpec) -> OpResult {
             "run_async: `timeout_ms` is not honoured here; pass it to ProcWait",
         ));
     }
-    let closed = Trigger::new().map_err(|e| internal(format!("eventfd: {e}")))?;
     crate::server::await_run_prerequisite();
     let mut cmd = run::command(&spec, true)?;
     let mut child = cmd.spawn().map_err(|e| io_failure(&e))?;
@@ -259,7 +265,7 @@ pub fn run_async(spec: RunSpec) -> OpResult {
                 busy,
             }),
             idle: Condvar::new(),
-            closed,
+            closed: Trigger::new(),
         },
         output: Output::new(),
     });

@@ -154,13 +154,18 @@ impl<'a> Follower<'a> {
     }
 
     /// The poll set: the source, the cancel trigger, the close trigger.
-    fn pollfds(&self, source: RawFd) -> [libc::pollfd; 3] {
-        [
+    fn pollfds(&self, source: RawFd) -> Result<[libc::pollfd; 3], Failure> {
+        let cancel = self.cancel.fd().map_err(|e| io_failure(&e))?;
+        // A negative descriptor is ignored by poll.
+        let closed = match self.closed {
+            Some(c) => c.fd().map_err(|e| io_failure(&e))?,
+            None => -1,
+        };
+        Ok([
             sys::pollfd(source, libc::POLLIN),
-            sys::pollfd(self.cancel.fd(), libc::POLLIN),
-            // A negative descriptor is ignored by poll.
-            sys::pollfd(self.closed.map_or(-1, |c| c.fd()), libc::POLLIN),
-        ]
+            sys::pollfd(cancel, libc::POLLIN),
+            sys::pollfd(closed, libc::POLLIN),
+        ])
     }
 
     /// One read into the (growing) buffer; `Ok(None)` when it would block.
@@ -203,7 +208,7 @@ impl<'a> Follower<'a> {
     /// The loop of [`Self::follow_regular`].
     fn follow_inotify(&mut self, inotify: &mut Inotify, mut pos: Option<u64>) -> OpResult {
         let mut events = [0u8; EVENT_BUFFER];
-        let mut fds = self.pollfds(inotify.as_raw_fd());
+        let mut fds = self.pollfds(inotify.as_raw_fd())?;
         loop {
             // Everything there is now (the watch is already set, so an
             // append from here on raises an event).
@@ -258,7 +263,7 @@ impl<'a> Follower<'a> {
 
     /// Follows a FIFO, tty or socket with `poll(POLLIN)` until end of file.
     fn follow_pollable(&mut self) -> OpResult {
-        let mut fds = self.pollfds(self.fd);
+        let mut fds = self.pollfds(self.fd)?;
         loop {
             if self.stopped() {
                 return Ok(Reply::Unit);

@@ -82,8 +82,14 @@ impl Worker {
     }
 
     /// Ends the channel and reaps the worker → its exit code or 128+signal.
+    /// The exit is awaited without the lock `signal` takes (a stopped
+    /// worker must not stall the connection's reader thread); it is reaped
+    /// under it, so a signal never reaches a recycled pid.
     fn join(&self) -> Result<i32, Failure> {
         self.link.shutdown();
+        if !*self.reaped() {
+            let _ = crate::ops::run::wait_exit(self.pid, None);
+        }
         let mut reaped = self.reaped();
         if *reaped {
             return Err(Failure::os(libc::ECHILD, "the worker was already joined"));
