@@ -203,6 +203,12 @@ impl Session {
                 }
                 continue;
             }
+            if let Some((id, ops)) = batch::parse_call(frame) {
+                // Decoded entry by entry on the batch's thread.
+                let ops = ops.to_vec();
+                self.spawn_raw(id, "batch", move |s| batch::run(s, id, &ops));
+                continue;
+            }
             let msg: HostMsg = decode(frame)?;
             if let Some(end) = self.handle(msg, frame)? {
                 return Ok(end);
@@ -352,9 +358,16 @@ impl Session {
                 self.spawn(id, "syscall", move |_| rawcall::syscall(spec));
                 return Ok(None);
             }
-            Op::Batch(ops) => {
-                self.spawn(id, "batch", move |_| batch::batch(ops));
-                return Ok(None);
+            Op::Batch(_) => {
+                // Batch frames are taken apart before decoding (see `serve`).
+                match batch::parse_call(frame) {
+                    Some((_, ops)) => {
+                        let ops = ops.to_vec();
+                        self.spawn_raw(id, "batch", move |s| batch::run(s, id, &ops));
+                        return Ok(None);
+                    }
+                    None => Err(internal("batch: cannot find the op list")),
+                }
             }
             Op::SpawnWorker(spec) => {
                 self.spawn(id, "spawn-worker", move |_| worker::spawn_worker(&spec));

@@ -178,9 +178,9 @@ impl Sender {
 /// Variant index of [`AgentMsg::Data`] in postcard's encoding.
 const DATA_VARIANT: u8 = 2;
 /// Variant index of [`AgentMsg::Reply`].
-const REPLY_VARIANT: u8 = 1;
+pub const REPLY_VARIANT: u8 = 1;
 /// Variant index of `Ok` in a `Result`.
-const OK_VARIANT: u8 = 0;
+pub const OK_VARIANT: u8 = 0;
 /// Variant index of [`Reply::Bytes`].
 const REPLY_BYTES_VARIANT: u8 = 3;
 
@@ -209,6 +209,26 @@ impl postcard::ser_flavors::Flavor for FrameOutput {
     fn finalize(self) -> postcard::Result<Vec<u8>> {
         Ok(self.0)
     }
+}
+
+/// Appends the encoding of `value` to `out`.
+pub fn encode_into<T: serde::Serialize>(out: Vec<u8>, value: &T) -> Result<Vec<u8>, Failure> {
+    postcard::serialize_with_flavor(value, FrameOutput(out))
+        .map_err(|e| internal(format!("cannot encode: {e}")))
+}
+
+/// Writes the length header of a frame built in `frame` (which starts with
+/// [`FRAME_HEADER_LEN`] placeholder bytes).
+pub fn finish_frame(frame: &mut [u8]) -> io::Result<()> {
+    let len = frame.len() - FRAME_HEADER_LEN;
+    if len > MAX_FRAME_LEN {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes exceeds the limit of {MAX_FRAME_LEN} bytes"),
+        ));
+    }
+    frame[..FRAME_HEADER_LEN].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(())
 }
 
 /// Encodes one complete frame (header included) into a buffer of about

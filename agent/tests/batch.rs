@@ -235,3 +235,24 @@ fn a_thousand_stats_beat_a_thousand_round_trips() {
     let want = if cfg!(debug_assertions) { 3.0 } else { 5.0 };
     assert!(ratio >= want, "batch only {ratio:.1}x faster");
 }
+
+#[test]
+fn a_malformed_entry_fails_the_batch_not_the_connection() {
+    let _serial = serial();
+    let mut h = start();
+    // Call { id: 9, op: Batch([Ping, <garbage>]) }, by hand.
+    let body = [2u8, 9, 24, 2, 0, 0xff, 0xff];
+    let mut frame = (body.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    h.send_raw(&frame);
+    match decode::<AgentMsg>(&read_frame(&mut h.reader).unwrap().unwrap()).unwrap() {
+        AgentMsg::Reply { id, result } => {
+            assert_eq!(id, RequestId(9));
+            let err = result.unwrap_err();
+            assert_eq!(err.kind, FailureKind::BadRequest);
+            assert!(err.message.contains("entry 1"), "{}", err.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.call(Op::Ping), Ok(Reply::Unit));
+}

@@ -14,40 +14,91 @@
 //! would be lost), worker control (`SpawnWorker`, `InWorker`,
 //! `WorkerSignal`, `WorkerJoin`) and `Poweroff`.
 //!
-//! The whole reply is one frame, so bulky results share a budget of
-//! [`INLINE_LIMIT`] bytes: a `ReadFile` or `Run` that would go past what
-//! is left fails with `EFBIG` (read it outside a batch instead).
+//! The whole reply is one frame, so the encoded results share a budget of
+//! [`INLINE_LIMIT`] bytes: an entry whose result would go past what is
+//! left fails with `EFBIG` instead (a `ReadFile` or `Run` is told the limit
+//! up front, so it never reads or collects more than that).
+//!
+//! Batches are processed as a stream: each op is decoded from the host's
+//! frame, run, and its result encoded straight into the reply frame. Under
+//! TCG this matters: decoding 1,000 ops into a `Vec<Op>` first means a
+//! 152 KB allocation (mmap'd by musl, page-faulted in, unmapped again) and
+//! moving 1,000 results of 104 bytes each before encoding them.
 
 use std::fs::File;
 use std::io::Read;
 
-use provium_protocol::{Failure, Op, Reply};
+use provium_protocol::{Failure, Op, Reply, RequestId, FRAME_HEADER_LEN};
 use serde_bytes::ByteBuf;
 
 use super::{file, fs, path, process, rawcall, run, upload};
-use crate::error::{bad_request, io_failure, OpResult};
+use crate::error::{bad_request, internal, io_failure, OpResult};
+use crate::sender::{encode_into, finish_frame, push_varint, Sender, OK_VARIANT, REPLY_VARIANT};
 
 /// Bytes of bulky results (file bodies, process output, buffers) one batch
 /// reply may carry; the frame limit is 4 MiB.
 pub const INLINE_LIMIT: usize = 3 * 1024 * 1024;
 
-/// Runs a batch → [`Reply::Batch`].
-pub fn batch(ops: Vec<Op>) -> OpResult {
+/// Variant index of [`provium_protocol::HostMsg::Call`].
+const CALL_VARIANT: u8 = 2;
+/// Variant index of [`Op::Batch`].
+const OP_BATCH_VARIANT: u8 = 24;
+/// Variant index of [`Reply::Batch`].
+const REPLY_BATCH_VARIANT: u8 = 11;
+
+/// The call id and the encoded op list of a `Call { op: Batch(ops) }`
+/// frame body; `None` for any other frame.
+pub fn parse_call(body: &[u8]) -> Option<(RequestId, &[u8])> {
+    let rest = body.strip_prefix(&[CALL_VARIANT])?;
+    let (id, rest) = postcard::take_from_bytes::<RequestId>(rest).ok()?;
+    let ops = rest.strip_prefix(&[OP_BATCH_VARIANT])?;
+    Some((id, ops))
+}
+
+/// Runs the encoded op list of batch call `id` and sends the reply.
+pub fn run(sender: &Sender, id: RequestId, ops: &[u8]) {
+    let sent = match run_encoded(id, ops) {
+        Ok(frame) => sender.send_raw(&frame),
+        Err(failure) => sender.reply(id, Err(failure)),
+    };
+    if let Err(e) = sent {
+        debug!("{id}: reply not sent: {e}");
+    }
+}
+
+/// Decodes, runs and encodes entry after entry → the reply frame.
+fn run_encoded(id: RequestId, ops: &[u8]) -> Result<Vec<u8>, Failure> {
+    let malformed = |i: u64| bad_request(format!("batch: entry {i} cannot be decoded"));
+    let (count, mut rest) =
+        postcard::take_from_bytes::<u64>(ops).map_err(|_| bad_request("batch: no op count"))?;
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(&[0; FRAME_HEADER_LEN]);
+    out.push(REPLY_VARIANT);
+    push_varint(&mut out, id.0);
+    out.push(OK_VARIANT);
+    out.push(REPLY_BATCH_VARIANT);
+    push_varint(&mut out, count);
     let mut left = INLINE_LIMIT;
-    let results = ops
-        .into_iter()
-        .map(|op| {
-            let name = op_name(&op);
-            let result = one(op, left);
-            let size = encoded_size(&result);
-            if size > left {
-                return Err(too_big(name, left));
-            }
-            left -= size;
-            result
-        })
-        .collect();
-    Ok(Reply::Batch(results))
+    for i in 0..count {
+        let (op, tail) = postcard::take_from_bytes::<Op>(rest).map_err(|_| malformed(i))?;
+        rest = tail;
+        let name = op_name(&op);
+        let result = one(op, left);
+        let before = out.len();
+        out = encode_into(out, &result)?;
+        let size = out.len() - before;
+        if size > left {
+            out.truncate(before);
+            let failure: OpResult = Err(too_big(name, left));
+            out = encode_into(out, &failure)?;
+        }
+        left = left.saturating_sub(out.len() - before);
+    }
+    if !rest.is_empty() {
+        return Err(bad_request("batch: trailing bytes after the last entry"));
+    }
+    finish_frame(&mut out).map_err(|e| internal(format!("batch reply: {e}")))?;
+    Ok(out)
 }
 
 fn too_big(name: &str, left: usize) -> Failure {
@@ -117,22 +168,6 @@ fn read_file(p: &[u8], limit: usize) -> OpResult {
     Ok(Reply::Bytes(ByteBuf::from(body)))
 }
 
-/// About how many bytes a result adds to the reply (bulky parts exactly,
-/// the rest by a generous bound).
-fn encoded_size(result: &OpResult) -> usize {
-    const SMALL: usize = 160;
-    let bufs = |bufs: &[ByteBuf]| bufs.iter().map(|b| b.len() + 10).sum::<usize>();
-    match result {
-        Ok(Reply::Bytes(b)) => b.len() + 16,
-        Ok(Reply::Run(o)) => o.stdout.len() + o.stderr.len() + 32,
-        Ok(Reply::Entries(e)) => e.iter().map(|d| d.name.len() + 8).sum::<usize>() + 16,
-        Ok(Reply::Syscall { bufs: b, .. }) => bufs(b) + 32,
-        Ok(Reply::Ioctl { data, bufs: b, .. }) => data.len() + bufs(b) + 32,
-        Ok(_) => SMALL,
-        Err(f) => f.message.len() + 32,
-    }
-}
-
 /// The name of an op, for messages.
 pub fn op_name(op: &Op) -> &'static str {
     match op {
@@ -167,5 +202,38 @@ pub fn op_name(op: &Op) -> &'static str {
         Op::InWorker { .. } => "InWorker",
         Op::WorkerSignal { .. } => "WorkerSignal",
         Op::WorkerJoin { .. } => "WorkerJoin",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use provium_protocol::{encode, HostMsg};
+
+    #[test]
+    fn parse_call_finds_the_op_list() {
+        let ops = vec![
+            Op::Ping,
+            Op::Stat {
+                path: b"/".to_vec(),
+                follow: true,
+            },
+        ];
+        for id in [1u64, 300, u64::MAX] {
+            let frame = encode(&HostMsg::Call {
+                id: RequestId(id),
+                op: Op::Batch(ops.clone()),
+            })
+            .unwrap();
+            let (got, list) = parse_call(&frame[FRAME_HEADER_LEN..]).unwrap();
+            assert_eq!(got, RequestId(id));
+            assert_eq!(list, postcard::to_allocvec(&ops).unwrap());
+        }
+        let ping = encode(&HostMsg::Call {
+            id: RequestId(1),
+            op: Op::Ping,
+        })
+        .unwrap();
+        assert!(parse_call(&ping[FRAME_HEADER_LEN..]).is_none());
     }
 }
