@@ -28,7 +28,7 @@
 use std::fs::File;
 use std::io::Read;
 
-use provium_protocol::{Failure, Op, Reply, RequestId, FRAME_HEADER_LEN};
+use provium_protocol::{Failure, Op, Reply, RequestId, StatInfo, FRAME_HEADER_LEN};
 use serde_bytes::ByteBuf;
 
 use super::{file, fs, path, process, rawcall, run, upload};
@@ -85,7 +85,13 @@ fn run_encoded(id: RequestId, ops: &[u8]) -> Result<Vec<u8>, Failure> {
         let name = op_name(&op);
         let result = one(op, left);
         let before = out.len();
-        out = encode_into(out, &result)?;
+        out = match &result {
+            Ok(Reply::Stat(st)) => {
+                push_stat(&mut out, st);
+                out
+            }
+            _ => encode_into(out, &result)?,
+        };
         let size = out.len() - before;
         if size > left {
             out.truncate(before);
@@ -99,6 +105,38 @@ fn run_encoded(id: RequestId, ops: &[u8]) -> Result<Vec<u8>, Failure> {
     }
     finish_frame(&mut out).map_err(|e| internal(format!("batch reply: {e}")))?;
     Ok(out)
+}
+
+/// Variant index of [`Reply::Stat`].
+const REPLY_STAT_VARIANT: u8 = 1;
+
+/// Appends `Ok(Reply::Stat(st))` as postcard encodes it. By hand because
+/// a batch of stats is the common bulk case: through serde, each of the 13
+/// varints costs a call and a copy (~700 instructions per entry measured
+/// with callgrind, against ~150 here), and under TCG every instruction of
+/// the agent counts.
+fn push_stat(out: &mut Vec<u8>, st: &StatInfo) {
+    let zigzag = |v: i64| ((v << 1) ^ (v >> 63)) as u64;
+    out.reserve(2 + 13 * 10);
+    out.push(OK_VARIANT);
+    out.push(REPLY_STAT_VARIANT);
+    for v in [
+        st.size,
+        u64::from(st.mode),
+        u64::from(st.uid),
+        u64::from(st.gid),
+        st.ino,
+        st.nlink,
+        st.dev,
+        st.rdev,
+        st.blocks,
+        st.blksize,
+        zigzag(st.atime_ns),
+        zigzag(st.mtime_ns),
+        zigzag(st.ctime_ns),
+    ] {
+        push_varint(out, v);
+    }
 }
 
 fn too_big(name: &str, left: usize) -> Failure {
@@ -209,6 +247,34 @@ pub fn op_name(op: &Op) -> &'static str {
 mod tests {
     use super::*;
     use provium_protocol::{encode, HostMsg};
+
+    #[test]
+    fn hand_encoded_stat_matches_postcard() {
+        let cases = [
+            StatInfo::default(),
+            StatInfo {
+                size: 1 << 40,
+                mode: 0o100644,
+                uid: 65534,
+                gid: u32::MAX,
+                ino: u64::MAX,
+                nlink: 1,
+                dev: 0x803,
+                rdev: 0,
+                blocks: 8,
+                blksize: 4096,
+                atime_ns: -1,
+                mtime_ns: i64::MAX,
+                ctime_ns: i64::MIN,
+            },
+        ];
+        for st in cases {
+            let mut ours = Vec::new();
+            push_stat(&mut ours, &st);
+            let result: OpResult = Ok(Reply::Stat(st));
+            assert_eq!(ours, postcard::to_allocvec(&result).unwrap());
+        }
+    }
 
     #[test]
     fn parse_call_finds_the_op_list() {
