@@ -8,6 +8,7 @@ pub mod file;
 pub mod objects;
 pub mod ops;
 pub mod process;
+pub mod readinto;
 pub mod tail;
 pub mod target;
 pub mod vm;

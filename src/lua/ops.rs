@@ -258,6 +258,9 @@ pub fn dispatch(lua: &Lua, t: &Target, op: &str, rest: &[Value]) -> ApiResult<Mu
         return batch(lua, t, arg(rest, 0));
     }
     let req = build(t.prefix, op, rest)?;
+    if req.kind == Kind::Bytes {
+        return super::readinto::read_file(lua, t, req);
+    }
     run_one(lua, t, req)
 }
 

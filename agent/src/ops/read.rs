@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::io::{self, Read};
 
-use provium_protocol::{Reply, RequestId, CHUNK_LEN, CH_BODY};
+use provium_protocol::{Reply, RequestId, CHUNK_LEN, CH_BODY, CH_SIZE_HINT};
 use serde_bytes::ByteBuf;
 
 use super::path;
@@ -29,6 +29,13 @@ pub fn read_file(sender: &Sender, id: RequestId, p: &[u8]) -> OpResult {
     fill(&mut file, &mut chunk).map_err(|e| io_failure(&e))?;
     if chunk.len() < CHUNK_LEN {
         return Ok(Reply::Bytes(ByteBuf::from(chunk)));
+    }
+    if let Ok(meta) = file.metadata() {
+        if meta.len() > 0 {
+            sender
+                .data(id, CH_SIZE_HINT, &meta.len().to_le_bytes())
+                .map_err(|e| internal(format!("connection lost: {e}")))?;
+        }
     }
     loop {
         sender

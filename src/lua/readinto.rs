@@ -1,0 +1,204 @@
+//! `read_file` into a Lua string built in place.
+//!
+//! A long file arrives in chunks, after a size hint from the agent. Joining
+//! the chunks and then handing the result to Lua (which copies it into its
+//! own string) would hold the data twice. Instead a Lua string of the hinted
+//! size is created first and the chunks are copied into it as they arrive
+//! (each chunk is freed at once): host memory stays at the data itself plus a
+//! chunk. Creating the string copies from an anonymous read-only mapping,
+//! i.e. from the kernel's shared zero page, so that costs no memory either.
+//!
+//! Writing into a Lua string is done through the C API on a string that
+//! nothing else references yet; long strings are neither interned nor hashed
+//! until used as a table key, so filling it before anyone sees it is sound.
+
+use std::ptr;
+
+use mlua::{ffi, IntoLuaMulti, Lua, MultiValue};
+use provium_protocol::{Reply, CH_BODY, CH_SIZE_HINT};
+
+use super::errors::{ApiError, ApiResult};
+use super::ops::{convert, Request};
+use super::target::Target;
+use crate::transport::client::{Event, Next, PendingCall};
+
+/// Runs a `ReadFile` request and returns its body as a Lua string.
+pub fn read_file(lua: &Lua, t: &Target, req: Request) -> ApiResult<MultiValue> {
+    let pending = t.call(&req.name, req.op.clone())?;
+    match pending.next(None) {
+        Next::Event(Event::Reply(result)) => convert(lua, &req, result, Default::default()),
+        Next::Event(Event::Data(CH_SIZE_HINT, body, range)) => {
+            let hint = <[u8; 8]>::try_from(&body[range])
+                .map(u64::from_le_bytes)
+                .map_err(|_| {
+                    ApiError::msg(format!("{}: bad size hint from the agent", req.name))
+                })?;
+            in_place(lua, t, &req, &pending, hint)
+        }
+        Next::Event(Event::Data(_, body, range)) => {
+            joined(lua, t, &req, &pending, body[range].to_vec())
+        }
+        Next::Timeout | Next::Closed => Err(gone(t, &req)),
+    }
+}
+
+fn gone(t: &Target, req: &Request) -> ApiError {
+    let reason = t
+        .client
+        .closed_reason()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| "the agent connection ended".into());
+    t.infra(&req.name, crate::transport::TransportError::Closed(reason))
+}
+
+/// Fallback without a hint: join the chunks, then copy into Lua.
+fn joined(
+    lua: &Lua,
+    t: &Target,
+    req: &Request,
+    pending: &PendingCall,
+    mut body: Vec<u8>,
+) -> ApiResult<MultiValue> {
+    loop {
+        match pending.next(None) {
+            Next::Event(Event::Data(CH_BODY, chunk, range)) => {
+                body.extend_from_slice(&chunk[range])
+            }
+            Next::Event(Event::Data(..)) => {}
+            Next::Event(Event::Reply(result)) => {
+                let reply = result.map_err(|f| req.failure(f))?;
+                if let Reply::Bytes(tail) = reply {
+                    body.extend_from_slice(&tail);
+                }
+                return Ok(lua.create_string(&body)?.into_lua_multi(lua)?);
+            }
+            Next::Timeout | Next::Closed => return Err(gone(t, req)),
+        }
+    }
+}
+
+/// An anonymous read-only mapping of `len` zero bytes (no memory used).
+struct Zeros {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Zeros {
+    fn new(len: usize) -> Option<Zeros> {
+        // SAFETY: a fresh private anonymous mapping; checked for failure.
+        let ptr = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len.max(1),
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        (ptr != libc::MAP_FAILED).then_some(Zeros {
+            ptr,
+            len: len.max(1),
+        })
+    }
+}
+
+impl Drop for Zeros {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly what `new` mapped.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
+
+/// Where the body goes while it arrives.
+enum Sink {
+    /// Into the Lua string on top of the stack (`dst`, `cap` bytes).
+    Lua { dst: *mut u8, cap: usize },
+    /// The file grew past the hint: the rest goes through a buffer.
+    Spill(Vec<u8>),
+}
+
+fn in_place(
+    lua: &Lua,
+    t: &Target,
+    req: &Request,
+    pending: &PendingCall,
+    hint: u64,
+) -> ApiResult<MultiValue> {
+    let cap = usize::try_from(hint)
+        .map_err(|_| ApiError::msg(format!("{}: file too large for this host", req.name)))?;
+    let zeros = Zeros::new(cap)
+        .ok_or_else(|| ApiError::msg(format!("{}: cannot map {cap} bytes", req.name)))?;
+    let mut outcome: Option<ApiError> = None;
+    let out = &mut outcome;
+    // SAFETY: `exec_raw` runs the closure in a protected call with the Lua
+    // lock held; the string it pushes is referenced by nobody else until the
+    // closure returns it, so writing its bytes through the C pointer is
+    // sound (see the module docs). Every pointer stays within `cap`.
+    let result: mlua::Result<mlua::Value> = unsafe {
+        lua.exec_raw((), |state| {
+            ffi::lua_pushlstring(state, zeros.ptr as *const libc::c_char, cap);
+            let dst = ffi::lua_tolstring(state, -1, ptr::null_mut()) as *mut u8;
+            let mut sink = Sink::Lua { dst, cap };
+            let mut off = 0usize;
+            let put = |sink: &mut Sink, bytes: &[u8], off: &mut usize| match sink {
+                Sink::Lua { dst, cap } if *off + bytes.len() <= *cap => {
+                    ptr::copy_nonoverlapping(bytes.as_ptr(), dst.add(*off), bytes.len());
+                    *off += bytes.len();
+                }
+                Sink::Lua { dst, .. } => {
+                    let mut v = Vec::with_capacity(*off + bytes.len());
+                    v.extend_from_slice(std::slice::from_raw_parts(*dst, *off));
+                    v.extend_from_slice(bytes);
+                    *off += bytes.len();
+                    *sink = Sink::Spill(v);
+                }
+                Sink::Spill(v) => {
+                    v.extend_from_slice(bytes);
+                    *off += bytes.len();
+                }
+            };
+            loop {
+                match pending.next(None) {
+                    Next::Event(Event::Data(CH_BODY, chunk, range)) => {
+                        put(&mut sink, &chunk[range], &mut off)
+                    }
+                    Next::Event(Event::Data(..)) => {}
+                    Next::Event(Event::Reply(Ok(Reply::Bytes(tail)))) => {
+                        put(&mut sink, &tail, &mut off);
+                        break;
+                    }
+                    Next::Event(Event::Reply(Ok(_))) => {
+                        *out = Some(ApiError::msg(format!("{}: unexpected reply", req.name)));
+                        break;
+                    }
+                    Next::Event(Event::Reply(Err(f))) => {
+                        *out = Some(req.failure(f));
+                        break;
+                    }
+                    Next::Timeout | Next::Closed => {
+                        *out = Some(gone(t, req));
+                        break;
+                    }
+                }
+            }
+            match sink {
+                Sink::Lua { dst, .. } if off != cap => {
+                    // Shorter than the hint: the exact prefix, as a new string.
+                    ffi::lua_pushlstring(state, dst as *const libc::c_char, off);
+                    ffi::lua_rotate(state, -2, 1);
+                    ffi::lua_pop(state, 1);
+                }
+                Sink::Lua { .. } => {}
+                Sink::Spill(v) => {
+                    ffi::lua_pop(state, 1);
+                    ffi::lua_pushlstring(state, v.as_ptr() as *const libc::c_char, v.len());
+                }
+            }
+        })
+    };
+    if let Some(e) = outcome {
+        return Err(e);
+    }
+    Ok(result?.into_lua_multi(lua)?)
+}
