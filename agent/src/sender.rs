@@ -13,8 +13,10 @@
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+// Everything is encoded through `encode_frame` (one postcard output type:
+// a second one would duplicate the serialisation code in the binary).
 use provium_protocol::{
-    encode, AgentMsg, Failure, FrameError, Reply, RequestId, FRAME_HEADER_LEN, MAX_FRAME_LEN,
+    AgentMsg, Failure, FrameError, Reply, RequestId, FRAME_HEADER_LEN, MAX_FRAME_LEN,
 };
 
 use crate::error::internal;
@@ -89,7 +91,7 @@ impl Sender {
 
     /// Encodes and sends one message.
     pub fn send(&self, msg: &AgentMsg) -> io::Result<()> {
-        let frame = encode(msg).map_err(frame_to_io)?;
+        let frame = encode_frame(msg, 256).map_err(frame_to_io)?;
         self.send_raw(&frame)
     }
 
@@ -102,7 +104,7 @@ impl Sender {
             Err(e) => {
                 log!("{id}: reply cannot be encoded: {e}");
                 let result = Err(internal(format!("reply cannot be sent: {e}")));
-                encode(&AgentMsg::Reply { id, result }).map_err(frame_to_io)?
+                encode_frame(&AgentMsg::Reply { id, result }, 256).map_err(frame_to_io)?
             }
         };
         self.send_raw(&frame)
@@ -335,6 +337,7 @@ fn frame_to_io(e: FrameError) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use provium_protocol::encode;
     use serde_bytes::ByteBuf;
 
     #[test]

@@ -13,7 +13,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use provium_protocol::{AgentMsg, Failure, HandleId, HostMsg, RequestId, FRAME_HEADER_LEN};
+use provium_protocol::{AgentMsg, Failure, HandleId, RequestId, FRAME_HEADER_LEN};
 
 use super::Worker;
 use crate::frames::FrameReader;
@@ -24,12 +24,34 @@ use crate::sender::{push_varint, Sender};
 const REPLY_VARIANT: u8 = 1;
 /// Variant index of [`AgentMsg::HelloRejected`].
 const HELLO_REJECTED_VARIANT: u8 = 3;
+/// Variant index of [`HostMsg::Hello`].
+const HOST_HELLO_VARIANT: u8 = 0;
+/// Variant index of [`HostMsg::Cancel`].
+const HOST_CANCEL_VARIANT: u8 = 4;
 /// Variant index of [`HostMsg::Call`].
 const HOST_CALL_VARIANT: u8 = 2;
 /// Variant index of [`HostMsg::Data`].
 const HOST_DATA_VARIANT: u8 = 3;
 /// Variant index of [`provium_protocol::Op::InWorker`].
 const OP_IN_WORKER_VARIANT: u8 = 26;
+
+/// The frame of a host message made of a variant and one integer:
+/// `Hello { version }` or `Cancel { id }`. Built by hand: encoding a
+/// `HostMsg` through serde would put the serialiser of every `Op` into the
+/// binary for two messages that never carry one.
+pub fn small_frame(variant: u8, value: u64) -> Vec<u8> {
+    let mut frame = vec![0; FRAME_HEADER_LEN];
+    frame.push(variant);
+    push_varint(&mut frame, value);
+    let len = (frame.len() - FRAME_HEADER_LEN) as u32;
+    frame[..FRAME_HEADER_LEN].copy_from_slice(&len.to_le_bytes());
+    frame
+}
+
+/// The frame of `HostMsg::Hello { version }`.
+pub fn hello_frame(version: u32) -> Vec<u8> {
+    small_frame(HOST_HELLO_VARIANT, u64::from(version))
+}
 
 /// The encoded inner op of a `Call { op: InWorker { worker, op } }` frame
 /// body: relayed as it is, so an op is never re-encoded (nor copied into
@@ -115,12 +137,10 @@ impl Link {
         Ok(())
     }
 
-    /// Sends a message to the worker, ignoring failures (the reader
-    /// thread notices a dead channel).
-    pub fn send(&self, msg: &HostMsg) {
-        if let Ok(frame) = provium_protocol::encode(msg) {
-            let _ = self.write_parts(&[&frame]);
-        }
+    /// Forwards a cancel, ignoring failures (the reader thread notices a
+    /// dead channel).
+    pub fn cancel(&self, inner: RequestId) {
+        let _ = self.write_parts(&[&small_frame(HOST_CANCEL_VARIANT, inner.0)]);
     }
 
     /// Forwards a host call to the worker; `op` is the op's encoding.
@@ -250,7 +270,23 @@ impl Link {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use provium_protocol::{encode, Op, OpenMode, FRAME_HEADER_LEN};
+    use provium_protocol::{encode, HostMsg, Op, OpenMode, FRAME_HEADER_LEN};
+
+    #[test]
+    fn hand_built_host_frames_match_postcard() {
+        for v in [0u64, 1, 127, 128, 300, u64::MAX] {
+            assert_eq!(
+                small_frame(HOST_CANCEL_VARIANT, v),
+                encode(&HostMsg::Cancel { id: RequestId(v) }).unwrap()
+            );
+        }
+        for v in [0u32, 1, 200, u32::MAX] {
+            assert_eq!(
+                hello_frame(v),
+                encode(&HostMsg::Hello { version: v }).unwrap()
+            );
+        }
+    }
 
     #[test]
     fn inner_op_is_the_encoding_of_the_op() {

@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use provium_protocol::{
-    check_version, decode, AgentHello, Failure, HandleId, HostMsg, Op, Reply, RequestId,
-    WorkerSpec, PROTOCOL_VERSION,
+    check_version, decode, AgentHello, Failure, HandleId, Op, Reply, RequestId, WorkerSpec,
+    PROTOCOL_VERSION,
 };
 
 use crate::conn::{self, ServeOptions};
@@ -69,7 +69,7 @@ impl Worker {
 
     /// Forwards a cancel of a relayed call.
     pub fn cancel(&self, inner: RequestId) {
-        self.link.send(&HostMsg::Cancel { id: inner });
+        self.link.cancel(inner);
     }
 
     /// Signals the worker process (gone is no error).
@@ -158,10 +158,7 @@ fn handshake(stream: &UnixStream) -> Result<FrameReader<UnixStream>, Failure> {
             "the worker speaks protocol version {v}, this agent {PROTOCOL_VERSION}"
         ))
     })?;
-    let frame = provium_protocol::encode(&HostMsg::Hello {
-        version: PROTOCOL_VERSION,
-    })
-    .map_err(|e| fail(e.to_string()))?;
+    let frame = link::hello_frame(PROTOCOL_VERSION);
     std::io::Write::write_all(&mut &*stream, &frame).map_err(|e| fail(e.to_string()))?;
     reader
         .get_ref()
