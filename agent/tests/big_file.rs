@@ -4,7 +4,7 @@
 mod common;
 
 use common::{bytes, start, TempDir};
-use provium_protocol::{AgentMsg, Op, Reply, CHUNK_LEN};
+use provium_protocol::{AgentMsg, Op, Reply, CHUNK_LEN, CH_SIZE_HINT};
 
 fn peak_rss_kib() -> i64 {
     // SAFETY: rusage is plain old data and getrusage fills it.
@@ -28,6 +28,15 @@ fn one_gib_file_streams_in_constant_memory() {
     let mut frames = 0;
     loop {
         match h.recv() {
+            AgentMsg::Data {
+                id: got,
+                channel: CH_SIZE_HINT,
+                chunk,
+            } => {
+                assert_eq!(got, id);
+                assert_eq!(frames, 0, "the size hint comes first");
+                assert_eq!(u64::from_le_bytes(chunk[..].try_into().unwrap()), SIZE);
+            }
             AgentMsg::Data { id: got, chunk, .. } => {
                 assert_eq!(got, id);
                 assert!(chunk.len() <= CHUNK_LEN);

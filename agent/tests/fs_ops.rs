@@ -5,7 +5,9 @@ mod common;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use common::{bytes, start, TempDir};
-use provium_protocol::{EntryType, FailureKind, HostMsg, Op, Reply, CHUNK_LEN, CH_BODY};
+use provium_protocol::{
+    EntryType, FailureKind, HostMsg, Op, Reply, CHUNK_LEN, CH_BODY, CH_SIZE_HINT,
+};
 use serde_bytes::ByteBuf;
 
 fn stat(h: &mut common::Host, p: &std::path::Path, follow: bool) -> provium_protocol::StatInfo {
@@ -83,7 +85,14 @@ fn read_file(h: &mut common::Host, p: &std::path::Path) -> (Vec<usize>, Vec<u8>)
     for size in data.sizes(CH_BODY) {
         assert!(size <= CHUNK_LEN && size > 0);
     }
-    assert_eq!(data.0.keys().filter(|&&c| c != CH_BODY).count(), 0);
+    // Besides the body, at most one size hint (a u64, before the chunks).
+    if let Some((sizes, hint)) = data.0.get(&CH_SIZE_HINT) {
+        assert_eq!(sizes, &vec![8]);
+        let hinted = u64::from_le_bytes(hint[..].try_into().unwrap());
+        assert_eq!(hinted, std::fs::metadata(p).unwrap().len());
+    }
+    let others = |c: &&u8| **c != CH_BODY && **c != CH_SIZE_HINT;
+    assert_eq!(data.0.keys().filter(others).count(), 0);
     let mut all = data.bytes(CH_BODY);
     all.extend(tail.into_vec());
     (data.sizes(CH_BODY), all)
