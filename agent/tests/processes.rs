@@ -250,23 +250,25 @@ fn wait_does_not_block_the_connection() {
         timeout_ms: None,
     });
     assert_eq!(h.call(Op::Ping), Ok(Reply::Unit));
-    assert_eq!(
-        h.call(Op::ProcStdin {
-            handle: p,
-            data: bb("it\n"),
-        }),
-        Ok(Reply::Count(3))
-    );
-    match h.recv() {
-        AgentMsg::Reply { id, result } => {
-            assert_eq!(id, wait_id);
-            let Ok(Reply::Run(out)) = result else {
-                panic!("{result:?}")
-            };
-            assert_eq!(out.stdout.as_slice(), b"got it\n");
+    let stdin_id = h.start_call(Op::ProcStdin {
+        handle: p,
+        data: bb("it\n"),
+    });
+    // The process may finish (and the wait answer) before the stdin reply
+    // arrives: take both replies in whatever order they come.
+    let (mut stdin_reply, mut wait_reply) = (None, None);
+    while stdin_reply.is_none() || wait_reply.is_none() {
+        match h.recv() {
+            AgentMsg::Reply { id, result } if id == stdin_id => stdin_reply = Some(result),
+            AgentMsg::Reply { id, result } if id == wait_id => wait_reply = Some(result),
+            other => panic!("{other:?}"),
         }
-        other => panic!("{other:?}"),
     }
+    assert_eq!(stdin_reply, Some(Ok(Reply::Count(3))));
+    let Some(Ok(Reply::Run(out))) = wait_reply else {
+        panic!("{wait_reply:?}")
+    };
+    assert_eq!(out.stdout.as_slice(), b"got it\n");
     h.call(Op::Close { handle: p }).unwrap();
 }
 
