@@ -69,6 +69,13 @@ impl Sender {
     /// A write error closes the writer: a partly written frame leaves the
     /// stream unusable.
     pub fn send_raw(&self, bytes: &[u8]) -> io::Result<()> {
+        self.write_with(|w| w.write_all(bytes))
+    }
+
+    /// Runs `write` on the writer of this epoch under the lock, then
+    /// flushes; a failure closes the writer (a partly written frame leaves
+    /// the stream unusable).
+    fn write_with(&self, write: impl FnOnce(&mut Writer) -> io::Result<()>) -> io::Result<()> {
         let mut shared = self.lock();
         if shared.epoch != self.epoch {
             return Err(io::Error::new(
@@ -82,7 +89,7 @@ impl Sender {
                 "connection closed",
             ));
         };
-        let result = writer.write_all(bytes).and_then(|()| writer.flush());
+        let result = write(writer).and_then(|()| writer.flush());
         if result.is_err() {
             shared.writer = None;
         }
@@ -144,24 +151,7 @@ impl Sender {
     /// Writes two buffers as one frame, with as few system calls as the
     /// writer allows.
     fn send_parts(&self, head: &[u8], tail: &[u8]) -> io::Result<()> {
-        let mut shared = self.lock();
-        if shared.epoch != self.epoch {
-            return Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "session restarted",
-            ));
-        }
-        let Some(writer) = shared.writer.as_mut() else {
-            return Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "connection closed",
-            ));
-        };
-        let result = write_all_vectored(writer, head, tail).and_then(|()| writer.flush());
-        if result.is_err() {
-            shared.writer = None;
-        }
-        result
+        self.write_with(|w| write_all_vectored(w, head, tail))
     }
 
     /// Drops the writer (for every epoch): later sends fail with
