@@ -137,6 +137,7 @@ where
     let mut session = Session {
         sender,
         uploads: Uploads::default(),
+        gates: ops::read::Gates::default(),
         inflight: InFlight::default(),
         read_buf: Vec::new(),
     };
@@ -181,6 +182,8 @@ impl Drop for CloseOnDrop {
 struct Session {
     sender: Sender,
     uploads: Uploads,
+    /// Reads waiting for the host's go (see [`ops::read::Gates`]).
+    gates: ops::read::Gates,
     inflight: InFlight,
     /// Reused for inline file reads (large buffers are mmap'd by musl).
     read_buf: Vec<u8>,
@@ -197,6 +200,7 @@ impl Session {
                 let view = view?;
                 match self.inflight.relay(view.id) {
                     Some(relay) => relay.worker.data(relay.inner, view.chunk, view.last),
+                    None if self.gates.open(view.id) => {}
                     None => self
                         .uploads
                         .data(&self.sender, view.id, view.chunk, view.last),
@@ -278,7 +282,10 @@ impl Session {
                 None => return Ok(None),
             },
             Op::ReadFile { path } => {
-                self.spawn(id, "read-file", move |s| ops::read::read_file(s, id, &path));
+                let gates = self.gates.clone();
+                self.spawn(id, "read-file", move |s| {
+                    ops::read::read_file(s, id, &path, &gates)
+                });
                 return Ok(None);
             }
             Op::Run(spec) => {

@@ -1,6 +1,8 @@
 //! `read_file` into a Lua string built in place.
 //!
-//! A long file arrives in chunks, after a size hint from the agent. Joining
+//! A long file arrives in chunks, after a size hint from the agent, which
+//! then waits for the host's go (an empty `Data`) so that nothing queues up
+//! while the host prepares the result. Joining
 //! the chunks and then handing the result to Lua (which copies it into its
 //! own string) would hold the data twice. Instead a Lua string of the hinted
 //! size is created first and the chunks are copied into it as they arrive
@@ -139,6 +141,11 @@ fn in_place(
         lua.exec_raw((), |state| {
             ffi::lua_pushlstring(state, zeros.ptr as *const libc::c_char, cap);
             let dst = ffi::lua_tolstring(state, -1, ptr::null_mut()) as *mut u8;
+            // The string is ready (and faulted in): let the agent stream.
+            if let Err(e) = t.client.send_data(pending.id, &[], true) {
+                *out = Some(t.infra(&req.name, e));
+                return;
+            }
             let mut sink = Sink::Lua { dst, cap };
             let mut off = 0usize;
             let put = |sink: &mut Sink, bytes: &[u8], off: &mut usize| match sink {

@@ -5,8 +5,11 @@
 //! chunk is ever held, whatever the file's size, and the size reported by
 //! `stat` is never trusted (`/proc` files say 0).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 
 use provium_protocol::{Reply, RequestId, CHUNK_LEN, CH_BODY, CH_SIZE_HINT};
 use serde_bytes::ByteBuf;
@@ -15,12 +18,57 @@ use super::path;
 use crate::error::{internal, io_failure, OpResult};
 use crate::sender::Sender;
 
+/// How long a long read waits for the host's go after its size hint (a host
+/// that does not answer hints still gets its file, late).
+const GO_WAIT: Duration = Duration::from_secs(30);
+
+/// Long reads waiting for the host's go, by request id. After the size hint
+/// the host prepares the result (a string of that size) and answers with an
+/// empty `HostMsg::Data`; streaming only then keeps chunks from queueing up
+/// in host memory meanwhile.
+#[derive(Clone, Default)]
+pub struct Gates(Arc<Mutex<HashMap<RequestId, mpsc::Sender<()>>>>);
+
+impl Gates {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RequestId, mpsc::Sender<()>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Opens the gate of `id`; false when no read waits under that id.
+    pub fn open(&self, id: RequestId) -> bool {
+        match self.lock().remove(&id) {
+            Some(tx) => {
+                let _ = tx.send(());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sends the size hint and waits for the go.
+    fn hint_and_wait(
+        &self,
+        sender: &Sender,
+        id: RequestId,
+        size: u64,
+    ) -> Result<(), provium_protocol::Failure> {
+        let (tx, rx) = mpsc::channel();
+        self.lock().insert(id, tx);
+        sender
+            .data(id, CH_SIZE_HINT, &size.to_le_bytes())
+            .map_err(|e| internal(format!("connection lost: {e}")))?;
+        let _ = rx.recv_timeout(GO_WAIT);
+        self.lock().remove(&id);
+        Ok(())
+    }
+}
+
 /// Reads the whole file at `p`, streaming it to `sender` under `id`.
 ///
 /// A file shorter than one chunk comes back in the reply alone; a longer one
 /// is sent chunk by chunk as `Data` and the reply carries no bytes, so the
 /// host can join the chunks into one buffer of the exact size.
-pub fn read_file(sender: &Sender, id: RequestId, p: &[u8]) -> OpResult {
+pub fn read_file(sender: &Sender, id: RequestId, p: &[u8], gates: &Gates) -> OpResult {
     let mut file = File::open(path(p)).map_err(|e| io_failure(&e))?;
     // Small first: large buffers come from mmap in musl, and mapping and
     // unmapping them costs more than a small file's whole round trip under
@@ -32,9 +80,7 @@ pub fn read_file(sender: &Sender, id: RequestId, p: &[u8]) -> OpResult {
     }
     if let Ok(meta) = file.metadata() {
         if meta.len() > 0 {
-            sender
-                .data(id, CH_SIZE_HINT, &meta.len().to_le_bytes())
-                .map_err(|e| internal(format!("connection lost: {e}")))?;
+            gates.hint_and_wait(sender, id, meta.len())?;
         }
     }
     loop {

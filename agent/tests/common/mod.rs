@@ -69,11 +69,23 @@ impl Host {
         self.stream.write_all(bytes).unwrap();
     }
 
+    /// Reads the next message. A read_file size hint is answered with the
+    /// go the agent waits for (as the rock does) before it is returned.
     pub fn recv(&mut self) -> AgentMsg {
         let body = read_frame(&mut self.reader)
             .expect("read error")
             .expect("agent closed the connection");
-        decode(&body).unwrap()
+        let msg: AgentMsg = decode(&body).unwrap();
+        if let AgentMsg::Data { id, channel, .. } = &msg {
+            if *channel == provium_protocol::CH_SIZE_HINT {
+                self.send(&HostMsg::Data {
+                    id: *id,
+                    chunk: Default::default(),
+                    last: true,
+                });
+            }
+        }
+        msg
     }
 
     /// Reads the next frame; `None` when the agent closed the connection.
