@@ -15,8 +15,10 @@ pub const CH_STDOUT: u8 = 1;
 pub const CH_STDERR: u8 = 2;
 /// `Data` channel of a size hint: 8 bytes, u64 little-endian, sent before the
 /// first body chunk of a `ReadFile` longer than one chunk (the size `fstat`
-/// gave; the body may still turn out shorter or longer). It lets the host
-/// build the result in place instead of joining chunks into a second copy.
+/// gave; the body may still turn out shorter or longer). The agent then waits
+/// (up to 30 s) for an empty `HostMsg::Data` — the host's go — before sending
+/// the body, so the host can build the result in place first instead of
+/// joining chunks into a second copy.
 pub const CH_SIZE_HINT: u8 = 3;
 
 /// What the agent says first on a new connection.
