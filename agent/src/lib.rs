@@ -21,6 +21,7 @@ pub mod log;
 
 pub mod config;
 pub mod conn;
+pub mod deadline;
 pub mod error;
 pub mod frames;
 pub mod handles;

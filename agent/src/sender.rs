@@ -228,16 +228,7 @@ pub fn finish_frame(frame: &mut [u8]) -> io::Result<()> {
 pub fn encode_frame(msg: &AgentMsg, capacity: usize) -> Result<Vec<u8>, FrameError> {
     let mut buf = Vec::with_capacity(capacity.clamp(64, MAX_FRAME_LEN + FRAME_HEADER_LEN));
     buf.extend_from_slice(&[0; FRAME_HEADER_LEN]);
-    let mut out = postcard::serialize_with_flavor(msg, FrameOutput(buf))?;
-    let len = out.len() - FRAME_HEADER_LEN;
-    if len > MAX_FRAME_LEN {
-        return Err(FrameError::TooLarge {
-            len,
-            max: MAX_FRAME_LEN,
-        });
-    }
-    out[..FRAME_HEADER_LEN].copy_from_slice(&(len as u32).to_le_bytes());
-    Ok(out)
+    provium_protocol::frame::seal(postcard::serialize_with_flavor(msg, FrameOutput(buf))?)
 }
 
 /// About how large a reply's frame is, so it is encoded without a chain of

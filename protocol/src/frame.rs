@@ -54,16 +54,21 @@ pub fn encode<T: Serialize + ?Sized>(msg: &T) -> Result<Vec<u8>, FrameError> {
     // reallocations (postcard pushes byte by byte); bulk data grows it once.
     let mut buf = Vec::with_capacity(ENCODE_CAPACITY);
     buf.extend_from_slice(&[0u8; FRAME_HEADER_LEN]);
-    let mut out = postcard::to_extend(msg, buf)?;
-    let len = out.len() - FRAME_HEADER_LEN;
+    seal(postcard::to_extend(msg, buf)?)
+}
+
+/// Finishes a frame whose body was written after [`FRAME_HEADER_LEN`]
+/// placeholder bytes: checks the body's size and fills in the header.
+pub fn seal(mut frame: Vec<u8>) -> Result<Vec<u8>, FrameError> {
+    let len = frame.len().saturating_sub(FRAME_HEADER_LEN);
     if len > MAX_FRAME_LEN {
         return Err(FrameError::TooLarge {
             len,
             max: MAX_FRAME_LEN,
         });
     }
-    out[..FRAME_HEADER_LEN].copy_from_slice(&(len as u32).to_le_bytes());
-    Ok(out)
+    frame[..FRAME_HEADER_LEN].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(frame)
 }
 
 /// Deserialises a frame body (without its header).

@@ -115,23 +115,8 @@ impl Output {
     /// Waits until both pipes reached end of file (true) or `deadline`
     /// passed (false).
     pub fn wait_eof(&self, deadline: Option<Instant>) -> bool {
-        let mut st = self.lock();
-        while st.open.iter().any(|&o| o) {
-            match deadline {
-                None => st = self.wait(st),
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return false;
-                    }
-                    st = match self.changed.wait_timeout(st, left) {
-                        Ok((guard, _)) => guard,
-                        Err(p) => p.into_inner().0,
-                    };
-                }
-            }
-        }
-        true
+        let st = self.lock();
+        crate::deadline::wait_while(&self.changed, st, deadline, |st| st.open.iter().any(|&o| o)).1
     }
 
     /// Every chunk of pipe `index` so far.

@@ -342,23 +342,8 @@ impl Collector {
 
     /// Waits until both pipes reached end of file (true) or `deadline` passed.
     fn wait_pipes(&self, deadline: Option<Instant>) -> bool {
-        let mut st = self.lock();
-        while st.open_pipes > 0 {
-            match deadline {
-                None => st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner()),
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return false;
-                    }
-                    st = match self.changed.wait_timeout(st, left) {
-                        Ok((guard, _)) => guard,
-                        Err(p) => p.into_inner().0,
-                    };
-                }
-            }
-        }
-        true
+        let st = self.lock();
+        crate::deadline::wait_while(&self.changed, st, deadline, |st| st.open_pipes > 0).1
     }
 
     /// Stops collecting and returns what was not sent yet, and the inline
