@@ -237,34 +237,23 @@ impl UserData for ProcessUd {
             })();
             ret(lua, r)
         });
-        m.add_method("kill", |lua, this, sig: Value| {
-            let r = (|| {
-                let signal = signal("proc:kill", &sig, Some(libc::SIGTERM))?;
-                this.simple(
-                    "proc:kill",
-                    Op::ProcSignal {
-                        handle: this.handle,
-                        signal,
-                    },
-                )?;
-                Ok(())
-            })();
-            ret(lua, r)
-        });
-        m.add_method("signal", |lua, this, sig: Value| {
-            let r = (|| {
-                let signal = signal("proc:signal", &sig, None)?;
-                this.simple(
-                    "proc:signal",
-                    Op::ProcSignal {
-                        handle: this.handle,
-                        signal,
-                    },
-                )?;
-                Ok(())
-            })();
-            ret(lua, r)
-        });
+        // `kill` defaults to SIGTERM; `signal` requires a signal.
+        for (name, default) in [("kill", Some(libc::SIGTERM)), ("signal", None)] {
+            m.add_method(name, move |lua, this, sig: Value| {
+                let call = format!("proc:{name}");
+                let r = signal(&call, &sig, default).and_then(|signal| {
+                    this.simple(
+                        &call,
+                        Op::ProcSignal {
+                            handle: this.handle,
+                            signal,
+                        },
+                    )
+                    .map(drop)
+                });
+                ret(lua, r)
+            });
+        }
         m.add_method("pid", |lua, this, ()| ret(lua, Ok(this.pid)));
         m.add_method("handle", |lua, this, ()| ret(lua, Ok(this.handle.0)));
         m.add_method("status", |lua, this, ()| {
