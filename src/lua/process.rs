@@ -160,7 +160,7 @@ impl ProcessUd {
             },
             kind: Kind::Run,
             name: call.into(),
-            shown: format!("{call}() on pid {}", self.pid),
+            shown: Some(format!("{call}() on pid {}", self.pid)),
             path: None,
         };
         let r = ops::run_one(lua, &self.t, req);

@@ -80,10 +80,14 @@ fn run_encoded(id: RequestId, ops: &[u8]) -> Result<Vec<u8>, Failure> {
     push_varint(&mut out, count);
     let mut left = INLINE_LIMIT;
     for i in 0..count {
-        let (op, tail) = postcard::take_from_bytes::<Op>(rest).map_err(|_| malformed(i))?;
-        rest = tail;
-        let name = op_name(&op);
-        let result = one(op, left);
+        let (name, result) = if let Some((p, follow, tail)) = take_stat(rest) {
+            rest = tail;
+            ("Stat", fs::stat(p, follow))
+        } else {
+            let (op, tail) = postcard::take_from_bytes::<Op>(rest).map_err(|_| malformed(i))?;
+            rest = tail;
+            (op_name(&op), one(op, left))
+        };
         let before = out.len();
         out = match &result {
             Ok(Reply::Stat(st)) => {
@@ -109,6 +113,28 @@ fn run_encoded(id: RequestId, ops: &[u8]) -> Result<Vec<u8>, Failure> {
 
 /// Variant index of [`Reply::Stat`].
 const REPLY_STAT_VARIANT: u8 = 1;
+/// Variant index of [`Op::Stat`].
+const OP_STAT_VARIANT: u8 = 1;
+
+/// An encoded `Op::Stat { path, follow }` taken apart in place →
+/// `(path, follow, rest)`; `None` for anything else (serde then decodes it,
+/// or reports it malformed). By hand for the reason given at `push_stat`,
+/// and so that the path is borrowed from the frame instead of allocated.
+fn take_stat(b: &[u8]) -> Option<(&[u8], bool, &[u8])> {
+    let rest = b.strip_prefix(&[OP_STAT_VARIANT])?;
+    let (len, rest) = postcard::take_from_bytes::<u32>(rest).ok()?;
+    let len = usize::try_from(len).ok()?;
+    if rest.len() <= len {
+        return None;
+    }
+    let (path, rest) = rest.split_at(len);
+    let follow = match rest[0] {
+        0 => false,
+        1 => true,
+        _ => return None,
+    };
+    Some((path, follow, &rest[1..]))
+}
 
 /// Appends `Ok(Reply::Stat(st))` as postcard encodes it. By hand because
 /// a batch of stats is the common bulk case: through serde, each of the 13
@@ -274,6 +300,26 @@ mod tests {
             let result: OpResult = Ok(Reply::Stat(st));
             assert_eq!(ours, postcard::to_allocvec(&result).unwrap());
         }
+    }
+
+    #[test]
+    fn hand_decoded_stat_matches_postcard() {
+        for (path, follow) in [(&b"/"[..], true), (&[b'x'; 300][..], false), (&b""[..], true)] {
+            let op = Op::Stat {
+                path: path.to_vec(),
+                follow,
+            };
+            let mut bytes = postcard::to_allocvec(&op).unwrap();
+            bytes.push(0xAA);
+            assert_eq!(take_stat(&bytes), Some((path, follow, &[0xAA][..])));
+            // Truncated or with a bad bool: left to serde.
+            assert_eq!(take_stat(&bytes[..bytes.len() - 2]), None);
+            let n = bytes.len();
+            bytes[n - 2] = 7;
+            assert_eq!(take_stat(&bytes), None);
+        }
+        let ping = postcard::to_allocvec(&Op::Ping).unwrap();
+        assert_eq!(take_stat(&ping), None);
     }
 
     #[test]
