@@ -5,6 +5,7 @@
 //! * [`transport`] — the multiplexed connection to an agent;
 //! * [`vm`] — QEMU, the vsock device, the console;
 //! * [`guest`] / [`images`] — the default guest image and profile images;
+//! * [`fixtures`] — the fixture cache key and the on-disk fixture cache;
 //! * [`lua`] — the Lua module.
 //!
 //! All I/O runs on the rock's own tokio runtime ([`runtime`]); Lua calls block
@@ -12,6 +13,7 @@
 
 pub mod agent_bin;
 pub mod config;
+pub mod fixtures;
 pub mod guest;
 pub mod images;
 pub mod lua;

@@ -5,10 +5,12 @@ pub mod args;
 pub mod bench;
 pub mod errors;
 pub mod file;
+pub mod fixtures;
 pub mod objects;
 pub mod ops;
 pub mod process;
 pub mod readinto;
+pub mod snapshot;
 pub mod tail;
 pub mod target;
 pub mod vm;
@@ -74,6 +76,7 @@ pub fn open(lua: &Lua) -> mlua::Result<Table> {
                 .as_secs_f64())
         })?,
     )?;
+    fixtures::register(lua, &core)?;
     core.set("version", env!("CARGO_PKG_VERSION"))?;
     core.set("protocol_version", provium_protocol::PROTOCOL_VERSION)?;
     lua.load(PRELUDE)

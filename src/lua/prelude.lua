@@ -10,6 +10,35 @@ local core = ...
 local M = {}
 local UD = setmetatable({}, { __name = "provium.private" })
 
+-- Guest-side objects and where they came from, for vm:snapshot's refusal:
+-- obj -> { vm = <VM core userdata>, kind = "file"|"tail"|..., site = "file:line",
+-- closed = bool }. Weak keys: collected objects drop out.
+local origin = setmetatable({}, { __mode = "k" })
+local PRELUDE_SRC = debug.getinfo(1, "S").short_src
+
+--- `file:line` of the first caller outside provium's own Lua code.
+local function creation_site()
+  for level = 3, 40 do
+    local info = debug.getinfo(level, "Sl")
+    if not info then break end
+    if info.what ~= "C" and info.short_src ~= PRELUDE_SRC then
+      return info.short_src .. ":" .. tostring(info.currentline)
+    end
+  end
+  return "?"
+end
+
+-- Records that `obj` lives in the VM of `parent` (a Vm, or an object that
+-- has an origin itself).
+local function track(obj, parent, kind)
+  local vm
+  local p = origin[parent]
+  if p then vm = p.vm else vm = rawget(parent, UD) end
+  origin[obj] = { vm = vm, kind = kind, site = creation_site() }
+  return obj
+end
+
+
 --- Error raised for guest OS failures.
 -- Fields: `op` (e.g. "vm:read_file"), `path`, `errno`, `code` ("ENOENT"),
 -- `message` ("No such file or directory"), `call` (the call with arguments).
@@ -108,6 +137,96 @@ function Vm:close()
   check(ud_of(self, "vm:close"):shutdown())
 end
 
+--- Stops the guest's vCPUs (idempotent); guest calls raise until `resume`.
+function Vm:pause()
+  check(ud_of(self, "vm:pause"):pause())
+  return self
+end
+
+--- Lets a paused guest run again (idempotent).
+function Vm:resume()
+  check(ud_of(self, "vm:resume"):resume())
+  return self
+end
+
+--- A snapshot of a VM (`vm:snapshot()`): `size()` → bytes on disk,
+-- `path()` → its directory, `delete()`. One taken without a path is
+-- removed when collected; restore it with `vm:restore(snap)`.
+local Snapshot = { __name = "provium.Snapshot" }
+Snapshot.__index = Snapshot
+M.Snapshot = Snapshot
+
+local function snap_ud(self, call)
+  if getmetatable(self) ~= Snapshot then
+    error(string.format("%s: expected a Snapshot (call it with a colon, got %s)", call, type(self)), 3)
+  end
+  return rawget(self, UD)
+end
+
+--- Bytes the snapshot occupies on disk.
+function Snapshot:size() return check(snap_ud(self, "snap:size"):size()) end
+--- The snapshot's directory.
+function Snapshot:path() return check(snap_ud(self, "snap:path"):path()) end
+--- Removes the snapshot's files (idempotent).
+function Snapshot:delete() return check(snap_ud(self, "snap:delete"):delete()) end
+Snapshot.__tostring = function(self)
+  local _, what = rawget(self, UD):describe()
+  return "snapshot(" .. tostring(what) .. ")"
+end
+
+--- Open Files and Tails of the VM whose core userdata is `ud`, as lines.
+local function open_handles(ud)
+  local lines = {}
+  local files, tails = 0, 0
+  for obj, o in pairs(origin) do
+    if o.vm == ud and not o.closed and (o.kind == "file" or o.kind == "tail") then
+      local inner = rawget(obj, UD)
+      local what
+      if o.kind == "file" then
+        local _, fd = inner:fd()
+        if fd ~= 0 then
+          local _, path = inner:path()
+          files = files + 1
+          what = string.format("file %q", tostring(path))
+        end
+      else
+        local _, d = inner:describe()
+        tails = tails + 1
+        what = "tail " .. tostring(d)
+      end
+      if what then lines[#lines + 1] = "  - " .. what .. " (opened at " .. o.site .. ")" end
+    end
+  end
+  table.sort(lines)
+  return lines, files, tails
+end
+
+--- Writes a snapshot of the VM (booted or paused; it carries on as it was)
+-- → Snapshot. Refuses while Files or Tails of the VM are open.
+-- @param path optional directory to create (kept until `snap:delete()`)
+function Vm:snapshot(path)
+  local ud = ud_of(self, "vm:snapshot")
+  local lines, files, tails = open_handles(ud)
+  if #lines > 0 then
+    local _, name = ud:name()
+    error(string.format(
+      "vm:snapshot: vm %q has %d open file(s) and %d open tail(s); close them before snapshotting:\n%s",
+      name, files, tails, table.concat(lines, "\n")), 2)
+  end
+  return setmetatable({ [UD] = check(ud:snapshot(path)) }, Snapshot)
+end
+
+--- Starts this created VM from a snapshot (a Snapshot or its directory);
+-- returns the VM once the agent answered.
+-- @param opts optional `{timeout=}`
+function Vm:restore(snap, opts)
+  local ud = ud_of(self, "vm:restore")
+  local arg = snap
+  if getmetatable(snap) == Snapshot then arg = rawget(snap, UD) end
+  check(ud:restore(arg, opts))
+  return self
+end
+
 Vm.__close = function(self) self:close() end
 Vm.__tostring = function(self)
   local ud = rawget(self, UD)
@@ -199,8 +318,10 @@ local function resource_class(name, label, methods, returns)
     C[m] = function(self, ...)
       local ud = own(self, C, call)
       if result_class then
-        return wrap(result_class(), check(ud[m](ud, ...)))
+        local obj = wrap(result_class(), check(ud[m](ud, ...)))
+        return track(obj, self, "tail")
       end
+      if m == "close" and origin[self] then origin[self].closed = true end
       return check(ud[m](ud, ...))
     end
   end
@@ -277,19 +398,21 @@ local function guest_ops(C, label)
   end
   local raw_open = op("open_file")
   --- Opens a file → File. `mode`: `{read=, write=, append=, create=, truncate=, exclusive=, perm=}`.
-  function C:open_file(...) return wrap(File, raw_open(self, ...)) end
+  function C:open_file(...) return track(wrap(File, raw_open(self, ...)), self, "file") end
   local raw_tail = op("tail_file")
   --- Follows a file → Tail. `opts.start`: "end" (default), "beginning"/"start", or a byte offset.
-  function C:tail_file(...) return wrap(Tail, raw_tail(self, ...)) end
+  function C:tail_file(...) return track(wrap(Tail, raw_tail(self, ...)), self, "tail") end
   local raw_fd_stream = op("fd_stream")
   --- Follows an open File (or handle id) from its cursor → Tail.
-  function C:fd_stream(f, ...) return wrap(Tail, raw_fd_stream(self, unwrap_file(f), ...)) end
+  function C:fd_stream(f, ...)
+    return track(wrap(Tail, raw_fd_stream(self, unwrap_file(f), ...)), self, "tail")
+  end
   local raw_ioctl = op("ioctl")
   --- `ioctl(fd_or_file, cmd, data?, {bufs=, ptr_offsets=}?)` → `{ret, out_data, out_bufs}`.
   function C:ioctl(f, ...) return raw_ioctl(self, unwrap_file(f), ...) end
   local raw_async = op("run_async")
   --- Starts a command (same forms as run; no timeout) → Process.
-  function C:run_async(...) return wrap(Process, raw_async(self, ...)) end
+  function C:run_async(...) return track(wrap(Process, raw_async(self, ...)), self, "process") end
 
   --- Records operations with `fn(b)` and runs them in one round trip.
   -- Returns `{ {ok=value} | {err=error}, ... }` in call order.
@@ -334,7 +457,7 @@ M.Worker = Worker
 
 local raw_spawn = function(self, ...) return check(ud_of(self, "vm:spawn_worker"):call("spawn_worker", ...)) end
 --- Starts a worker. `opts`: `{uid=, gid=, groups={...}, cwd=, unshare={"mount", "net", "pid", "ipc", "uts"}}`.
-function Vm:spawn_worker(...) return wrap(Worker, raw_spawn(self, ...)) end
+function Vm:spawn_worker(...) return track(wrap(Worker, raw_spawn(self, ...)), self, "worker") end
 
 --- Directory of the Lua file that called into provium (for relative host paths).
 local function caller_dir(level)
@@ -478,6 +601,124 @@ function M:shutdown()
     if vm then vm:shutdown() end
   end
 end
+
+-- Fixtures ------------------------------------------------------------------
+
+local fixture_count = 0
+local evicted = false
+-- Keys of the fixture builds in progress (a builder may use other fixtures).
+local building = {}
+
+--- Runs the builder file and returns the Snapshot it returns; closes the
+-- VMs the builder created (the snapshot holds what they were).
+local function build_fixture(builder, hex)
+  local before = {}
+  for _, vm in pairs(vms) do before[vm] = true end
+  local chunk, lerr = loadfile(builder)
+  if not chunk then
+    error("provium.vm_fixture: cannot load " .. builder .. ": " .. tostring(lerr), 0)
+  end
+  building[#building + 1] = hex
+  local stage = check(core.fixture_stage(hex))
+  io.stderr:write("provium: building fixture " .. builder .. "\n")
+  local t0 = core.now()
+  local ok, snap = xpcall(chunk, debug.traceback)
+  -- Snapshots of an enclosing build go to its staging directory again.
+  building[#building] = nil
+  check(core.fixture_stage(building[#building]))
+  for _, vm in pairs(vms) do
+    if not before[vm] then pcall(vm.close, vm) end
+  end
+  if not ok then
+    pcall(core.fixture_unstage, stage)
+    error("provium.vm_fixture: the builder " .. builder .. " failed: " .. tostring(snap), 0)
+  end
+  if getmetatable(snap) ~= Snapshot then
+    pcall(core.fixture_unstage, stage)
+    error(string.format(
+      "provium.vm_fixture: the builder %s must return a Snapshot (return vm:snapshot()), got %s",
+      builder, type(snap) == "table" and "a table" or tostring(snap)), 0)
+  end
+  io.stderr:write(string.format("provium: fixture %s built in %.1f s\n", builder, core.now() - t0))
+  return snap, stage
+end
+
+--- A booted VM resumed from the fixture built by `path .. ".fixture.lua"`
+-- (relative to the calling file). The builder runs on first use and must
+-- return a Snapshot; later calls (in any process) resume the cached one
+-- until the builder or anything it depends on changes.
+function M.vm_fixture(a, b)
+  local path = a
+  if a == M then path = b end
+  if type(path) ~= "string" or path == "" then
+    error("provium.vm_fixture: path must be a non-empty string (got " .. type(path) .. ")", 2)
+  end
+  local builder = path
+  if builder:sub(1, 1) ~= "/" then builder = caller_dir(2) .. "/" .. builder end
+  builder = builder .. ".fixture.lua"
+  local f = io.open(builder, "rb")
+  if not f then
+    error("provium.vm_fixture: no fixture builder at " .. builder, 2)
+  end
+  f:close()
+  if not evicted then
+    evicted = true
+    check(core.fixture_evict())
+  end
+  local key = check(core.fixture_key(builder, package.path))
+  builder = key.builder
+  local function find()
+    local dir = check(core.fixture_lookup(key.hex))
+    if dir then
+      local ok, why = core.fixture_check(dir)
+      if not ok then
+        io.stderr:write("provium: warning: rebuilding fixture " .. builder .. ": " .. tostring(why) .. "\n")
+        check(core.fixture_discard(key.hex, tostring(why)))
+        dir = nil
+      end
+    end
+    return dir
+  end
+  local dir = find()
+  if not dir then
+    local lock = check(core.fixture_lock(key.hex, builder))
+    local ok, err = pcall(function()
+      dir = find()
+      if not dir then
+        local snap, stage = build_fixture(builder, key.hex)
+        dir = check(core.fixture_install(key.hex, rawget(snap, UD), builder, key.manifest))
+        pcall(core.fixture_unstage, stage)
+      end
+    end)
+    lock:release()
+    if not ok then error(err, 0) end
+  end
+  fixture_count = fixture_count + 1
+  local name = string.format("fixture:%s#%d", path, fixture_count)
+  local vm = M:vm(name, "default")
+  vm:restore(dir)
+  return vm
+end
+
+--- Declares a host file a fixture depends on. Read by the fixture scanner
+-- (a literal path only); does nothing at run time.
+function M:depends_on_file(path)
+  module_self(self, "provium:depends_on_file")
+  if type(path) ~= "string" or path == "" then
+    error("provium:depends_on_file: path must be a non-empty string (got " .. type(path) .. ")", 2)
+  end
+end
+
+--- The fixture cache: `dir()`, `list()` → `{ {key=, path=, size=, last_used=, builder=}, ... }`
+-- (least recently used first), `clean()` → number of entries removed (entries
+-- being built are kept). Location: `$PROVIUM_FIXTURE_CACHE`, else
+-- `$XDG_CACHE_HOME/provium/fixtures`; size cap `$PROVIUM_FIXTURE_CACHE_MAX`
+-- (default 20G), least recently used entries evicted first.
+M.fixtures = {
+  dir = function() return check(core.fixture_cache_dir()) end,
+  list = function() return check(core.fixture_list()) end,
+  clean = function() return check(core.fixture_clean()) end,
+}
 
 --- Builds (or finds in the cache) the default guest image; returns
 -- `{kernel=, initrd=, key=, kernel_release=, kernel_package=}`.

@@ -16,7 +16,7 @@ use super::target::Target;
 use crate::images as guest;
 use crate::runtime;
 use crate::vm::console::{Console, TAIL_LINES};
-use crate::vm::{BootSpec, Machine};
+use crate::vm::{BootSpec, Machine, RestoreSpec, Transport};
 
 /// Default guest memory.
 pub const DEFAULT_MEMORY_MIB: u64 = 256;
@@ -28,7 +28,7 @@ const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Lifecycle state.
 enum State {
     Created,
-    Booted(Machine),
+    Booted(Box<Machine>),
     Shutdown,
 }
 
@@ -39,6 +39,8 @@ pub struct VmConfig {
     pub profile: String,
     pub memory_mib: u64,
     pub cpus: u32,
+    /// `None`: the host's default ([`Transport::host_default`]).
+    pub transport: Option<Transport>,
 }
 
 /// A VM as Lua holds it.
@@ -85,8 +87,9 @@ impl VmHandle {
             let tr: Value = t.raw_get("transport")?;
             match &tr {
                 Value::Nil => {}
-                Value::String(s) if s.as_bytes() == b"vsock" || s.as_bytes() == b"serial" => {
-                    transport = Some(s.to_str()?.to_string());
+                Value::String(s) if s.as_bytes() == b"vsock" => transport = Some(Transport::Vsock),
+                Value::String(s) if s.as_bytes() == b"serial" => {
+                    transport = Some(Transport::Serial)
                 }
                 other => {
                     return Err(ApiError::msg(format!(
@@ -95,11 +98,6 @@ impl VmHandle {
                     )))
                 }
             }
-        }
-        if transport.as_deref() == Some("serial") {
-            return Err(ApiError::msg(format!(
-                "{CALL}: opts.transport = \"serial\" is not available yet; use \"vsock\""
-            )));
         }
         let mut memory_mib = match memory {
             Some(bytes) => bytes.div_ceil(1 << 20),
@@ -137,6 +135,7 @@ impl VmHandle {
                 profile,
                 memory_mib,
                 cpus,
+                transport,
             },
             state: Mutex::new(State::Created),
             last_console: Mutex::new(None),
@@ -157,6 +156,7 @@ impl VmHandle {
         match &*self.lock() {
             State::Created => "created",
             State::Booted(m) if m.dead_reason().is_some() => "dead",
+            State::Booted(m) if m.is_paused() => "paused",
             State::Booted(_) => "booted",
             State::Shutdown => "shutdown",
         }
@@ -172,6 +172,12 @@ impl VmHandle {
                     return Err(ApiError::msg(format!(
                         "vm \"{name}\": VM died; create a new one (cannot {call}): {reason}{}",
                         console_note(m.console())
+                    )));
+                }
+                if m.is_paused() {
+                    return Err(ApiError::msg(format!(
+                        "{} (cannot {call})",
+                        self.paused_message()
                     )));
                 }
                 Ok(Target {
@@ -194,9 +200,105 @@ impl VmHandle {
     fn raw_endpoint(&self, call: &str) -> ApiResult<crate::vm::RawEndpoint> {
         self.target(call)?;
         match &*self.lock() {
-            State::Booted(m) => Ok(m.raw_endpoint()),
+            State::Booted(m) => m.raw_endpoint().ok_or_else(|| {
+                ApiError::msg(format!(
+                    "vm:{call}: raw probes need transport = \"vsock\" (this VM uses {})",
+                    m.transport().as_str()
+                ))
+            }),
             _ => Err(ApiError::msg(format!("vm:{call}: VM not booted"))),
         }
+    }
+
+    fn paused_message(&self) -> String {
+        format!("vm \"{}\": VM is paused; use resume()", self.cfg.name)
+    }
+
+    /// Runs `f` on the machine of a booted (or paused) VM that is alive.
+    fn with_machine<T>(
+        &self,
+        call: &str,
+        f: impl FnOnce(&Machine) -> ApiResult<T>,
+    ) -> ApiResult<T> {
+        let state = self.lock();
+        let name = &self.cfg.name;
+        match &*state {
+            State::Booted(m) => {
+                if let Some(reason) = m.dead_reason() {
+                    return Err(ApiError::msg(format!(
+                        "vm \"{name}\": VM died; create a new one (cannot {call}): {reason}{}",
+                        console_note(m.console())
+                    )));
+                }
+                f(m)
+            }
+            State::Created => Err(ApiError::msg(format!(
+                "vm \"{name}\": VM not booted (cannot {call})"
+            ))),
+            State::Shutdown => Err(ApiError::msg(format!(
+                "vm \"{name}\": VM is shutdown; create a new one (cannot {call})"
+            ))),
+        }
+    }
+
+    /// Stops the guest's vCPUs (idempotent).
+    pub fn pause(&self) -> ApiResult<()> {
+        let msg = self.paused_message();
+        self.with_machine("pause", |m| {
+            if m.is_paused() {
+                return Ok(());
+            }
+            m.pause(&msg)
+                .map_err(|e| ApiError::msg(format!("vm:pause: vm \"{}\": {e}", self.cfg.name)))
+        })
+    }
+
+    /// Lets a paused guest run again (idempotent).
+    pub fn resume(&self) -> ApiResult<()> {
+        self.with_machine("resume", |m| {
+            if !m.is_paused() {
+                return Ok(());
+            }
+            m.resume()
+                .map_err(|e| ApiError::msg(format!("vm:resume: vm \"{}\": {e}", self.cfg.name)))
+        })
+    }
+
+    /// Writes a snapshot to the new directory `dest`.
+    pub fn snapshot(&self, dest: &std::path::Path) -> ApiResult<()> {
+        self.with_machine("snapshot", |m| {
+            m.snapshot(dest).map(drop).map_err(|e| {
+                ApiError::msg(format!(
+                    "vm:snapshot: vm \"{}\": {e}{}",
+                    self.cfg.name,
+                    console_note(m.console())
+                ))
+            })
+        })
+    }
+
+    /// Starts this created VM from the snapshot at `dir`.
+    pub fn restore(&self, dir: &std::path::Path, timeout: Option<Duration>) -> ApiResult<()> {
+        let name = &self.cfg.name;
+        match &*self.lock() {
+            State::Created => {}
+            State::Booted(_) => {
+                return Err(ApiError::msg(format!(
+                    "vm \"{name}\": VM already booted (cannot restore); restore into a new VM"
+                )))
+            }
+            State::Shutdown => {
+                return Err(ApiError::msg(format!(
+                    "vm \"{name}\": VM is shutdown; create a new one (cannot restore)"
+                )))
+            }
+        }
+        let spec = RestoreSpec {
+            name: name.clone(),
+            snapshot: dir.to_path_buf(),
+            timeout: timeout.unwrap_or(DEFAULT_BOOT_TIMEOUT),
+        };
+        self.finish_start("restore", runtime::block_on(Machine::restore(spec)))
     }
 
     /// Resolves the profile into a boot spec (builds the default image on
@@ -271,6 +373,12 @@ impl VmHandle {
             cmdline_append: cmdline,
             memory_mib: self.cfg.memory_mib,
             cpus: self.cfg.cpus,
+            transport: match self.cfg.transport {
+                Some(t) => t,
+                None => {
+                    Transport::host_default().map_err(|e| ApiError::msg(format!("{CALL}: {e}")))?
+                }
+            },
             timeout,
         })
     }
@@ -297,11 +405,19 @@ impl VmHandle {
         &self,
         r: Result<Machine, (crate::vm::VmError, Option<Arc<Console>>)>,
     ) -> ApiResult<()> {
+        self.finish_start("boot", r)
+    }
+
+    fn finish_start(
+        &self,
+        what: &str,
+        r: Result<Machine, (crate::vm::VmError, Option<Arc<Console>>)>,
+    ) -> ApiResult<()> {
         match r {
             Ok(m) => {
                 *self.last_console.lock().unwrap_or_else(|e| e.into_inner()) =
                     Some(m.console().clone());
-                *self.lock() = State::Booted(m);
+                *self.lock() = State::Booted(Box::new(m));
                 Ok(())
             }
             Err((e, console)) => {
@@ -311,7 +427,7 @@ impl VmHandle {
                     .unwrap_or_default();
                 *self.last_console.lock().unwrap_or_else(|e| e.into_inner()) = console;
                 Err(ApiError::msg(format!(
-                    "vm \"{}\": boot failed: {e}{note}",
+                    "vm \"{}\": {what} failed: {e}{note}",
                     self.cfg.name
                 )))
             }
@@ -395,6 +511,16 @@ impl UserData for VmHandle {
                 let spec = this.boot_spec(&opts)?;
                 this.finish_boot(runtime::block_on(Machine::boot(spec)))
             })();
+            ret(lua, r)
+        });
+        m.add_method("pause", |lua, this, ()| ret(lua, this.pause()));
+        m.add_method("resume", |lua, this, ()| ret(lua, this.resume()));
+        m.add_method("snapshot", |lua, this, path: Value| {
+            let r = super::snapshot::take(lua, this, &path);
+            ret(lua, r)
+        });
+        m.add_method("restore", |lua, this, (snap, opts): (Value, Value)| {
+            let r = super::snapshot::restore(this, &snap, &opts);
             ret(lua, r)
         });
         m.add_method("shutdown", |lua, this, ()| {

@@ -53,6 +53,8 @@ struct Shared {
     pending: HashMap<RequestId, mpsc::Sender<Event>>,
     /// Why the connection ended, once it has.
     closed: Option<Arc<str>>,
+    /// Set while the VM is paused: new calls fail with it at once.
+    paused: Option<Arc<str>>,
 }
 
 /// One live connection to an agent.
@@ -74,6 +76,7 @@ impl Client {
         let shared = Arc::new(Mutex::new(Shared {
             pending: HashMap::new(),
             closed: None,
+            paused: None,
         }));
         let (closed_tx, _) = watch::channel(false);
         let client = Arc::new(Client {
@@ -118,6 +121,12 @@ impl Client {
         let _ = self.closed_tx.send(true);
     }
 
+    /// While `Some`, new calls fail at once with this message (the VM is
+    /// paused: they could only wait).
+    pub fn set_paused(&self, message: Option<&str>) {
+        self.lock().paused = message.map(Arc::from);
+    }
+
     /// Starts a call; blocks only while the write queue is full.
     pub fn call(&self, op: Op) -> Result<PendingCall, TransportError> {
         let id = RequestId(self.next_id.fetch_add(1, Ordering::Relaxed));
@@ -127,6 +136,9 @@ impl Client {
             let mut shared = self.lock();
             if let Some(reason) = &shared.closed {
                 return Err(TransportError::Closed(reason.to_string()));
+            }
+            if let Some(message) = &shared.paused {
+                return Err(TransportError::Paused(message.to_string()));
             }
             shared.pending.insert(id, tx);
         }

@@ -35,6 +35,9 @@ pub enum TransportError {
     /// unexpected first frame
     #[error("handshake failed: {0}")]
     Handshake(String),
+    /// the VM is paused
+    #[error("{0}")]
+    Paused(String),
 }
 
 /// Reads a frame body from an async stream (header checked before allocating).
@@ -85,6 +88,80 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     })?;
     stream.write_all(&ok).await?;
     Ok(hello)
+}
+
+/// Largest frame considered while resynchronising: the agent's hello is
+/// far smaller, and a bogus length must not make us wait for bytes that
+/// never come.
+const RESYNC_MAX_FRAME: usize = 64 * 1024;
+
+/// Starts a new session on a stream whose agent side is already in one (a
+/// virtio-serial port after a snapshot restore): sends our hello and skips
+/// whatever arrives until the agent answers with its own (the agent treats a
+/// mid-session hello as a new session). Stale bytes of a frame the agent was
+/// writing when the snapshot was taken are skipped byte by byte, so no
+/// misread length can jump over the hello.
+pub async fn resync<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+) -> Result<AgentHello, TransportError> {
+    let gone = |e: std::io::Error| {
+        TransportError::Closed(format!(
+            "the agent's stream ended before it answered our hello: {e}"
+        ))
+    };
+    let hello = proto::encode(&HostMsg::Hello {
+        version: proto::PROTOCOL_VERSION,
+    })?;
+    stream.write_all(&hello).await.map_err(gone)?;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        // Every offset is a candidate frame start. One whose length runs
+        // past what we have may still complete: keep the bytes from the
+        // first such offset, but look further meanwhile (a bogus length
+        // must not hide the hello behind it).
+        let mut keep_from: Option<usize> = None;
+        let mut off = 0;
+        while off + proto::FRAME_HEADER_LEN <= buf.len() {
+            let mut header = [0u8; proto::FRAME_HEADER_LEN];
+            header.copy_from_slice(&buf[off..off + proto::FRAME_HEADER_LEN]);
+            let len = u32::from_le_bytes(header) as usize;
+            let end = off + proto::FRAME_HEADER_LEN + len;
+            if len == 0 || len > RESYNC_MAX_FRAME {
+                off += 1;
+                continue;
+            }
+            if end > buf.len() {
+                keep_from.get_or_insert(off);
+                off += 1;
+                continue;
+            }
+            match proto::decode::<AgentMsg>(&buf[off + proto::FRAME_HEADER_LEN..end]) {
+                // The agent sends nothing after its hello until we call.
+                Ok(AgentMsg::Hello(h)) if end == buf.len() => {
+                    if let Err(agent) = proto::check_version(h.version) {
+                        return Err(TransportError::VersionMismatch {
+                            host: proto::PROTOCOL_VERSION,
+                            agent,
+                        });
+                    }
+                    return Ok(h);
+                }
+                Ok(AgentMsg::HelloRejected { version, reason }) if end == buf.len() => {
+                    return Err(TransportError::Refused(format!(
+                        "{reason} (agent version {version})"
+                    )))
+                }
+                _ => off += 1,
+            }
+        }
+        buf.drain(..keep_from.unwrap_or(off).min(buf.len()));
+        let n = stream.read(&mut chunk).await.map_err(gone)?;
+        if n == 0 {
+            return Err(gone(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
 }
 
 #[cfg(test)]
@@ -152,6 +229,50 @@ mod tests {
                 }
                 other => panic!("expected a rejection, got {other:?}"),
             }
+        });
+    }
+
+    #[test]
+    fn resync_skips_stale_bytes_until_the_agents_hello() {
+        rt().block_on(async {
+            let (mut host, mut agent) = tokio::io::duplex(1 << 16);
+            // The tail of a frame written before the snapshot, a whole stale
+            // frame, then the hello.
+            let stale = proto::encode(&AgentMsg::Reply {
+                id: proto::RequestId(9),
+                result: Ok(proto::Reply::Unit),
+            })
+            .unwrap();
+            agent.write_all(&[0xff, 0x10, 0, 0, 7]).await.unwrap();
+            agent.write_all(&stale).await.unwrap();
+            let task = tokio::spawn(async move {
+                let hello = read_frame(&mut agent).await.unwrap();
+                assert_eq!(
+                    proto::decode::<HostMsg>(&hello).unwrap(),
+                    HostMsg::Hello {
+                        version: PROTOCOL_VERSION
+                    }
+                );
+                agent
+                    .write_all(&agent_hello(PROTOCOL_VERSION))
+                    .await
+                    .unwrap();
+                agent
+            });
+            let hello = resync(&mut host).await.unwrap();
+            assert_eq!(hello.agent_version, "test");
+            drop(task.await.unwrap());
+        });
+    }
+
+    #[test]
+    fn resync_reports_an_agent_that_went_away() {
+        rt().block_on(async {
+            let (mut host, mut agent) = tokio::io::duplex(4096);
+            agent.write_all(&[1, 2, 3]).await.unwrap();
+            drop(agent);
+            let err = resync(&mut host).await.unwrap_err();
+            assert!(err.to_string().contains("before it answered"), "{err}");
         });
     }
 

@@ -1,22 +1,34 @@
-//! The VM backend: QEMU plus its vsock device, started and owned by the rock.
+//! The VM backend: QEMU plus the device that carries the agent's connection,
+//! started and owned by the rock.
 //!
 //! [`Machine::boot`] starts everything, waits for the agent to dial in and
-//! returns a running machine with a live [`Client`]. A monitor task watches
-//! QEMU: if it exits, the client is closed so that every blocked call wakes up
-//! with what happened.
+//! returns a running machine with a live [`Client`]; [`Machine::restore`]
+//! does the same from a snapshot ([`snapshot`]). A monitor task watches
+//! QEMU: if it exits, the client is closed so that every blocked call wakes
+//! up with what happened.
+//!
+//! Transports: vsock (kernel vhost-vsock, or a `vhost-device-vsock` daemon
+//! per VM) or a virtio-serial port ([`Transport`]). QEMU cannot migrate a
+//! vhost-user device, so where vsock would need the daemon the default is
+//! the serial port: it snapshots, and under TCG it is also the faster of the
+//! two (see BENCHMARKS.md).
 
 pub mod accel;
 pub mod console;
+pub mod memory;
 pub mod process;
 pub mod qemu;
+pub mod qmp;
 pub mod rundir;
+pub mod snapshot;
 pub mod tsc;
 pub mod vsock;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use provium_protocol::{self as proto, Op};
 use tokio::process::Command;
@@ -24,8 +36,12 @@ use tokio::process::Command;
 use crate::transport::{self, AgentListener, Client, TransportError};
 use accel::Accel;
 use console::Console;
+use memory::GuestMemory;
 use process::ChildGuard;
+use qemu::Channel;
+use qmp::{Monitor, QmpError};
 use rundir::RunDir;
+use snapshot::SnapshotMeta;
 use vsock::{VhostUserDaemon, VsockKind};
 
 /// Errors of the VM backend.
@@ -46,6 +62,41 @@ pub enum VmError {
     /// transport failure
     #[error("{0}")]
     Transport(#[from] TransportError),
+    /// monitor failure
+    #[error("{0}")]
+    Qmp(#[from] QmpError),
+    /// unusable snapshot
+    #[error("{0}")]
+    Snapshot(#[from] snapshot::SnapshotError),
+}
+
+/// How the agent's connection travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// virtio-vsock (the guest dials CID 2).
+    Vsock,
+    /// A virtio-serial port named [`proto::SERIAL_PORT_NAME`].
+    Serial,
+}
+
+impl Transport {
+    /// `vsock` or `serial`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Vsock => "vsock",
+            Transport::Serial => "serial",
+        }
+    }
+
+    /// The default on this host: vsock where the kernel provides it (it
+    /// migrates), else the serial port (the vhost-user daemon cannot be
+    /// migrated, so vsock VMs could not be snapshotted).
+    pub fn host_default() -> Result<Transport, VmError> {
+        Ok(match vsock::detect()? {
+            VsockKind::Kernel => Transport::Vsock,
+            VsockKind::VhostUser => Transport::Serial,
+        })
+    }
 }
 
 /// What to boot.
@@ -60,19 +111,64 @@ pub struct BootSpec {
     pub cmdline_append: String,
     pub memory_mib: u64,
     pub cpus: u32,
+    pub transport: Transport,
     pub timeout: Duration,
 }
 
+/// What to restore.
+pub struct RestoreSpec {
+    /// The VM's name.
+    pub name: String,
+    /// The snapshot directory.
+    pub snapshot: PathBuf,
+    pub timeout: Duration,
+}
+
+/// How long saving or loading a snapshot's device state may take.
+const STATE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long QEMU may take to open its monitor socket.
+const MONITOR_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A running VM.
 pub struct Machine {
+    name: String,
     client: Arc<Client>,
     qemu: Arc<ChildGuard>,
     daemon: Option<VhostUserDaemon>,
     console: Arc<Console>,
     accel: Accel,
-    /// Guest CID (kernel vsock; fixed with vhost-user).
+    transport: Transport,
+    memory: GuestMemory,
+    memory_mib: u64,
+    cpus: u32,
+    /// Connected on first use (boots do not need it).
+    monitor: Mutex<Option<Monitor>>,
+    paused: AtomicBool,
+    /// Guest CID (kernel vsock; fixed with vhost-user; 0 for serial).
     cid: u32,
     dir: RunDir,
+}
+
+/// The machine-independent part of a launch.
+struct Plan<'a> {
+    name: &'a str,
+    accel: Accel,
+    memory_mib: u64,
+    cpus: u32,
+    transport: Transport,
+    timeout: Duration,
+}
+
+/// A fresh boot's image, or a snapshot's device state to load.
+enum Start<'a> {
+    Boot {
+        kernel: &'a Path,
+        initrd: &'a Path,
+        cmdline_append: &'a str,
+    },
+    Restore {
+        state: PathBuf,
+    },
 }
 
 impl Machine {
@@ -91,13 +187,6 @@ impl Machine {
         dir: RunDir,
         console: Arc<Console>,
     ) -> Result<Machine, VmError> {
-        let trace = Trace::new(&spec.name);
-        let accel = accel::detect()?;
-        let daemon = match vsock::detect()? {
-            VsockKind::VhostUser => Some(VhostUserDaemon::start(dir.path()).await?),
-            VsockKind::Kernel => None,
-        };
-        trace.mark("vsock backend ready");
         let initrd = match &spec.extra_initrd {
             None => spec.initrd.clone(),
             Some(extra) => {
@@ -109,44 +198,160 @@ impl Machine {
                 path
             }
         };
+        let memory = GuestMemory::create(spec.memory_mib)?;
+        let plan = Plan {
+            name: &spec.name,
+            accel: accel::detect()?,
+            memory_mib: spec.memory_mib,
+            cpus: spec.cpus,
+            transport: spec.transport,
+            timeout: spec.timeout,
+        };
+        let start = Start::Boot {
+            kernel: &spec.kernel,
+            initrd: &initrd,
+            cmdline_append: &spec.cmdline_append,
+        };
+        Self::start(plan, start, memory, dir, console).await
+    }
 
+    /// Starts a VM from a snapshot directory (see [`snapshot`]); returns once
+    /// the agent answered. The snapshot is only read.
+    pub async fn restore(spec: RestoreSpec) -> Result<Machine, (VmError, Option<Arc<Console>>)> {
+        let dir = RunDir::create().map_err(|e| (VmError::Io(e), None))?;
+        let console = Console::new(&dir.path().join("console.log"));
+        match Self::restore_in(spec, dir, console.clone()).await {
+            Ok(m) => Ok(m),
+            Err(e) => Err((e, Some(console))),
+        }
+    }
+
+    async fn restore_in(
+        spec: RestoreSpec,
+        dir: RunDir,
+        console: Arc<Console>,
+    ) -> Result<Machine, VmError> {
+        let trace = Trace::new(&spec.name);
+        let meta = SnapshotMeta::load(&spec.snapshot)?;
+        let accel = accel::detect()?;
+        if accel != meta.accel {
+            return Err(VmError::Config(format!(
+                "the snapshot was taken under {} and this host runs guests under {}",
+                meta.accel.as_str(),
+                accel.as_str()
+            )));
+        }
+        let memory = GuestMemory::create(meta.memory_mib)?;
+        let ram = snapshot::ram_path(&spec.snapshot);
+        let memory = tokio::task::spawn_blocking(move || memory.load(&ram).map(|()| memory))
+            .await
+            .map_err(|e| VmError::Infra(format!("loading the snapshot's RAM: {e}")))?
+            .map_err(|e| {
+                VmError::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("loading the snapshot's RAM: {e}"),
+                ))
+            })?;
+        trace.mark("RAM loaded");
+        let plan = Plan {
+            name: &spec.name,
+            accel,
+            memory_mib: meta.memory_mib,
+            cpus: meta.cpus,
+            transport: meta.transport,
+            timeout: spec.timeout,
+        };
+        let start = Start::Restore {
+            state: snapshot::state_path(&spec.snapshot),
+        };
+        Self::start(plan, start, memory, dir, console).await
+    }
+
+    async fn start(
+        plan: Plan<'_>,
+        start: Start<'_>,
+        memory: GuestMemory,
+        dir: RunDir,
+        console: Arc<Console>,
+    ) -> Result<Machine, VmError> {
+        let trace = Trace::new(plan.name);
+        let accel = plan.accel;
+        let daemon = match (plan.transport, vsock::detect()?) {
+            (Transport::Vsock, VsockKind::VhostUser) => {
+                Some(VhostUserDaemon::start(dir.path()).await?)
+            }
+            _ => None,
+        };
+        trace.mark("transport ready");
+        let qmp_path = dir.path().join("qmp.sock");
         let mut attempt = 0;
-        let (qemu, client, cid) = loop {
+        let (qemu, client, cid, monitor) = loop {
             attempt += 1;
-            let (listener, device, port, cid) = match &daemon {
-                Some(d) => (
+            let (listener, channel, port, cid) = match (plan.transport, &daemon) {
+                (Transport::Serial, _) => {
+                    let sock = dir.path().join("agent.sock");
+                    let _ = std::fs::remove_file(&sock);
+                    (AgentListener::unix(&sock)?, Channel::Serial(sock), 0, 0)
+                }
+                (Transport::Vsock, Some(d)) => (
                     AgentListener::unix(&d.dial_in_path(proto::HOST_PORT))?,
-                    qemu::VsockDevice::VhostUser(d.control.clone()),
+                    Channel::VhostUser(d.control.clone()),
                     proto::HOST_PORT,
                     vsock::VHOST_USER_GUEST_CID,
                 ),
-                None => {
+                (Transport::Vsock, None) => {
                     let cid = rundir::pick_cid();
                     let (listener, port) = AgentListener::vsock(cid)?;
-                    (listener, qemu::VsockDevice::Kernel(cid), port, cid)
+                    (listener, Channel::Kernel(cid), port, cid)
                 }
             };
-            let mut cmdline = qemu::base_cmdline(accel);
-            cmdline.push_str(&format!(" provium.port={port}"));
-            if !spec.cmdline_append.trim().is_empty() {
-                cmdline.push(' ');
-                cmdline.push_str(spec.cmdline_append.trim());
-            }
-            let cfg = qemu::QemuConfig {
-                name: &spec.name,
-                accel,
-                memory_mib: spec.memory_mib,
-                cpus: spec.cpus,
-                kernel: &spec.kernel,
-                initrd: &initrd,
-                cmdline,
-                vsock: device,
+            let boot = match &start {
+                Start::Boot {
+                    kernel,
+                    initrd,
+                    cmdline_append,
+                } => {
+                    let mut cmdline = qemu::base_cmdline(accel);
+                    match plan.transport {
+                        Transport::Vsock => cmdline.push_str(&format!(" provium.port={port}")),
+                        Transport::Serial => cmdline.push_str(" provium.transport=serial"),
+                    }
+                    if !cmdline_append.trim().is_empty() {
+                        cmdline.push(' ');
+                        cmdline.push_str(cmdline_append.trim());
+                    }
+                    Some(qemu::BootImage {
+                        kernel,
+                        initrd,
+                        cmdline,
+                    })
+                }
+                Start::Restore { .. } => None,
             };
-            match launch(&cfg, &listener, &dir, &console, &trace, spec.timeout).await {
-                Ok((qemu, client)) => break (qemu, client, cid),
+            let cfg = qemu::QemuConfig {
+                name: plan.name,
+                accel,
+                memory_mib: plan.memory_mib,
+                cpus: plan.cpus,
+                memory_fd: memory.raw_fd(),
+                channel,
+                qmp: &qmp_path,
+                boot,
+            };
+            let state = match &start {
+                Start::Restore { state } => Some(state.as_path()),
+                Start::Boot { .. } => None,
+            };
+            let launched =
+                launch(&cfg, &listener, &dir, &console, &trace, plan.timeout, state).await;
+            match launched {
+                Ok((qemu, client, monitor)) => break (qemu, client, cid, monitor),
                 // Kernel vhost-vsock CIDs are host-wide: another VM (of any
                 // process) may hold the one we drew. Draw again.
-                Err(Launch::CidInUse) if daemon.is_none() && attempt < CID_ATTEMPTS => {}
+                Err(Launch::CidInUse)
+                    if plan.transport == Transport::Vsock
+                        && daemon.is_none()
+                        && attempt < CID_ATTEMPTS => {}
                 Err(Launch::CidInUse) => {
                     return Err(VmError::Infra(format!(
                         "no free guest CID after {attempt} attempts{}",
@@ -174,11 +379,18 @@ impl Machine {
             }
         });
         Ok(Machine {
+            name: plan.name.to_string(),
             client,
             qemu,
             daemon,
             console,
             accel,
+            transport: plan.transport,
+            memory,
+            memory_mib: plan.memory_mib,
+            cpus: plan.cpus,
+            monitor: Mutex::new(monitor),
+            paused: AtomicBool::new(false),
             cid,
             dir,
         })
@@ -199,6 +411,16 @@ impl Machine {
         self.accel
     }
 
+    /// The transport in use.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// Whether the vCPUs are stopped ([`Machine::pause`]).
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
     /// Why the machine is no longer usable, if it is not.
     pub fn dead_reason(&self) -> Option<String> {
         if let Some(status) = self.qemu.exited() {
@@ -207,9 +429,122 @@ impl Machine {
         self.client.closed_reason().map(|r| r.to_string())
     }
 
+    /// Runs `f` on the monitor, connecting first if needed. Blocks.
+    fn with_monitor<T>(
+        &self,
+        f: impl FnOnce(&mut Monitor) -> Result<T, QmpError>,
+    ) -> Result<T, VmError> {
+        let mut guard = self.monitor.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            let path = self.dir.path().join("qmp.sock");
+            *guard = Some(Monitor::connect(&path, Instant::now() + MONITOR_TIMEOUT)?);
+        }
+        match guard.as_mut() {
+            Some(m) => Ok(f(m)?),
+            None => Err(VmError::Infra("QEMU's monitor is not connected".into())),
+        }
+    }
+
+    /// Stops the vCPUs; guest calls fail with `message` until
+    /// [`Machine::resume`]. Blocks.
+    pub fn pause(&self, message: &str) -> Result<(), VmError> {
+        self.with_monitor(|m| m.stop())?;
+        self.paused.store(true, Ordering::Relaxed);
+        self.client.set_paused(Some(message));
+        Ok(())
+    }
+
+    /// Lets the vCPUs run again. Blocks.
+    pub fn resume(&self) -> Result<(), VmError> {
+        self.with_monitor(|m| m.cont())?;
+        self.paused.store(false, Ordering::Relaxed);
+        self.client.set_paused(None);
+        Ok(())
+    }
+
+    /// Writes a snapshot of the running (or paused) VM to the new directory
+    /// `dest` (its parent must exist); the VM goes on as it was. Blocks.
+    pub fn snapshot(&self, dest: &Path) -> Result<SnapshotMeta, VmError> {
+        if self.daemon.is_some() {
+            return Err(VmError::Config(
+                "this VM's vsock device is served by vhost-device-vsock, which QEMU cannot \
+                 migrate; create the VM with transport = \"serial\" (the default on this host) \
+                 to snapshot it"
+                    .into(),
+            ));
+        }
+        if dest.exists() {
+            return Err(VmError::Config(format!(
+                "{} already exists",
+                dest.display()
+            )));
+        }
+        let parent = dest.parent().unwrap_or(Path::new("."));
+        let base = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "snapshot".into());
+        let tmp = parent.join(format!(".{base}.tmp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let was_running = !self.is_paused();
+        if was_running {
+            self.with_monitor(|m| m.stop())?;
+        }
+        let result = self.write_snapshot(&tmp).and_then(|meta| {
+            std::fs::rename(&tmp, dest)?;
+            Ok(meta)
+        });
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        if was_running {
+            let resumed = self.with_monitor(|m| m.cont());
+            if let (Ok(_), Err(e)) = (&result, resumed) {
+                return Err(e);
+            }
+        }
+        result
+    }
+
+    fn write_snapshot(&self, tmp: &Path) -> Result<SnapshotMeta, VmError> {
+        std::fs::create_dir(tmp)?;
+        let state = snapshot::state_path(tmp);
+        self.with_monitor(|m| m.save_state(&state, STATE_TIMEOUT))?;
+        if !state.is_file() {
+            return Err(VmError::Infra(format!(
+                "QEMU reported the device state saved, but {} is missing",
+                state.display()
+            )));
+        }
+        self.memory.save(&snapshot::ram_path(tmp))?;
+        let meta = SnapshotMeta {
+            format: snapshot::FORMAT,
+            protocol: proto::PROTOCOL_VERSION,
+            transport: self.transport,
+            accel: self.accel,
+            memory_mib: self.memory_mib,
+            cpus: self.cpus,
+            vm: self.name.clone(),
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        };
+        let meta_file = snapshot::meta_path(tmp);
+        std::fs::write(&meta_file, meta.render())?;
+        std::fs::File::open(&meta_file)?.sync_all()?;
+        std::fs::File::open(tmp)?.sync_all()?;
+        Ok(meta)
+    }
+
     /// Powers the guest off cleanly, then makes sure QEMU and the daemon are
     /// gone (SIGKILL after a grace period).
     pub async fn shutdown(self) {
+        if self.is_paused() {
+            // A stopped guest cannot power itself off.
+            self.kill().await;
+            return;
+        }
         if self.qemu.exited().is_none() && self.client.closed_reason().is_none() {
             let client = self.client.clone();
             let ask = tokio::task::spawn_blocking(move || client.roundtrip(Op::Poweroff));
@@ -231,12 +566,13 @@ impl Machine {
         drop(self.dir);
     }
 
-    /// Where a raw host-initiated stream to the agent can be opened.
-    pub fn raw_endpoint(&self) -> RawEndpoint {
-        RawEndpoint {
+    /// Where a raw host-initiated stream to the agent can be opened (vsock
+    /// only: the serial port carries one connection).
+    pub fn raw_endpoint(&self) -> Option<RawEndpoint> {
+        (self.transport == Transport::Vsock).then(|| RawEndpoint {
             uds: self.daemon.as_ref().map(|d| d.uds.clone()),
             cid: self.cid,
-        }
+        })
     }
 
     /// Where the VM's sockets and logs live while it runs.
@@ -261,7 +597,9 @@ impl<E: Into<VmError>> From<E> for Launch {
     }
 }
 
-/// Starts QEMU and waits for its agent's hello (or QEMU's end, or the timeout).
+/// Starts QEMU and waits for its agent's hello (or QEMU's end, or the
+/// timeout). With `state`, QEMU loads that device state first (a restore)
+/// and the returned monitor is connected.
 async fn launch(
     cfg: &qemu::QemuConfig<'_>,
     listener: &AgentListener,
@@ -269,12 +607,13 @@ async fn launch(
     console: &Arc<Console>,
     trace: &Trace,
     timeout: Duration,
-) -> Result<(Arc<ChildGuard>, Arc<Client>), Launch> {
+    state: Option<&Path>,
+) -> Result<(Arc<ChildGuard>, Arc<Client>, Option<Monitor>), Launch> {
     let mut cmd = Command::new(qemu::binary());
     cmd.args(qemu::args(cfg))
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.path().join("qemu.stderr"))?);
-    let (guard, stdout) = ChildGuard::spawn_with_stdout(cmd, "QEMU")
+    let (guard, stdout) = ChildGuard::spawn_keeping(cmd, "QEMU", Some(cfg.memory_fd))
         .map_err(|e| VmError::Spawn("qemu-system-x86_64", e))?;
     if let Some(stdout) = stdout {
         tokio::spawn(console.clone().capture(stdout));
@@ -290,31 +629,73 @@ async fn launch(
             }
         });
     }
+    let serial = matches!(cfg.channel, Channel::Serial(_));
+    let restoring = state.is_some();
+    // A restore loads the device state through the monitor and lets the
+    // vCPUs run; the agent's side of the connection carries on from the
+    // snapshot meanwhile.
+    let load = async {
+        let Some(state) = state else {
+            return Ok::<_, VmError>(None);
+        };
+        let qmp = cfg.qmp.to_path_buf();
+        let state = state.to_path_buf();
+        let t = trace.clone();
+        let monitor = tokio::task::spawn_blocking(move || {
+            let mut m = Monitor::connect(&qmp, Instant::now() + MONITOR_TIMEOUT)?;
+            m.load_state(&state, STATE_TIMEOUT)?;
+            t.mark("device state loaded");
+            m.cont()?;
+            Ok::<_, VmError>(m)
+        })
+        .await
+        .map_err(|e| VmError::Infra(format!("the restore task failed: {e}")))??;
+        Ok(Some(monitor))
+    };
     let connect = async {
         let mut stream = listener.accept().await?;
-        let hello = transport::handshake(&mut stream).await?;
+        // A restored serial port is mid-session; a restored vsock guest
+        // dials again after its transport reset, with a fresh hello.
+        let hello = if restoring && serial {
+            transport::resync(&mut stream).await?
+        } else {
+            transport::handshake(&mut stream).await?
+        };
         Ok::<_, VmError>(Client::start(stream.into_blocking_fd()?, hello)?)
     };
-    tokio::select! {
-        r = connect => Ok((qemu, r?)),
-        status = qemu.wait() => {
-            // Let the console task drain what QEMU printed last.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let err = std::fs::read_to_string(dir.path().join("qemu.stderr")).unwrap_or_default();
-            if err.contains("unable to set guest cid") {
-                return Err(Launch::CidInUse);
-            }
-            Err(Launch::Failed(VmError::Infra(format!(
-                "QEMU {} before the agent answered{}",
-                process::describe_exit(&status),
-                stderr_note(dir)
-            ))))
+    let both = async { tokio::try_join!(load, connect) };
+    let exited = |status: std::process::ExitStatus| async move {
+        // Let the console task drain what QEMU printed last.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let err = std::fs::read_to_string(dir.path().join("qemu.stderr")).unwrap_or_default();
+        if err.contains("unable to set guest cid") {
+            return Launch::CidInUse;
         }
+        Launch::Failed(VmError::Infra(format!(
+            "QEMU {} before the agent answered{}",
+            process::describe_exit(&status),
+            stderr_note(dir)
+        )))
+    };
+    tokio::select! {
+        r = both => match r {
+            Ok((monitor, client)) => Ok((qemu, client, monitor)),
+            Err(e) => {
+                // A serial port's stream ends when QEMU does: report QEMU's
+                // end (a guest panic, say) rather than the stream's.
+                match tokio::time::timeout(Duration::from_millis(500), qemu.wait()).await {
+                    Ok(status) => Err(exited(status).await),
+                    Err(_) => Err(Launch::Failed(e)),
+                }
+            }
+        },
+        status = qemu.wait() => Err(exited(status).await),
         _ = tokio::time::sleep(timeout) => {
             Err(Launch::Failed(VmError::Infra(format!(
-                "the agent did not answer within {:.1} s of starting QEMU ({})",
+                "the agent did not answer within {:.1} s of starting QEMU ({}{})",
                 timeout.as_secs_f64(),
-                cfg.accel.as_str()
+                cfg.accel.as_str(),
+                if restoring { ", restoring a snapshot" } else { "" }
             ))))
         }
     }

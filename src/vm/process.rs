@@ -5,6 +5,7 @@
 //! when its guard drops, and is reaped by a task that publishes its exit.
 
 use std::io;
+use std::os::fd::RawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
@@ -37,16 +38,32 @@ impl ChildGuard {
     /// Like [`ChildGuard::spawn`], also handing back the child's stdout if it
     /// was piped.
     pub fn spawn_with_stdout(
-        mut cmd: Command,
+        cmd: Command,
         what: &'static str,
     ) -> io::Result<(ChildGuard, Option<ChildStdout>)> {
-        // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) run
-        // between fork and exec.
+        Self::spawn_keeping(cmd, what, None)
+    }
+
+    /// Like [`ChildGuard::spawn_with_stdout`]; the child also inherits
+    /// descriptor `keep` (close-on-exec in this process, so that no other
+    /// child gets it), under the same number.
+    pub fn spawn_keeping(
+        mut cmd: Command,
+        what: &'static str,
+        keep: Option<RawFd>,
+    ) -> io::Result<(ChildGuard, Option<ChildStdout>)> {
+        // SAFETY: only async-signal-safe calls (prctl, getppid, fcntl, _exit)
+        // run between fork and exec.
         let parent = unsafe { libc::getpid() };
         unsafe {
             cmd.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
                     return Err(io::Error::last_os_error());
+                }
+                if let Some(fd) = keep {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
                 }
                 // The parent may have died between fork and prctl.
                 if libc::getppid() != parent {

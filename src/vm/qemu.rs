@@ -6,6 +6,7 @@
 //! ~0.3 s slower to boot and 2-4x slower at bulk I/O); under KVM, `host`.
 
 use std::ffi::OsString;
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
 use super::accel::Accel;
@@ -17,18 +18,32 @@ pub struct QemuConfig<'a> {
     pub accel: Accel,
     pub memory_mib: u64,
     pub cpus: u32,
+    /// Guest RAM: a descriptor QEMU inherits (see `super::memory`).
+    pub memory_fd: RawFd,
+    /// How the agent reaches the host.
+    pub channel: Channel,
+    /// QMP socket QEMU listens on.
+    pub qmp: &'a Path,
+    /// What to boot; `None` waits for a snapshot (`-incoming defer`).
+    pub boot: Option<BootImage<'a>>,
+}
+
+/// Kernel, initramfs and command line of a fresh boot.
+pub struct BootImage<'a> {
     pub kernel: &'a Path,
     pub initrd: &'a Path,
     pub cmdline: String,
-    pub vsock: VsockDevice,
 }
 
-/// The vsock device to attach.
-pub enum VsockDevice {
-    /// vhost-user device served by a daemon at this control socket.
+/// The device that carries the agent's connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Channel {
+    /// vhost-user vsock device served by a daemon at this control socket.
     VhostUser(PathBuf),
     /// Kernel vhost-vsock with this guest CID.
     Kernel(u32),
+    /// A virtio-serial port whose host side connects to this Unix socket.
+    Serial(PathBuf),
 }
 
 /// The QEMU binary: `$PROVIUM_QEMU` or `qemu-system-x86_64` from `PATH`.
@@ -44,6 +59,11 @@ pub fn base_cmdline(accel: Accel) -> String {
         s.push_str(&format!(" tsc_early_khz={}", super::tsc::host_tsc_khz()));
     }
     s
+}
+
+/// A path inside a QEMU option string (commas doubled).
+fn opt_path(p: &Path) -> String {
+    p.display().to_string().replace(',', ",,")
 }
 
 /// Builds the argument list.
@@ -66,11 +86,11 @@ pub fn args(cfg: &QemuConfig<'_>) -> Vec<OsString> {
     push(&format!("{}M", cfg.memory_mib));
     push("-smp");
     push(&cfg.cpus.to_string());
-    // vhost-user needs guest RAM that the daemon can map.
+    // Shared, so that vhost-user can map it and snapshots can skip it.
     push("-object");
     push(&format!(
-        "memory-backend-memfd,id=mem,size={}M,share=on",
-        cfg.memory_mib
+        "memory-backend-file,id=mem,size={}M,mem-path=/proc/self/fd/{},share=on",
+        cfg.memory_mib, cfg.memory_fd
     ));
     for flag in ["-nodefaults", "-no-user-config", "-no-reboot"] {
         push(flag);
@@ -79,23 +99,44 @@ pub fn args(cfg: &QemuConfig<'_>) -> Vec<OsString> {
     push("none");
     push("-serial");
     push("stdio");
-    push("-append");
-    push(&cfg.cmdline);
-    match &cfg.vsock {
-        VsockDevice::VhostUser(control) => {
+    push("-qmp");
+    push(&format!("unix:{},server=on,wait=off", opt_path(cfg.qmp)));
+    match &cfg.channel {
+        Channel::VhostUser(control) => {
             push("-chardev");
-            push(&format!("socket,id=vsockc,path={}", control.display()));
+            push(&format!("socket,id=vsockc,path={}", opt_path(control)));
             push("-device");
             push("vhost-user-vsock-device,chardev=vsockc");
         }
-        VsockDevice::Kernel(cid) => {
+        Channel::Kernel(cid) => {
             push("-device");
             push(&format!("vhost-vsock-device,guest-cid={cid}"));
         }
+        Channel::Serial(sock) => {
+            push("-device");
+            push("virtio-serial-device,max_ports=2");
+            push("-chardev");
+            push(&format!("socket,id=agentc,path={}", opt_path(sock)));
+            push("-device");
+            push(&format!(
+                "virtserialport,chardev=agentc,name={}",
+                provium_protocol::SERIAL_PORT_NAME
+            ));
+        }
     }
-    a.push("-kernel".into());
-    a.push(cfg.kernel.as_os_str().to_owned());
-    a.push("-initrd".into());
-    a.push(cfg.initrd.as_os_str().to_owned());
+    match &cfg.boot {
+        Some(b) => {
+            push("-append");
+            push(&b.cmdline);
+            a.push("-kernel".into());
+            a.push(b.kernel.as_os_str().to_owned());
+            a.push("-initrd".into());
+            a.push(b.initrd.as_os_str().to_owned());
+        }
+        None => {
+            a.push("-incoming".into());
+            a.push("defer".into());
+        }
+    }
     a
 }

@@ -44,6 +44,22 @@ impl RunDir {
         }
     }
 
+    /// A fresh path next to the run directories, named `<pid>-<tag><n>` so
+    /// that the sweep removes it once this process is gone. Not created.
+    pub fn scratch_path(tag: &str) -> io::Result<PathBuf> {
+        let base = base();
+        std::fs::create_dir_all(&base)?;
+        SWEEP.call_once(|| sweep(&base));
+        let pid = std::process::id();
+        loop {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let path = base.join(format!("{pid}-{tag}{n}"));
+            if !path.exists() {
+                return Ok(path);
+            }
+        }
+    }
+
     /// Its path.
     pub fn path(&self) -> &Path {
         &self.path

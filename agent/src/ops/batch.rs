@@ -304,7 +304,11 @@ mod tests {
 
     #[test]
     fn hand_decoded_stat_matches_postcard() {
-        for (path, follow) in [(&b"/"[..], true), (&[b'x'; 300][..], false), (&b""[..], true)] {
+        for (path, follow) in [
+            (&b"/"[..], true),
+            (&[b'x'; 300][..], false),
+            (&b""[..], true),
+        ] {
             let op = Op::Stat {
                 path: path.to_vec(),
                 follow,
