@@ -1,6 +1,8 @@
 -- Round trip of vm:stat from Lua vs a raw echo on the same vsock path that
 -- bypasses the RPC layer, measured in the same run, interleaved in rounds so
--- that drifts of the (shared, TCG) host hit both alike.
+-- that drifts of the (shared, TCG) host hit both alike; plus vm:stat over
+-- the virtio-serial transport (the default where vsock needs a vhost-user
+-- daemon), which has no raw probe.
 -- Usage: lua5.4 bench/rpc.lua [iterations=10000] [rounds=10]
 package.path = "bench/?.lua;" .. package.path
 local provium = require("provium")
@@ -10,9 +12,11 @@ u.host_probe(provium.now)
 local n = tonumber(arg[1]) or 10000
 local rounds = tonumber(arg[2]) or 10
 local per = n // rounds
-local vm <close> = provium:vm("bench-rpc", "default")
+local vm <close> = provium:vm("bench-rpc", "default", { transport = "vsock" })
 vm:boot()
 local ud = rawget(vm, provium._UD)
+local svm <close> = provium:vm("bench-rpc-serial", "default", { transport = "serial" })
+svm:boot()
 local now = provium.now
 
 local function timed(fn, out)
@@ -23,16 +27,17 @@ local function timed(fn, out)
   end
 end
 
-local echo, stat, ping = {}, {}, {}
+local echo, stat, ping, sstat = {}, {}, {}, {}
 -- warm-up
 assert(ud:_raw_echo(200, 64, 0))
-for _ = 1, 200 do vm:stat("/") end
+for _ = 1, 200 do vm:stat("/") svm:stat("/") end
 for _ = 1, rounds do
   local ok, xs = ud:_raw_echo(per, 64, 10)
   assert(ok, xs)
   table.move(xs, 1, #xs, #echo + 1, echo)
   timed(function() vm:stat("/") end, stat)
   timed(function() ud:call("ping") end, ping)
+  timed(function() svm:stat("/") end, sstat)
 end
 
 local function row(name, xs)
@@ -42,4 +47,5 @@ print(string.format("%d samples each, %d interleaved rounds", #stat, rounds))
 row("raw echo, 64 B", echo)
 row("vm:stat('/') from Lua", stat)
 row("ping (core call, no wrapper)", ping)
+row("vm:stat('/') over serial", sstat)
 print(string.format("vm:stat p50 / raw echo p50 = %.2f (limit 1.50)", u.median(stat) / u.median(echo)))

@@ -38,7 +38,15 @@ local function builds(name) return (_G.fixture_builds or {})[name] or 0 end
 describe("provium.vm_fixture", function()
   local dir
   before_each(function() dir = fresh_dir() end)
-  after_each(function() os.execute("rm -rf " .. dir) end)
+  after_each(function()
+    -- Drop this test's cache entries, then its builders.
+    for _, e in ipairs(provium.fixtures.list()) do
+      if e.builder and e.builder:find(dir, 1, true) then
+        assert.is_true(provium.fixtures.remove(e.key))
+      end
+    end
+    os.execute("rm -rf " .. dir)
+  end)
 
   it("builds once, then resumes the cached snapshot", function()
     write(dir .. "/once.fixture.lua", builder_source("once"))
@@ -180,6 +188,8 @@ describe("provium.fixtures", function()
     assert.is_string(provium.fixtures.dir())
     local list = provium.fixtures.list()
     assert.is_table(list)
+    assert.is_false(provium.fixtures.remove(string.rep("0", 64)))
+    assert.has_error(function() provium.fixtures.remove(1) end)
     for i = 2, #list do
       assert.is_true(list[i - 1].last_used <= list[i].last_used)
     end

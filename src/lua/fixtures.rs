@@ -191,6 +191,19 @@ pub fn register(lua: &Lua, core: &Table) -> mlua::Result<()> {
         })?,
     )?;
     core.set(
+        "fixture_remove",
+        lua.create_function(|lua, hex: String| {
+            let r = cache().and_then(|c| {
+                let _held = c
+                    .lock(&hex)
+                    .map_err(|e| ApiError::msg(format!("provium.fixtures.remove: {e}")))?;
+                c.remove(&hex)
+                    .map_err(|e| ApiError::msg(format!("provium.fixtures.remove: {e}")))
+            });
+            ret(lua, r)
+        })?,
+    )?;
+    core.set(
         "fixture_list",
         lua.create_function(|lua, ()| {
             let r = cache().and_then(|c| {

@@ -710,13 +710,19 @@ function M:depends_on_file(path)
 end
 
 --- The fixture cache: `dir()`, `list()` → `{ {key=, path=, size=, last_used=, builder=}, ... }`
--- (least recently used first), `clean()` → number of entries removed (entries
--- being built are kept). Location: `$PROVIUM_FIXTURE_CACHE`, else
+-- (least recently used first), `remove(key)` → whether there was such an
+-- entry, `clean()` → number of entries removed (entries being built are kept). Location: `$PROVIUM_FIXTURE_CACHE`, else
 -- `$XDG_CACHE_HOME/provium/fixtures`; size cap `$PROVIUM_FIXTURE_CACHE_MAX`
 -- (default 20G), least recently used entries evicted first.
 M.fixtures = {
   dir = function() return check(core.fixture_cache_dir()) end,
   list = function() return check(core.fixture_list()) end,
+  remove = function(key)
+    if type(key) ~= "string" then
+      error("provium.fixtures.remove: key must be a string (got " .. type(key) .. ")", 2)
+    end
+    return check(core.fixture_remove(key))
+  end,
   clean = function() return check(core.fixture_clean()) end,
 }
 
