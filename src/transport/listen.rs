@@ -39,7 +39,14 @@ impl AgentListener {
 
     /// Listens on a kernel vsock port chosen by the kernel; returns the port.
     pub fn vsock(cid: u32) -> io::Result<(Self, u32)> {
-        let listener = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, u32::MAX))?;
+        Self::vsock_on(cid, u32::MAX)
+    }
+
+    /// Listens on kernel vsock port `port` (`u32::MAX`: any free port, as
+    /// [`AgentListener::vsock`]); returns the port. A restored guest dials
+    /// the port it was booted with.
+    pub fn vsock_on(cid: u32, port: u32) -> io::Result<(Self, u32)> {
+        let listener = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, port))?;
         let port = listener.local_addr()?.port();
         Ok((AgentListener::Vsock { listener, cid }, port))
     }

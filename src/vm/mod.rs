@@ -141,6 +141,8 @@ pub struct Machine {
     memory: GuestMemory,
     memory_mib: u64,
     cpus: u32,
+    /// Host vsock port the guest dials (kernel vsock; 0 otherwise).
+    port: u32,
     /// Connected on first use (boots do not need it).
     monitor: Mutex<Option<Monitor>>,
     paused: AtomicBool,
@@ -157,6 +159,9 @@ struct Plan<'a> {
     cpus: u32,
     transport: Transport,
     timeout: Duration,
+    /// The kernel vsock port to listen on (a restored guest dials the one
+    /// it was booted with); `None`: any.
+    port: Option<u32>,
 }
 
 /// A fresh boot's image, or a snapshot's device state to load.
@@ -206,6 +211,7 @@ impl Machine {
             cpus: spec.cpus,
             transport: spec.transport,
             timeout: spec.timeout,
+            port: None,
         };
         let start = Start::Boot {
             kernel: &spec.kernel,
@@ -260,6 +266,7 @@ impl Machine {
             cpus: meta.cpus,
             transport: meta.transport,
             timeout: spec.timeout,
+            port: (meta.port != 0).then_some(meta.port),
         };
         let start = Start::Restore {
             state: snapshot::state_path(&spec.snapshot),
@@ -285,7 +292,7 @@ impl Machine {
         trace.mark("transport ready");
         let qmp_path = dir.path().join("qmp.sock");
         let mut attempt = 0;
-        let (qemu, client, cid, monitor) = loop {
+        let (qemu, client, cid, port, monitor) = loop {
             attempt += 1;
             let (listener, channel, port, cid) = match (plan.transport, &daemon) {
                 (Transport::Serial, _) => {
@@ -301,7 +308,8 @@ impl Machine {
                 ),
                 (Transport::Vsock, None) => {
                     let cid = rundir::pick_cid();
-                    let (listener, port) = AgentListener::vsock(cid)?;
+                    let (listener, port) =
+                        AgentListener::vsock_on(cid, plan.port.unwrap_or(u32::MAX))?;
                     (listener, Channel::Kernel(cid), port, cid)
                 }
             };
@@ -345,7 +353,7 @@ impl Machine {
             let launched =
                 launch(&cfg, &listener, &dir, &console, &trace, plan.timeout, state).await;
             match launched {
-                Ok((qemu, client, monitor)) => break (qemu, client, cid, monitor),
+                Ok((qemu, client, monitor)) => break (qemu, client, cid, port, monitor),
                 // Kernel vhost-vsock CIDs are host-wide: another VM (of any
                 // process) may hold the one we drew. Draw again.
                 Err(Launch::CidInUse)
@@ -363,6 +371,11 @@ impl Machine {
         };
 
         trace.mark("agent answered the hello");
+        let kept_port = if plan.transport == Transport::Vsock && daemon.is_none() {
+            port
+        } else {
+            0
+        };
         // Monitor: QEMU ending closes the connection with the reason.
         let weak = Arc::downgrade(&client);
         let q = qemu.clone();
@@ -389,6 +402,7 @@ impl Machine {
             memory,
             memory_mib: plan.memory_mib,
             cpus: plan.cpus,
+            port: kept_port,
             monitor: Mutex::new(monitor),
             paused: AtomicBool::new(false),
             cid,
@@ -524,6 +538,7 @@ impl Machine {
             accel: self.accel,
             memory_mib: self.memory_mib,
             cpus: self.cpus,
+            port: self.port,
             vm: self.name.clone(),
             created: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

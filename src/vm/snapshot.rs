@@ -64,6 +64,8 @@ pub struct SnapshotMeta {
     pub accel: Accel,
     pub memory_mib: u64,
     pub cpus: u32,
+    /// The host vsock port the guest dials (kernel vsock only; else 0).
+    pub port: u32,
     /// The VM it was taken from (for messages).
     pub vm: String,
     /// Seconds since the epoch.
@@ -80,6 +82,7 @@ impl SnapshotMeta {
         let _ = writeln!(s, "accel = {}", self.accel.as_str());
         let _ = writeln!(s, "memory_mib = {}", self.memory_mib);
         let _ = writeln!(s, "cpus = {}", self.cpus);
+        let _ = writeln!(s, "port = {}", self.port);
         let _ = writeln!(s, "vm = {}", self.vm.replace('\n', " "));
         let _ = writeln!(s, "created = {}", self.created);
         s
@@ -137,6 +140,7 @@ impl SnapshotMeta {
             accel,
             memory_mib: num("memory_mib")?,
             cpus: num("cpus")? as u32,
+            port: num("port")? as u32,
             vm: field("vm")?.to_string(),
             created: num("created")?,
         })
@@ -166,6 +170,7 @@ mod tests {
             accel: Accel::Tcg,
             memory_mib: 256,
             cpus: 1,
+            port: 0,
             vm: "a".into(),
             created: 1,
         }
