@@ -216,8 +216,9 @@ function Vm:snapshot(path)
   return setmetatable({ [UD] = check(ud:snapshot(path)) }, Snapshot)
 end
 
---- Starts this created VM from a snapshot (a Snapshot or its directory);
--- returns the VM once the agent answered.
+--- Starts this VM from a snapshot (a Snapshot or its directory); returns
+-- the VM once the agent answered. A booted VM is rolled back: its machine is
+-- replaced, and Files, Tails, Processes and Workers of that machine raise.
 -- @param opts optional `{timeout=}`
 function Vm:restore(snap, opts)
   local ud = ud_of(self, "vm:restore")

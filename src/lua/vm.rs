@@ -280,18 +280,27 @@ impl VmHandle {
     /// Starts this created VM from the snapshot at `dir`.
     pub fn restore(&self, dir: &std::path::Path, timeout: Option<Duration>) -> ApiResult<()> {
         let name = &self.cfg.name;
-        match &*self.lock() {
-            State::Created => {}
-            State::Booted(_) => {
-                return Err(ApiError::msg(format!(
-                    "vm \"{name}\": VM already booted (cannot restore); restore into a new VM"
-                )))
+        let previous = {
+            let mut state = self.lock();
+            match &*state {
+                State::Created => None,
+                // A rollback: the running machine is replaced.
+                State::Booted(_) => match std::mem::replace(&mut *state, State::Created) {
+                    State::Booted(m) => Some(m),
+                    _ => None,
+                },
+                State::Shutdown => {
+                    return Err(ApiError::msg(format!(
+                        "vm \"{name}\": VM is shutdown; create a new one (cannot restore)"
+                    )))
+                }
             }
-            State::Shutdown => {
-                return Err(ApiError::msg(format!(
-                    "vm \"{name}\": VM is shutdown; create a new one (cannot restore)"
-                )))
-            }
+        };
+        if let Some(m) = previous {
+            let reason = format!(
+                "vm \"{name}\" was restored from a snapshot; objects opened before cannot be used"
+            );
+            runtime::block_on(m.kill_because(reason));
         }
         let spec = RestoreSpec {
             name: name.clone(),

@@ -571,7 +571,13 @@ impl Machine {
 
     /// Kills QEMU and the daemon at once and waits until they are gone.
     pub async fn kill(self) {
-        self.client.close("the VM was shut down");
+        self.kill_because("the VM was shut down".to_string()).await
+    }
+
+    /// [`Machine::kill`], telling calls still in flight (and objects that
+    /// outlive the machine) `reason`.
+    pub async fn kill_because(self, reason: String) {
+        self.client.close(&reason);
         self.qemu.signal(libc::SIGKILL);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.qemu.wait()).await;
         if let Some(d) = &self.daemon {
