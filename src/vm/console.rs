@@ -52,9 +52,23 @@ impl Console {
         self.log.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Starts the log with `earlier` output (a restored VM's console before
+    /// its snapshot), before any capture.
+    pub fn seed(&self, earlier: &[u8]) {
+        let mut log = self.lock();
+        let keep = earlier.len().min(KEEP_BYTES);
+        log.bytes = earlier[earlier.len() - keep..].to_vec();
+    }
+
     /// Copies `source` into the log until it ends.
     pub async fn capture<R: AsyncRead + Unpin>(self: Arc<Self>, mut source: R) {
         let mut file = std::fs::File::create(&self.path).ok();
+        let seeded = self.lock().bytes.clone();
+        if let Some(f) = file.as_mut() {
+            if f.write_all(&seeded).is_err() {
+                file = None;
+            }
+        }
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             let n = match source.read(&mut buf).await {

@@ -247,6 +247,16 @@ impl Machine {
                 accel.as_str()
             )));
         }
+        if let Ok(mut earlier) = std::fs::read(snapshot::console_path(&spec.snapshot)) {
+            earlier.extend_from_slice(
+                format!(
+                    "\n[provium: restored from a snapshot of vm \"{}\"]\n",
+                    meta.vm
+                )
+                .as_bytes(),
+            );
+            console.seed(&earlier);
+        }
         let memory = GuestMemory::create(meta.memory_mib)?;
         let ram = snapshot::ram_path(&spec.snapshot);
         let memory = tokio::task::spawn_blocking(move || memory.load(&ram).map(|()| memory))
@@ -531,6 +541,9 @@ impl Machine {
             )));
         }
         self.memory.save(&snapshot::ram_path(tmp))?;
+        let console = self.console.contents();
+        let from = console.len().saturating_sub(snapshot::CONSOLE_BYTES);
+        std::fs::write(snapshot::console_path(tmp), &console[from..])?;
         let meta = SnapshotMeta {
             format: snapshot::FORMAT,
             protocol: proto::PROTOCOL_VERSION,

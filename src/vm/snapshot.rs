@@ -7,7 +7,8 @@
 //! * `state` — QEMU's device state (a migration stream without the RAM,
 //!   tens of KB: see `x-ignore-shared` in [`super::qmp`]);
 //! * `ram` — the guest's RAM, a sparse file whose all-zero pages are holes;
-//! * `snapshot.meta` — `key = value` lines ([`SnapshotMeta`]).
+//! * `snapshot.meta` — `key = value` lines ([`SnapshotMeta`]);
+//! * `console.log` — the last console output before the snapshot.
 //!
 //! Restoring never writes into the directory: the RAM is copied into the
 //! new VM's own memory, so one snapshot can be restored any number of
@@ -33,6 +34,15 @@ pub fn state_path(dir: &Path) -> PathBuf {
 pub fn ram_path(dir: &Path) -> PathBuf {
     dir.join("ram")
 }
+
+/// The console output up to the snapshot (optional: shown in the failure
+/// messages of restored VMs).
+pub fn console_path(dir: &Path) -> PathBuf {
+    dir.join("console.log")
+}
+
+/// How much console output a snapshot keeps.
+pub const CONSOLE_BYTES: usize = 64 * 1024;
 
 /// The description file.
 pub fn meta_path(dir: &Path) -> PathBuf {
