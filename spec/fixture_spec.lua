@@ -156,6 +156,8 @@ return vm:snapshot()
     assert.truthy(err:find("builder broke", 1, true), err)
     err = guest.error_of(provium.depends_on_file, provium, 7)
     assert.truthy(err:find("path must be a non-empty string", 1, true), err)
+    assert.is_nil(provium:depends_on_file("x.txt"))
+    assert.is_nil(provium.depends_on_file("x.txt"))
   end)
 
   it("is built once when two processes need it at the same time", function()

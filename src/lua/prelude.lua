@@ -703,8 +703,10 @@ end
 
 --- Declares a host file a fixture depends on. Read by the fixture scanner
 -- (a literal path only); does nothing at run time.
-function M:depends_on_file(path)
-  module_self(self, "provium:depends_on_file")
+function M.depends_on_file(a, b)
+  -- Both provium:depends_on_file("x") and provium.depends_on_file("x").
+  local path = a
+  if a == M then path = b end
   if type(path) ~= "string" or path == "" then
     error("provium:depends_on_file: path must be a non-empty string (got " .. type(path) .. ")", 2)
   end
