@@ -36,14 +36,6 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Wraps an existing snapshot directory (kept on drop).
-    pub fn existing(dir: PathBuf) -> Snapshot {
-        Snapshot {
-            dir: Mutex::new(Some(dir)),
-            temporary: false,
-        }
-    }
-
     /// Its directory, unless deleted.
     pub fn dir(&self) -> Option<PathBuf> {
         self.dir.lock().unwrap_or_else(|e| e.into_inner()).clone()
@@ -161,22 +153,16 @@ fn unique_in(dir: &Path) -> std::io::Result<PathBuf> {
 pub fn restore(vm: &VmHandle, snap: &Value, opts: &Value) -> ApiResult<()> {
     const CALL: &str = "vm:restore";
     let dir = match snap {
-        Value::UserData(ud) => match ud.borrow::<Snapshot>() {
-            Ok(s) => s.live(CALL)?,
-            Err(_) => {
+        Value::String(s) => PathBuf::from(s.to_str()?.to_string()),
+        other => match borrow(other) {
+            Some(s) => s.live(CALL)?,
+            None => {
                 return Err(ApiError::msg(format!(
                     "{CALL}: snapshot must be a Snapshot or a path (got {})",
-                    args::show(snap)
+                    args::show(other)
                 )))
             }
         },
-        Value::String(s) => PathBuf::from(s.to_str()?.to_string()),
-        other => {
-            return Err(ApiError::msg(format!(
-                "{CALL}: snapshot must be a Snapshot or a path (got {})",
-                args::show(other)
-            )))
-        }
     };
     let mut timeout: Option<Duration> = None;
     if let Some(t) = args::opt_table(CALL, "opts", opts)? {
@@ -191,7 +177,7 @@ pub fn restore(vm: &VmHandle, snap: &Value, opts: &Value) -> ApiResult<()> {
 }
 
 /// The Snapshot inside a Lua value, if it is one.
-pub fn borrow(v: &Value) -> Option<UserDataRef<Snapshot>> {
+fn borrow(v: &Value) -> Option<UserDataRef<Snapshot>> {
     match v {
         Value::UserData(ud) => ud.borrow::<Snapshot>().ok(),
         _ => None,

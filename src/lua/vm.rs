@@ -164,37 +164,21 @@ impl VmHandle {
 
     /// The client of a booted VM, or the state error for `call`.
     fn target(&self, call: &str) -> ApiResult<Target> {
-        let state = self.lock();
-        let name = &self.cfg.name;
-        match &*state {
-            State::Booted(m) => {
-                if let Some(reason) = m.dead_reason() {
-                    return Err(ApiError::msg(format!(
-                        "vm \"{name}\": VM died; create a new one (cannot {call}): {reason}{}",
-                        console_note(m.console())
-                    )));
-                }
-                if m.is_paused() {
-                    return Err(ApiError::msg(format!(
-                        "{} (cannot {call})",
-                        self.paused_message()
-                    )));
-                }
-                Ok(Target {
-                    client: m.client().clone(),
-                    console: m.console().clone(),
-                    label: format!("vm \"{name}\""),
-                    prefix: "vm",
-                    worker: None,
-                })
+        self.with_machine(call, |m| {
+            if m.is_paused() {
+                return Err(ApiError::msg(format!(
+                    "{} (cannot {call})",
+                    self.paused_message()
+                )));
             }
-            State::Created => Err(ApiError::msg(format!(
-                "vm \"{name}\": VM not booted (cannot {call})"
-            ))),
-            State::Shutdown => Err(ApiError::msg(format!(
-                "vm \"{name}\": VM is shutdown; create a new one (cannot {call})"
-            ))),
-        }
+            Ok(Target {
+                client: m.client().clone(),
+                console: m.console().clone(),
+                label: format!("vm \"{}\"", self.cfg.name),
+                prefix: "vm",
+                worker: None,
+            })
+        })
     }
 
     fn raw_endpoint(&self, call: &str) -> ApiResult<crate::vm::RawEndpoint> {

@@ -56,16 +56,10 @@ impl GuestMemory {
     pub fn save(&self, dest: &Path) -> io::Result<u64> {
         let out = File::options().write(true).create_new(true).open(dest)?;
         let mut written = 0u64;
-        let mut buf = vec![0u8; CHUNK];
-        for (start, end) in data_extents(&self.file, self.size)? {
-            let mut off = start;
-            while off < end {
-                let n = ((end - off) as usize).min(CHUNK);
-                self.file.read_exact_at(&mut buf[..n], off)?;
-                written += write_nonzero(&out, &buf[..n], off)?;
-                off += n as u64;
-            }
-        }
+        for_each_data_chunk(&self.file, self.size, |chunk, off| {
+            written += write_nonzero(&out, chunk, off)?;
+            Ok(())
+        })?;
         out.set_len(self.size)?;
         out.sync_all()?;
         Ok(written)
@@ -85,18 +79,28 @@ impl GuestMemory {
                 ),
             ));
         }
-        let mut buf = vec![0u8; CHUNK];
-        for (start, end) in data_extents(&input, len)? {
-            let mut off = start;
-            while off < end {
-                let n = ((end - off) as usize).min(CHUNK);
-                input.read_exact_at(&mut buf[..n], off)?;
-                self.file.write_all_at(&buf[..n], off)?;
-                off += n as u64;
-            }
-        }
-        Ok(())
+        for_each_data_chunk(&input, len, |chunk, off| self.file.write_all_at(chunk, off))
     }
+}
+
+/// Reads the data extents of `file` (holes skipped) in chunks of at most
+/// [`CHUNK`] bytes and hands each to `f` with its file offset.
+fn for_each_data_chunk(
+    file: &File,
+    len: u64,
+    mut f: impl FnMut(&[u8], u64) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; CHUNK];
+    for (start, end) in data_extents(file, len)? {
+        let mut off = start;
+        while off < end {
+            let n = ((end - off) as usize).min(CHUNK);
+            file.read_exact_at(&mut buf[..n], off)?;
+            f(&buf[..n], off)?;
+            off += n as u64;
+        }
+    }
+    Ok(())
 }
 
 /// Writes the non-zero pages of `buf` (which starts at file offset `at`).

@@ -323,7 +323,7 @@ impl Machine {
                     (listener, Channel::Kernel(cid), port, cid)
                 }
             };
-            let boot = match &start {
+            let (boot, state) = match &start {
                 Start::Boot {
                     kernel,
                     initrd,
@@ -338,13 +338,14 @@ impl Machine {
                         cmdline.push(' ');
                         cmdline.push_str(cmdline_append.trim());
                     }
-                    Some(qemu::BootImage {
+                    let image = qemu::BootImage {
                         kernel,
                         initrd,
                         cmdline,
-                    })
+                    };
+                    (Some(image), None)
                 }
-                Start::Restore { .. } => None,
+                Start::Restore { state } => (None, Some(state.as_path())),
             };
             let cfg = qemu::QemuConfig {
                 name: plan.name,
@@ -355,10 +356,6 @@ impl Machine {
                 channel,
                 qmp: &qmp_path,
                 boot,
-            };
-            let state = match &start {
-                Start::Restore { state } => Some(state.as_path()),
-                Start::Boot { .. } => None,
             };
             let launched =
                 launch(&cfg, &listener, &dir, &console, &trace, plan.timeout, state).await;

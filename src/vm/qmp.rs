@@ -105,10 +105,7 @@ impl Monitor {
     /// The run state as QEMU names it (`running`, `paused`, `inmigrate`...).
     pub fn status(&mut self) -> Result<String, QmpError> {
         let s = self.exec(&qmp::query_status {})?;
-        Ok(serde_json::to_value(s.status)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_else(|| "unknown".into()))
+        Ok(enum_name(&s.status).unwrap_or_else(|| "unknown".into()))
     }
 
     /// Leaves file-backed shared guest RAM out of migration streams: the
@@ -174,12 +171,7 @@ impl Monitor {
         let deadline = Instant::now() + timeout;
         loop {
             let info = self.exec(&qmp::query_migrate {})?;
-            let status = info
-                .status
-                .as_ref()
-                .and_then(|s| serde_json::to_value(s).ok())
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
+            let status = info.status.as_ref().and_then(enum_name).unwrap_or_default();
             match status.as_str() {
                 "completed" => return Ok(()),
                 "failed" | "cancelled" => {
@@ -200,6 +192,13 @@ impl Monitor {
             std::thread::sleep(POLL);
         }
     }
+}
+
+/// QEMU's name for a QAPI enum value (`running`, `completed`...).
+fn enum_name<T: serde::Serialize>(v: &T) -> Option<String> {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
 }
 
 /// `'path'` for `sh -c`, with embedded quotes escaped.

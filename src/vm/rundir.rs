@@ -26,12 +26,19 @@ fn base() -> PathBuf {
     std::env::temp_dir().join(format!("provium-{uid}"))
 }
 
+/// The base directory, created, and swept of dead processes' leftovers once
+/// per process.
+fn prepared_base() -> io::Result<PathBuf> {
+    let base = base();
+    std::fs::create_dir_all(&base)?;
+    SWEEP.call_once(|| sweep(&base));
+    Ok(base)
+}
+
 impl RunDir {
     /// Creates a fresh directory.
     pub fn create() -> io::Result<RunDir> {
-        let base = base();
-        std::fs::create_dir_all(&base)?;
-        SWEEP.call_once(|| sweep(&base));
+        let base = prepared_base()?;
         let pid = std::process::id();
         loop {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -47,9 +54,7 @@ impl RunDir {
     /// A fresh path next to the run directories, named `<pid>-<tag><n>` so
     /// that the sweep removes it once this process is gone. Not created.
     pub fn scratch_path(tag: &str) -> io::Result<PathBuf> {
-        let base = base();
-        std::fs::create_dir_all(&base)?;
-        SWEEP.call_once(|| sweep(&base));
+        let base = prepared_base()?;
         let pid = std::process::id();
         loop {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
