@@ -1,7 +1,10 @@
 //! Options read from the kernel command line (`/proc/cmdline`).
 //!
 //! * `provium.transport=vsock|serial` (default `vsock`)
-//! * `provium.port=N`: the host's vsock port to dial (default [`HOST_PORT`])
+//! * `provium.port=N`: the host's vsock port to dial (default [`HOST_PORT`]);
+//!   `provium.port=cid`: the port numbered like the guest's own CID, read
+//!   again at every dial (kernel vhost-vsock: a restored guest gets a new
+//!   CID, and so a port no other copy of the snapshot listens on)
 //! * `provium.debug` (or `provium.debug=1`): verbose logging
 
 use provium_protocol::HOST_PORT;
@@ -15,13 +18,22 @@ pub enum Transport {
     Serial,
 }
 
+/// Which host vsock port the agent dials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostPort {
+    /// Always this port.
+    Fixed(u32),
+    /// The port whose number is the guest's current CID.
+    OwnCid,
+}
+
 /// The agent's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// Transport carrying the protocol.
     pub transport: Transport,
     /// vsock port on the host to dial.
-    pub port: u32,
+    pub port: HostPort,
     /// Verbose logging.
     pub debug: bool,
 }
@@ -30,7 +42,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             transport: Transport::Vsock,
-            port: HOST_PORT,
+            port: HostPort::Fixed(HOST_PORT),
             debug: false,
         }
     }
@@ -49,8 +61,9 @@ impl Config {
             match (key, value) {
                 ("provium.transport", Some("vsock")) => cfg.transport = Transport::Vsock,
                 ("provium.transport", Some("serial")) => cfg.transport = Transport::Serial,
+                ("provium.port", Some("cid")) => cfg.port = HostPort::OwnCid,
                 ("provium.port", Some(v)) => match v.parse() {
-                    Ok(port) => cfg.port = port,
+                    Ok(port) => cfg.port = HostPort::Fixed(port),
                     Err(_) => log!("ignoring bad kernel option {word:?}"),
                 },
                 ("provium.debug", None | Some("1" | "on" | "true" | "yes")) => cfg.debug = true,
@@ -94,8 +107,15 @@ mod tests {
             "console=ttyS0 provium.transport=serial provium.port=4000 provium.debug\n",
         );
         assert_eq!(cfg.transport, Transport::Serial);
-        assert_eq!(cfg.port, 4000);
+        assert_eq!(cfg.port, HostPort::Fixed(4000));
         assert!(cfg.debug);
+    }
+
+    #[test]
+    fn port_from_own_cid() {
+        let cfg = Config::from_cmdline("console=ttyS0 provium.port=cid");
+        assert_eq!(cfg.port, HostPort::OwnCid);
+        assert_eq!(cfg.transport, Transport::Vsock);
     }
 
     #[test]

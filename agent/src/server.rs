@@ -3,7 +3,10 @@
 //!
 //! * **vsock** (default): dials CID 2 on the configured port, retrying every
 //!   [`RETRY`] until the host listens; when a connection ends (the host
-//!   closed it, or a snapshot reset it) it dials again.
+//!   closed it, or a snapshot reset it) it dials again. With kernel
+//!   vhost-vsock the port is the guest's own CID ([`HostPort::OwnCid`]),
+//!   read again at every dial: each restored copy of a snapshot has a CID
+//!   of its own, so copies restored at once never dial the same port.
 //! * **serial**: serves the virtio-serial port named [`SERIAL_PORT_NAME`],
 //!   looking for it every [`RETRY`] until it appears; each time the host side
 //!   (re)connects a new session starts with a fresh hello. The guest may not
@@ -31,7 +34,7 @@ use provium_protocol::{
 };
 use vsock::{VsockListener, VsockStream, VMADDR_CID_ANY, VMADDR_CID_HOST};
 
-use crate::config::{Config, Transport};
+use crate::config::{Config, HostPort, Transport};
 use crate::conn::{self, ConnEnd, ConnError, ServeOptions};
 use crate::init::POWEROFF_EXIT_CODE;
 use crate::ops::spawn_thread;
@@ -114,10 +117,20 @@ fn finished(what: &str, result: Result<ConnEnd, ConnError>, under_init: bool) {
 }
 
 /// Dials the host forever.
-fn dial_home(port: u32, under_init: bool) -> ! {
+fn dial_home(port: HostPort, under_init: bool) -> ! {
     let mut failures: u64 = 0;
     loop {
-        match VsockStream::connect_with_cid_port(VMADDR_CID_HOST, port) {
+        let (port, dialed) = match port {
+            HostPort::Fixed(p) => (p, VsockStream::connect_with_cid_port(VMADDR_CID_HOST, p)),
+            HostPort::OwnCid => match vsock::get_local_cid() {
+                Ok(cid) => (
+                    cid,
+                    VsockStream::connect_with_cid_port(VMADDR_CID_HOST, cid),
+                ),
+                Err(e) => (0, Err(e)),
+            },
+        };
+        match dialed {
             Ok(stream) => {
                 if failures > 0 {
                     debug!("connected to the host after {failures} failed attempts");

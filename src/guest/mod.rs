@@ -183,6 +183,26 @@ pub fn default_image(agent: &[u8], progress: &dyn Fn(&str)) -> Result<GuestImage
     build_image(&spec, &Init::Agent(agent), progress)
 }
 
+/// An image from the default guest's kernel whose `/init` is `script` (run by
+/// the image's BusyBox `sh`), with `modules` and their dependencies in
+/// `/lib/modules/provium` (`order` lists them dependencies-first). Cached like
+/// the default image. `scripts/host-matrix` boots its nested hosts with one.
+pub fn script_image(
+    script: &[u8],
+    modules: &[&str],
+    progress: &dyn Fn(&str),
+) -> Result<GuestImage, GuestError> {
+    let spec = ImageSpec {
+        cache: cache_dir(),
+        kernel_deb: std::env::var_os(kernel::KERNEL_DEB_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from),
+        modules: modules.iter().map(|m| m.to_string()).collect(),
+        busybox: PathBuf::from(BUSYBOX),
+    };
+    build_image(&spec, &Init::Script(script), progress)
+}
+
 /// Where the host's static BusyBox is expected (Debian's busybox-static).
 const BUSYBOX: &str = "/bin/busybox";
 
@@ -200,17 +220,14 @@ struct ImageSpec {
 enum Init<'a> {
     /// The agent: must be a static ELF executable.
     Agent(&'a [u8]),
-    /// Anything else (a test script); not checked.
-    #[cfg(test)]
-    Raw(&'a [u8]),
+    /// A shell script (or anything else); not checked.
+    Script(&'a [u8]),
 }
 
 impl Init<'_> {
     fn bytes(&self) -> &[u8] {
         match self {
-            Init::Agent(b) => b,
-            #[cfg(test)]
-            Init::Raw(b) => b,
+            Init::Agent(b) | Init::Script(b) => b,
         }
     }
 }
@@ -223,7 +240,6 @@ fn build_image(
     init: &Init<'_>,
     progress: &dyn Fn(&str),
 ) -> Result<GuestImage, GuestError> {
-    #[cfg_attr(not(test), allow(irrefutable_let_patterns))]
     if let Init::Agent(agent) = init {
         check_static_agent(agent)?;
     }

@@ -151,7 +151,7 @@ fn concurrent_builders_agree() {
 fn error_messages_name_what_failed() {
     let cache = temp_cache("errors");
     let missing = cache.join("no-busybox");
-    let err = build_image(&spec(&cache, &missing, &[]), &Init::Raw(b"x"), &|_| {})
+    let err = build_image(&spec(&cache, &missing, &[]), &Init::Script(b"x"), &|_| {})
         .expect_err("no busybox");
     assert_eq!(
         err.to_string(),
@@ -315,7 +315,7 @@ poweroff -f\n";
         modules: DEFAULT_MODULES.iter().map(|s| s.to_string()).collect(),
         busybox: PathBuf::from(BUSYBOX),
     };
-    let image = build_image(&s, &Init::Raw(script), &|l| eprintln!("{l}")).expect("image");
+    let image = build_image(&s, &Init::Script(script), &|l| eprintln!("{l}")).expect("image");
     let append = format!(
         "console=ttyS0 panic=-1 quiet cryptomgr.notests tsc_early_khz={}",
         tsc_khz()

@@ -67,6 +67,25 @@ pub fn open(lua: &Lua) -> mlua::Result<Table> {
         })?,
     )?;
     core.set(
+        "host",
+        lua.create_function(|lua, ()| {
+            let r = (|| {
+                let h = crate::vm::host::HostReport::detect()
+                    .map_err(|e| ApiError::msg(format!("provium.host: {e}")))?;
+                let t = lua.create_table()?;
+                t.set("kind", h.kind())?;
+                t.set("accel", h.accel.as_str())?;
+                t.set("accel_reason", h.accel_reason.clone())?;
+                t.set("vsock", h.vsock.as_str())?;
+                t.set("vsock_reason", h.vsock_reason.clone())?;
+                t.set("transport", h.transport.as_str())?;
+                t.set("transport_reason", h.transport_reason)?;
+                Ok::<_, ApiError>(t)
+            })();
+            ret(lua, r)
+        })?,
+    )?;
+    core.set(
         "now",
         lua.create_function(|_, ()| {
             static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();

@@ -735,6 +735,16 @@ function M.prepare_default_guest()
   return check(core.prepare_default_guest())
 end
 
+--- What this host offers VMs, as detected now.
+-- @treturn table `{kind=, accel=, accel_reason=, vsock=, vsock_reason=,
+--   transport=, transport_reason=}`: `kind` is one of `kvm-kernel-vsock`,
+--   `kvm-vhost-user`, `tcg-kernel-vsock`, `tcg-vhost-user`; `accel` is `kvm`
+--   or `tcg`; `vsock` is `kernel` or `vhost-user`; `transport` is the one a
+--   VM gets when it names none; each `*_reason` says why.
+function M.host()
+  return check(core.host())
+end
+
 --- Monotonic time in seconds (fractional), for timing in tests and benchmarks.
 M.now = core.now
 

@@ -29,9 +29,14 @@ impl Accel {
 
 /// Picks the accelerator for this host.
 pub fn detect() -> Result<Accel, VmError> {
+    detect_why().map(|(a, _)| a)
+}
+
+/// Picks the accelerator for this host and says why.
+pub fn detect_why() -> Result<(Accel, String), VmError> {
     match std::env::var("PROVIUM_ACCEL").ok().as_deref() {
-        Some("kvm") => return Ok(Accel::Kvm),
-        Some("tcg") => return Ok(Accel::Tcg),
+        Some("kvm") => return Ok((Accel::Kvm, "PROVIUM_ACCEL=kvm".into())),
+        Some("tcg") => return Ok((Accel::Tcg, "PROVIUM_ACCEL=tcg".into())),
         Some("") | None => {}
         Some(other) => {
             return Err(VmError::Config(format!(
@@ -39,25 +44,30 @@ pub fn detect() -> Result<Accel, VmError> {
             )))
         }
     }
-    Ok(if hardware_kvm() {
-        Accel::Kvm
-    } else {
-        Accel::Tcg
-    })
+    Ok(hardware_kvm())
 }
 
-fn hardware_kvm() -> bool {
-    let kvm_usable = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok();
-    if !kvm_usable {
-        return false;
+fn hardware_kvm() -> (Accel, String) {
+    if let Err(e) = OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+        return (Accel::Tcg, format!("/dev/kvm cannot be opened ({e})"));
     }
-    let hw_module =
-        Path::new("/sys/module/kvm_intel").exists() || Path::new("/sys/module/kvm_amd").exists();
-    hw_module || cpu_has_virt_flags()
+    for module in ["kvm_amd", "kvm_intel"] {
+        if Path::new("/sys/module").join(module).exists() {
+            return (Accel::Kvm, format!("/dev/kvm opens and {module} is loaded"));
+        }
+    }
+    if cpu_has_virt_flags() {
+        return (
+            Accel::Kvm,
+            "/dev/kvm opens and the CPU has hardware virtualisation (vmx/svm)".into(),
+        );
+    }
+    (
+        Accel::Tcg,
+        "/dev/kvm opens, but neither kvm_intel nor kvm_amd is loaded and the CPU has no \
+         vmx/svm flag (a PVM-style KVM cannot run a stock kernel)"
+            .into(),
+    )
 }
 
 fn cpu_has_virt_flags() -> bool {

@@ -15,6 +15,7 @@
 
 pub mod accel;
 pub mod console;
+pub mod host;
 pub mod memory;
 pub mod process;
 pub mod qemu;
@@ -92,10 +93,7 @@ impl Transport {
     /// migrates), else the serial port (the vhost-user daemon cannot be
     /// migrated, so vsock VMs could not be snapshotted).
     pub fn host_default() -> Result<Transport, VmError> {
-        Ok(match vsock::detect()? {
-            VsockKind::Kernel => Transport::Vsock,
-            VsockKind::VhostUser => Transport::Serial,
-        })
+        Ok(host::default_transport(vsock::detect()?).0)
     }
 }
 
@@ -141,8 +139,6 @@ pub struct Machine {
     memory: GuestMemory,
     memory_mib: u64,
     cpus: u32,
-    /// Host vsock port the guest dials (kernel vsock; 0 otherwise).
-    port: u32,
     /// Connected on first use (boots do not need it).
     monitor: Mutex<Option<Monitor>>,
     paused: AtomicBool,
@@ -159,9 +155,6 @@ struct Plan<'a> {
     cpus: u32,
     transport: Transport,
     timeout: Duration,
-    /// The kernel vsock port to listen on (a restored guest dials the one
-    /// it was booted with); `None`: any.
-    port: Option<u32>,
 }
 
 /// A fresh boot's image, or a snapshot's device state to load.
@@ -211,7 +204,6 @@ impl Machine {
             cpus: spec.cpus,
             transport: spec.transport,
             timeout: spec.timeout,
-            port: None,
         };
         let start = Start::Boot {
             kernel: &spec.kernel,
@@ -276,7 +268,6 @@ impl Machine {
             cpus: meta.cpus,
             transport: meta.transport,
             timeout: spec.timeout,
-            port: (meta.port != 0).then_some(meta.port),
         };
         let start = Start::Restore {
             state: snapshot::state_path(&spec.snapshot),
@@ -293,7 +284,12 @@ impl Machine {
     ) -> Result<Machine, VmError> {
         let trace = Trace::new(plan.name);
         let accel = plan.accel;
-        let daemon = match (plan.transport, vsock::detect()?) {
+        let vsock_kind = vsock::detect()?;
+        let host = HostNote {
+            kind: host::kind(accel, vsock_kind),
+            transport: plan.transport,
+        };
+        let daemon = match (plan.transport, vsock_kind) {
             (Transport::Vsock, VsockKind::VhostUser) => {
                 Some(VhostUserDaemon::start(dir.path()).await?)
             }
@@ -302,7 +298,7 @@ impl Machine {
         trace.mark("transport ready");
         let qmp_path = dir.path().join("qmp.sock");
         let mut attempt = 0;
-        let (qemu, client, cid, port, monitor) = loop {
+        let (qemu, client, cid, monitor) = loop {
             attempt += 1;
             let (listener, channel, port, cid) = match (plan.transport, &daemon) {
                 (Transport::Serial, _) => {
@@ -317,10 +313,31 @@ impl Machine {
                     vsock::VHOST_USER_GUEST_CID,
                 ),
                 (Transport::Vsock, None) => {
-                    let cid = rundir::pick_cid();
-                    let (listener, port) =
-                        AgentListener::vsock_on(cid, plan.port.unwrap_or(u32::MAX))?;
-                    (listener, Channel::Kernel(cid), port, cid)
+                    // The guest dials the port numbered like its CID (the
+                    // agent's `provium.port=cid`), also after a restore, when
+                    // it has a new CID: copies of one snapshot restored at
+                    // once never want the same port.
+                    let cid = vsock::pick_cid();
+                    match AgentListener::vsock_on(cid, cid) {
+                        Ok((listener, port)) => (listener, Channel::Kernel(cid), port, cid),
+                        Err(e)
+                            if e.kind() == std::io::ErrorKind::AddrInUse
+                                && attempt < CID_ATTEMPTS =>
+                        {
+                            continue
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                            return Err(VmError::Infra(format!(
+                                "no free guest CID after {attempt} attempts: host vsock \
+                                 port {cid} is in use"
+                            )))
+                        }
+                        Err(e) => {
+                            return Err(VmError::Infra(format!(
+                                "cannot listen on host vsock port {cid}: {e}"
+                            )))
+                        }
+                    }
                 }
             };
             let (boot, state) = match &start {
@@ -330,9 +347,12 @@ impl Machine {
                     cmdline_append,
                 } => {
                     let mut cmdline = qemu::base_cmdline(accel);
-                    match plan.transport {
-                        Transport::Vsock => cmdline.push_str(&format!(" provium.port={port}")),
-                        Transport::Serial => cmdline.push_str(" provium.transport=serial"),
+                    match (plan.transport, &daemon) {
+                        (Transport::Vsock, Some(_)) => {
+                            cmdline.push_str(&format!(" provium.port={port}"))
+                        }
+                        (Transport::Vsock, None) => cmdline.push_str(" provium.port=cid"),
+                        (Transport::Serial, _) => cmdline.push_str(" provium.transport=serial"),
                     }
                     if !cmdline_append.trim().is_empty() {
                         cmdline.push(' ');
@@ -357,10 +377,19 @@ impl Machine {
                 qmp: &qmp_path,
                 boot,
             };
-            let launched =
-                launch(&cfg, &listener, &dir, &console, &trace, plan.timeout, state).await;
+            let launched = launch(
+                &cfg,
+                &listener,
+                &dir,
+                &console,
+                &trace,
+                &host,
+                plan.timeout,
+                state,
+            )
+            .await;
             match launched {
-                Ok((qemu, client, monitor)) => break (qemu, client, cid, port, monitor),
+                Ok((qemu, client, monitor)) => break (qemu, client, cid, monitor),
                 // Kernel vhost-vsock CIDs are host-wide: another VM (of any
                 // process) may hold the one we drew. Draw again.
                 Err(Launch::CidInUse)
@@ -369,7 +398,7 @@ impl Machine {
                         && attempt < CID_ATTEMPTS => {}
                 Err(Launch::CidInUse) => {
                     return Err(VmError::Infra(format!(
-                        "no free guest CID after {attempt} attempts{}",
+                        "no free guest CID after {attempt} attempts ({host}){}",
                         stderr_note(&dir)
                     )))
                 }
@@ -378,11 +407,6 @@ impl Machine {
         };
 
         trace.mark("agent answered the hello");
-        let kept_port = if plan.transport == Transport::Vsock && daemon.is_none() {
-            port
-        } else {
-            0
-        };
         // Monitor: QEMU ending closes the connection with the reason.
         let weak = Arc::downgrade(&client);
         let q = qemu.clone();
@@ -409,7 +433,6 @@ impl Machine {
             memory,
             memory_mib: plan.memory_mib,
             cpus: plan.cpus,
-            port: kept_port,
             monitor: Mutex::new(monitor),
             paused: AtomicBool::new(false),
             cid,
@@ -530,13 +553,8 @@ impl Machine {
     fn write_snapshot(&self, tmp: &Path) -> Result<SnapshotMeta, VmError> {
         std::fs::create_dir(tmp)?;
         let state = snapshot::state_path(tmp);
-        self.with_monitor(|m| m.save_state(&state, STATE_TIMEOUT))?;
-        if !state.is_file() {
-            return Err(VmError::Infra(format!(
-                "QEMU reported the device state saved, but {} is missing",
-                state.display()
-            )));
-        }
+        let sock = self.dir.path().join("migrate.sock");
+        self.with_monitor(|m| m.save_state(&state, &sock, STATE_TIMEOUT))?;
         self.memory.save(&snapshot::ram_path(tmp))?;
         let console = self.console.contents();
         let from = console.len().saturating_sub(snapshot::CONSOLE_BYTES);
@@ -548,7 +566,6 @@ impl Machine {
             accel: self.accel,
             memory_mib: self.memory_mib,
             cpus: self.cpus,
-            port: self.port,
             vm: self.name.clone(),
             created: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -637,6 +654,7 @@ async fn launch(
     dir: &RunDir,
     console: &Arc<Console>,
     trace: &Trace,
+    host: &HostNote,
     timeout: Duration,
     state: Option<&Path>,
 ) -> Result<(Arc<ChildGuard>, Arc<Client>, Option<Monitor>), Launch> {
@@ -710,7 +728,7 @@ async fn launch(
             return Launch::CidInUse;
         }
         Launch::Failed(VmError::Infra(format!(
-            "QEMU {} before the agent answered{}",
+            "QEMU {} before the agent answered ({host}){}",
             process::describe_exit(&status),
             stderr_note(dir)
         )))
@@ -730,12 +748,28 @@ async fn launch(
         status = qemu.wait() => Err(exited(status).await),
         _ = tokio::time::sleep(timeout) => {
             Err(Launch::Failed(VmError::Infra(format!(
-                "the agent did not answer within {:.1} s of starting QEMU ({}{})",
+                "the agent did not answer within {:.1} s of starting QEMU ({host}{})",
                 timeout.as_secs_f64(),
-                cfg.accel.as_str(),
                 if restoring { ", restoring a snapshot" } else { "" }
             ))))
         }
+    }
+}
+
+/// The host kind and transport, for failure messages.
+struct HostNote {
+    kind: String,
+    transport: Transport,
+}
+
+impl std::fmt::Display for HostNote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "host kind {}, {} transport",
+            self.kind,
+            self.transport.as_str()
+        )
     }
 }
 

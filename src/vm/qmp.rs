@@ -5,7 +5,7 @@
 //! pause/resume/snapshot, a blocking-pool thread during a restore.
 
 use std::io::BufReader;
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -124,16 +124,63 @@ impl Monitor {
     }
 
     /// Writes the device state (everything but shared RAM) to `file`; the
-    /// VM must be stopped. QEMU 7.2 has no `file:` URI, so `exec:cat`.
-    pub fn save_state(&mut self, file: &Path, timeout: Duration) -> Result<(), QmpError> {
+    /// VM must be stopped. QEMU connects to a Unix socket we listen on at
+    /// `sock` and we write the file ourselves, so it is complete when this
+    /// returns. (QEMU 7.2 has no `file:` URI; with `exec:cat > file` QEMU
+    /// reports the migration complete and then SIGTERMs a `cat` that has
+    /// not exited yet: on a slow host the file was sometimes missing.)
+    pub fn save_state(
+        &mut self,
+        file: &Path,
+        sock: &Path,
+        timeout: Duration,
+    ) -> Result<(), QmpError> {
+        const WHAT: &str = "saving the device state";
         self.skip_shared_ram()?;
+        let deadline = Instant::now() + timeout;
+        let _ = std::fs::remove_file(sock);
+        let listener = UnixListener::bind(sock).map_err(|e| io_failure(WHAT, e))?;
+        let _unlink = Unlink(sock);
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| io_failure(WHAT, e))?;
         self.exec(&qmp::migrate {
-            uri: Some(format!("exec:cat > {}", shell_quote(file))),
+            uri: Some(format!("unix:{}", sock.display())),
             channels: None,
             detach: None,
             resume: None,
         })?;
-        self.wait_migration("saving the device state", timeout)
+        let mut stream = loop {
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(io_failure(WHAT, e)),
+            }
+            // QEMU connects at once; a failed migration never does.
+            self.migration_done(WHAT)?;
+            if Instant::now() >= deadline {
+                let _ = self.exec(&qmp::migrate_cancel {});
+                return Err(QmpError::Timeout {
+                    what: WHAT,
+                    secs: timeout.as_secs_f64(),
+                });
+            }
+            std::thread::sleep(POLL);
+        };
+        let copied = (|| {
+            stream.set_nonblocking(false)?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            stream.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+            let mut out = std::fs::File::create(file)?;
+            std::io::copy(&mut stream, &mut out)?;
+            out.sync_all()
+        })();
+        if let Err(e) = copied {
+            let _ = self.exec(&qmp::migrate_cancel {});
+            let _ = std::fs::remove_file(file);
+            return Err(io_failure(WHAT, e));
+        }
+        self.wait_migration(WHAT, deadline.saturating_duration_since(Instant::now()))
     }
 
     /// Loads the device state from `file` into a QEMU started with
@@ -167,20 +214,26 @@ impl Monitor {
         }
     }
 
+    /// `Ok(true)` once the outgoing migration completed, `Ok(false)` while
+    /// it runs, an error if it failed.
+    fn migration_done(&mut self, what: &'static str) -> Result<bool, QmpError> {
+        let info = self.exec(&qmp::query_migrate {})?;
+        let status = info.status.as_ref().and_then(enum_name).unwrap_or_default();
+        match status.as_str() {
+            "completed" => Ok(true),
+            "failed" | "cancelled" => Err(QmpError::Migration(format!(
+                "{what} failed: {}",
+                info.error_desc.unwrap_or_else(|| status.clone())
+            ))),
+            _ => Ok(false),
+        }
+    }
+
     fn wait_migration(&mut self, what: &'static str, timeout: Duration) -> Result<(), QmpError> {
         let deadline = Instant::now() + timeout;
         loop {
-            let info = self.exec(&qmp::query_migrate {})?;
-            let status = info.status.as_ref().and_then(enum_name).unwrap_or_default();
-            match status.as_str() {
-                "completed" => return Ok(()),
-                "failed" | "cancelled" => {
-                    return Err(QmpError::Migration(format!(
-                        "{what} failed: {}",
-                        info.error_desc.unwrap_or_else(|| status.clone())
-                    )))
-                }
-                _ => {}
+            if self.migration_done(what)? {
+                return Ok(());
             }
             if Instant::now() >= deadline {
                 let _ = self.exec(&qmp::migrate_cancel {});
@@ -191,6 +244,20 @@ impl Monitor {
             }
             std::thread::sleep(POLL);
         }
+    }
+}
+
+/// A host-side I/O failure while moving a migration stream.
+fn io_failure(what: &str, e: std::io::Error) -> QmpError {
+    QmpError::Migration(format!("{what} failed: {e}"))
+}
+
+/// Removes a socket path when dropped.
+struct Unlink<'a>(&'a Path);
+
+impl Drop for Unlink<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
     }
 }
 

@@ -92,17 +92,3 @@ fn sweep(base: &Path) {
         }
     }
 }
-
-/// A guest CID for kernel vhost-vsock (unique per host): random in a range
-/// far from the reserved values 0-2.
-pub fn pick_cid() -> u32 {
-    let mut bytes = [0u8; 4];
-    // SAFETY: getrandom writes at most `len` bytes into our buffer.
-    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    let r = if n == 4 {
-        u32::from_ne_bytes(bytes)
-    } else {
-        std::process::id().wrapping_mul(2654435761)
-    };
-    1000 + r % 1_000_000_000
-}

@@ -22,8 +22,9 @@ use std::path::{Path, PathBuf};
 use super::accel::Accel;
 use super::Transport;
 
-/// Version of the directory layout; bumped on any incompatible change.
-pub const FORMAT: u32 = 1;
+/// Version of the directory layout; bumped on any incompatible change
+/// (2: kernel-vsock guests dial the port named by their CID, no recorded port).
+pub const FORMAT: u32 = 2;
 
 /// The device state file.
 pub fn state_path(dir: &Path) -> PathBuf {
@@ -74,8 +75,6 @@ pub struct SnapshotMeta {
     pub accel: Accel,
     pub memory_mib: u64,
     pub cpus: u32,
-    /// The host vsock port the guest dials (kernel vsock only; else 0).
-    pub port: u32,
     /// The VM it was taken from (for messages).
     pub vm: String,
     /// Seconds since the epoch.
@@ -92,7 +91,6 @@ impl SnapshotMeta {
         let _ = writeln!(s, "accel = {}", self.accel.as_str());
         let _ = writeln!(s, "memory_mib = {}", self.memory_mib);
         let _ = writeln!(s, "cpus = {}", self.cpus);
-        let _ = writeln!(s, "port = {}", self.port);
         let _ = writeln!(s, "vm = {}", self.vm.replace('\n', " "));
         let _ = writeln!(s, "created = {}", self.created);
         s
@@ -150,7 +148,6 @@ impl SnapshotMeta {
             accel,
             memory_mib: num("memory_mib")?,
             cpus: num("cpus")? as u32,
-            port: num("port")? as u32,
             vm: field("vm")?.to_string(),
             created: num("created")?,
         })
@@ -180,7 +177,6 @@ mod tests {
             accel: Accel::Tcg,
             memory_mib: 256,
             cpus: 1,
-            port: 0,
             vm: "a".into(),
             created: 1,
         }

@@ -15,6 +15,13 @@ use super::VmError;
 /// be unique across VMs.
 pub const VHOST_USER_GUEST_CID: u32 = 3;
 
+/// Guest CIDs for kernel vhost-vsock are drawn from
+/// `CID_BASE..CID_BASE + CID_SPAN`: far from the reserved values 0-2 and
+/// above the privileged vsock ports (< 1024), since the host listens on the
+/// port numbered like the CID.
+const CID_BASE: u32 = 4096;
+const CID_SPAN: u32 = 1 << 30;
+
 /// How long the daemon may take to create its socket.
 const DAEMON_START_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -29,9 +36,14 @@ pub enum VsockKind {
 
 /// Picks the vsock implementation; `PROVIUM_VSOCK=kernel|vhost-user` overrides.
 pub fn detect() -> Result<VsockKind, VmError> {
+    detect_why().map(|(k, _)| k)
+}
+
+/// Picks the vsock implementation and says why.
+pub fn detect_why() -> Result<(VsockKind, String), VmError> {
     match std::env::var("PROVIUM_VSOCK").ok().as_deref() {
-        Some("kernel") => return Ok(VsockKind::Kernel),
-        Some("vhost-user") => return Ok(VsockKind::VhostUser),
+        Some("kernel") => return Ok((VsockKind::Kernel, "PROVIUM_VSOCK=kernel".into())),
+        Some("vhost-user") => return Ok((VsockKind::VhostUser, "PROVIUM_VSOCK=vhost-user".into())),
         Some("") | None => {}
         Some(other) => {
             return Err(VmError::Config(format!(
@@ -39,16 +51,48 @@ pub fn detect() -> Result<VsockKind, VmError> {
             )))
         }
     }
-    let usable = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/vhost-vsock")
-        .is_ok();
-    Ok(if usable {
-        VsockKind::Kernel
+    Ok(
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/vhost-vsock")
+        {
+            Ok(_) => (VsockKind::Kernel, "/dev/vhost-vsock opens".into()),
+            Err(e) => (
+                VsockKind::VhostUser,
+                format!("/dev/vhost-vsock cannot be opened ({e}): vhost-device-vsock serves vsock"),
+            ),
+        },
+    )
+}
+
+impl VsockKind {
+    /// `kernel` or `vhost-user`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VsockKind::Kernel => "kernel",
+            VsockKind::VhostUser => "vhost-user",
+        }
+    }
+}
+
+/// A random guest CID for kernel vhost-vsock. CIDs are host-wide: parallel
+/// VMs of this and other processes each draw their own, and a launch that
+/// finds its CID (or the port named like it) taken draws again.
+pub fn pick_cid() -> u32 {
+    let mut bytes = [0u8; 4];
+    // SAFETY: getrandom writes at most `len` bytes into our buffer.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    let r = if n == 4 {
+        u32::from_ne_bytes(bytes)
     } else {
-        VsockKind::VhostUser
-    })
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        std::process::id().wrapping_mul(2654435761) ^ nanos
+    };
+    CID_BASE + r % CID_SPAN
 }
 
 /// Finds the `vhost-device-vsock` binary: `$PROVIUM_VHOST_DEVICE_VSOCK`, then
