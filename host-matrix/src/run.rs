@@ -16,6 +16,9 @@ pub const EXIT_MARKER: &str = "@@host-matrix-exit=";
 /// Lines the smoke prints for the summary table start with this.
 pub const SUMMARY_PREFIX: &str = "smoke-summary:";
 
+/// How long the main process may outlive a helper that ended.
+const HELPER_GRACE: Duration = Duration::from_secs(5);
+
 /// How many output lines a failure report shows.
 const TAIL_LINES: usize = 30;
 
@@ -170,6 +173,15 @@ pub fn wait(
         }
         for h in helpers.iter_mut() {
             if let Some(status) = h.exited() {
+                // virtiofsd ends when the guest powers off, a moment before
+                // QEMU does: only a helper that dies first is a failure.
+                let grace = Instant::now() + HELPER_GRACE;
+                while Instant::now() < grace {
+                    if let Some(main_status) = main.exited() {
+                        return Ok(main_status);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
                 return Err(RunError::Setup(format!(
                     "{} ended while {} ran ({status})",
                     h.name(),

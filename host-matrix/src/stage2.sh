@@ -16,5 +16,6 @@ code=$?
 echo
 echo "@@host-matrix-exit=$code@@"
 $B sync
+echo 0 > /proc/sys/kernel/printk
 echo o > /proc/sysrq-trigger
 $B sleep 10
