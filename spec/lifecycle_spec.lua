@@ -114,6 +114,9 @@ describe("infrastructure failures", function()
     local err = guest.error_of(vm.boot, vm, { kernel_cmdline_append = "provium.transport=vsock provium.port=9", timeout = "8s" })
     assert.truthy(err:find("did not answer within 8.0 s", 1, true), err)
     assert.truthy(err:find("guest console", 1, true), err)
+    -- The message names the host kind and the transport.
+    local host = provium.host()
+    assert.truthy(err:find("host kind " .. host.kind .. ", " .. host.transport .. " transport", 1, true), err)
   end)
 
   it("a guest that powers off becomes dead, and calls raise", function()

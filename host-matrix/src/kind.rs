@@ -12,7 +12,9 @@ pub enum Kind {
     KvmVhostUser,
     /// No KVM, kernel vsock.
     TcgKernelVsock,
-    /// This machine itself: TCG, vsock through `vhost-device-vsock`.
+    /// TCG, vsock through `vhost-device-vsock`: our CI machines. Not made
+    /// by an L1: commands of this kind run on this machine itself, whatever
+    /// its kind.
     TcgVhostUser,
 }
 

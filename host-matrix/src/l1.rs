@@ -133,6 +133,13 @@ fn run_here(job: &Job, stop: &Arc<AtomicBool>) -> Result<Outcome, RunError> {
 
 fn run_nested(job: &Job, stop: &Arc<AtomicBool>) -> Result<Outcome, RunError> {
     let start = Instant::now();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(RunError::Setup(format!(
+            "a nested host ({}) needs root: virtiofsd serves this machine's root to it",
+            job.kind
+        )));
+    }
     let image =
         provium::guest::script_image(INIT, MODULES, &|line| eprintln!("host-matrix: {line}"))
             .map_err(|e| RunError::Setup(format!("cannot build the L1 image: {e}")))?;

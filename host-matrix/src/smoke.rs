@@ -74,14 +74,21 @@ pub fn run(
             kind,
             command: vec!["lua5.4".into(), repo.join(SCRIPT).display().to_string()],
             cwd: repo.to_path_buf(),
-            env: vec![
-                ("PROVIUM_FIXTURE_CACHE".into(), cache),
-                ("PROVIUM_SMOKE_KIND".into(), kind.name().into()),
-                (
-                    "PROVIUM_SMOKE_BOOT_TIMEOUT".into(),
-                    boot_timeout(kind).to_string(),
-                ),
-            ],
+            env: {
+                let mut env = vec![
+                    ("PROVIUM_FIXTURE_CACHE".into(), cache),
+                    (
+                        "PROVIUM_SMOKE_BOOT_TIMEOUT".into(),
+                        boot_timeout(kind).to_string(),
+                    ),
+                ];
+                // A nested host must be detected as its kind; this machine
+                // is whatever it is (a KVM workstation runs its own kind).
+                if kind.nested() {
+                    env.push(("PROVIUM_SMOKE_KIND".into(), kind.name().into()));
+                }
+                env
+            },
             timeout: timeout_override.unwrap_or(timeout(kind)),
             memory_mib,
         };
@@ -144,7 +151,7 @@ fn print_table(rows: &[Row]) {
     println!();
     println!("host-matrix smoke summary (nested kinds run in an L1 guest under TCG: their times are nested times)");
     println!(
-        "{:<18} {:<7} {:<14} {:>6} {:>7} {:>9} {:>10} {:>10} {:>8}  {}",
+        "{:<30} {:<7} {:<14} {:>6} {:>7} {:>9} {:>10} {:>10} {:>8}  note",
         "kind",
         "result",
         "accel/vsock",
@@ -153,13 +160,17 @@ fn print_table(rows: &[Row]) {
         "snapshot",
         "rollback",
         "restore",
-        "total",
-        "note"
+        "total"
     );
     for r in rows {
+        let name = if r.kind.nested() {
+            r.kind.name().to_string()
+        } else {
+            format!("this machine ({})", get(r, "kind"))
+        };
         println!(
-            "{:<18} {:<7} {:<14} {:>6} {:>7} {:>9} {:>10} {:>10} {:>7.0}s  {}",
-            r.kind.name(),
+            "{:<30} {:<7} {:<14} {:>6} {:>7} {:>9} {:>10} {:>10} {:>7.0}s  {}",
+            name,
             if r.ok { "ok" } else { "FAILED" },
             format!("{}/{}", get(r, "accel"), get(r, "vsock")),
             format!("{}/{}", get(r, "passed"), {

@@ -377,17 +377,13 @@ impl Machine {
                 qmp: &qmp_path,
                 boot,
             };
-            let launched = launch(
-                &cfg,
-                &listener,
-                &dir,
-                &console,
-                &trace,
-                &host,
-                plan.timeout,
-                state,
-            )
-            .await;
+            let ctx = LaunchCtx {
+                dir: &dir,
+                console: &console,
+                trace: &trace,
+                host: &host,
+            };
+            let launched = launch(&cfg, &listener, ctx, plan.timeout, state).await;
             match launched {
                 Ok((qemu, client, monitor)) => break (qemu, client, cid, monitor),
                 // Kernel vhost-vsock CIDs are host-wide: another VM (of any
@@ -651,13 +647,16 @@ impl<E: Into<VmError>> From<E> for Launch {
 async fn launch(
     cfg: &qemu::QemuConfig<'_>,
     listener: &AgentListener,
-    dir: &RunDir,
-    console: &Arc<Console>,
-    trace: &Trace,
-    host: &HostNote,
+    ctx: LaunchCtx<'_>,
     timeout: Duration,
     state: Option<&Path>,
 ) -> Result<(Arc<ChildGuard>, Arc<Client>, Option<Monitor>), Launch> {
+    let LaunchCtx {
+        dir,
+        console,
+        trace,
+        host,
+    } = ctx;
     let mut cmd = Command::new(qemu::binary());
     cmd.args(qemu::args(cfg))
         .stdout(Stdio::piped())
@@ -754,6 +753,15 @@ async fn launch(
             ))))
         }
     }
+}
+
+/// Where a launch writes and reports.
+#[derive(Clone, Copy)]
+struct LaunchCtx<'a> {
+    dir: &'a RunDir,
+    console: &'a Arc<Console>,
+    trace: &'a Trace,
+    host: &'a HostNote,
 }
 
 /// The host kind and transport, for failure messages.
