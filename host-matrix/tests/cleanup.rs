@@ -29,7 +29,15 @@ fn sigint_during_a_nested_run_leaves_nothing_behind() {
     }
     let scratch = tempfile::tempdir().expect("scratch dir");
     let mut child = Command::new(env!("CARGO_BIN_EXE_provium-host-matrix"))
-        .args(["--kind", "kvm-kernel-vsock", "--timeout", "300", "--", "sleep", "600"])
+        .args([
+            "--kind",
+            "kvm-kernel-vsock",
+            "--timeout",
+            "300",
+            "--",
+            "sleep",
+            "600",
+        ])
         .env("TMPDIR", scratch.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -45,7 +53,10 @@ fn sigint_during_a_nested_run_leaves_nothing_behind() {
             up = true;
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(120), "no L1 after 120 s");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no L1 after 120 s"
+        );
     }
     assert!(up, "the L1 never came up");
     let ours = scratch.path().display().to_string();
@@ -56,7 +67,11 @@ fn sigint_during_a_nested_run_leaves_nothing_behind() {
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait().expect("host-matrix ends");
-    assert_eq!(status.code(), Some(125), "exit status of an interrupted run");
+    assert_eq!(
+        status.code(),
+        Some(125),
+        "exit status of an interrupted run"
+    );
     assert_eq!(processes_mentioning(&ours), Vec::<String>::new());
     let left: Vec<_> = std::fs::read_dir(scratch.path())
         .expect("scratch dir")

@@ -195,7 +195,9 @@ mod tests {
         std::fs::write(state_path(&dir), b"x").unwrap();
         std::fs::write(ram_path(&dir), b"x").unwrap();
         assert_eq!(SnapshotMeta::load(&dir).unwrap(), meta());
-        let old = meta().render().replace("format = 1", "format = 0");
+        let old = meta()
+            .render()
+            .replace(&format!("format = {FORMAT}"), "format = 1");
         std::fs::write(meta_path(&dir), old).unwrap();
         let err = SnapshotMeta::load(&dir).unwrap_err();
         assert!(err.to_string().contains("another provium"), "{err}");

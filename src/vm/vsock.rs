@@ -177,3 +177,24 @@ impl VhostUserDaemon {
         PathBuf::from(p)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cids_are_drawn_above_the_privileged_ports_and_spread() {
+        let draws: std::collections::HashSet<u32> = (0..1000).map(|_| pick_cid()).collect();
+        assert!(draws
+            .iter()
+            .all(|&c| (CID_BASE..CID_BASE + CID_SPAN).contains(&c)));
+        // The port named like a CID must be a port an unprivileged host can
+        // bind, and never VMADDR_PORT_ANY / VMADDR_CID_ANY (u32::MAX).
+        assert!(CID_BASE >= 1024 && CID_BASE.checked_add(CID_SPAN).is_some());
+        assert!(
+            draws.len() > 990,
+            "only {} distinct CIDs in 1000 draws",
+            draws.len()
+        );
+    }
+}
