@@ -81,8 +81,9 @@ fn base_env() -> Vec<(String, String)> {
         ("LANG".to_string(), "C.UTF-8".to_string()),
         ("TERM".to_string(), "dumb".to_string()),
     ];
+    // Not XDG_RUNTIME_DIR: run directories must be on the L1's own tmpfs.
     for (k, v) in std::env::vars() {
-        if k.starts_with("PROVIUM_") || k == "RUST_BACKTRACE" {
+        if k.starts_with("PROVIUM_") || k == "RUST_BACKTRACE" || k == "XDG_CACHE_HOME" {
             env.push((k, v));
         }
     }
@@ -138,6 +139,14 @@ fn run_nested(job: &Job, stop: &Arc<AtomicBool>) -> Result<Outcome, RunError> {
         return Err(RunError::Setup(format!(
             "a nested host ({}) needs root: virtiofsd serves this machine's root to it",
             job.kind
+        )));
+    }
+    let cache = provium::guest::cache_dir();
+    if cache.starts_with("/tmp") || cache.starts_with("/run") {
+        return Err(RunError::Setup(format!(
+            "the provium cache {} is under /tmp or /run, which a nested host mounts afresh: \
+             set XDG_CACHE_HOME to a directory elsewhere",
+            cache.display()
         )));
     }
     let image =
