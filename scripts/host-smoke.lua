@@ -127,6 +127,17 @@ if snap then
 end
 vm:close()
 
+-- The transport this kind does not default to: vsock through vhost-device-vsock
+-- where serial is the default, serial where kernel vsock is.
+local other = host.transport == "serial" and "vsock" or "serial"
+step("boot a " .. other .. " VM too", nil, function()
+  local ovm <close> = provium:vm("smoke-" .. other, "default", { transport = other })
+  ovm:boot { timeout = boot_timeout }
+  equal(ovm:read_file("/etc/hostname"), "provium\n", "/etc/hostname")
+  equal(ovm:run("cat /proc/cmdline"):match(other == "serial" and "provium.transport=serial"
+    or "provium.port=[%w]+") ~= nil, true, "the kernel command line names the transport")
+end)
+
 step("build a fixture", "fixture_build", function()
   local fvm <close> = provium.vm_fixture("host-smoke")
   equal(fvm:read_file("/etc/smoke-fixture"), "built\n", "file written by the builder")

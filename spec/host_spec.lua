@@ -40,6 +40,14 @@ describe("provium.host()", function()
       assert.truthy(h.accel_reason:find("/dev/kvm cannot be opened", 1, true), h.accel_reason)
     elseif hw then
       assert.are.equal("kvm", h.accel)
+    else
+      -- /dev/kvm opens without a hardware KVM module: KVM only if the CPU
+      -- has vmx/svm (a PVM /dev/kvm cannot run a stock kernel).
+      local f = assert(io.open("/proc/cpuinfo"))
+      local flags = f:read("a")
+      f:close()
+      local virt = flags:find("flags[^\n]*%f[%w]vmx%f[%W]") or flags:find("flags[^\n]*%f[%w]svm%f[%W]")
+      assert.are.equal(virt and "kvm" or "tcg", h.accel, h.accel_reason)
     end
     local vhost = io.open("/dev/vhost-vsock", "r+")
     if vhost then vhost:close() end
