@@ -134,8 +134,9 @@ step("boot a " .. other .. " VM too", nil, function()
   local ovm <close> = provium:vm("smoke-" .. other, "default", { transport = other })
   ovm:boot { timeout = boot_timeout }
   equal(ovm:read_file("/etc/hostname"), "provium\n", "/etc/hostname")
-  equal(ovm:run("cat /proc/cmdline"):match(other == "serial" and "provium.transport=serial"
-    or "provium.port=[%w]+") ~= nil, true, "the kernel command line names the transport")
+  local cmdline = ovm:run("cat /proc/cmdline").stdout
+  local says = other == "serial" and "provium.transport=serial" or "provium.port=%w+"
+  check(cmdline:match(says), "the kernel command line does not say " .. says .. ": " .. cmdline)
 end)
 
 step("build a fixture", "fixture_build", function()

@@ -258,20 +258,17 @@ mod tests {
 
     #[test]
     fn bad_arguments_say_what_is_wrong() {
-        assert!(args("").unwrap_err().contains("nothing to do"));
-        assert!(args("--kind kvm --smoke")
-            .unwrap_err()
-            .contains("unknown host kind"));
-        assert!(args("--timeout -1 --full")
-            .unwrap_err()
-            .contains("--timeout"));
-        assert!(args("--memory 12 --full").unwrap_err().contains("--memory"));
-        assert!(args("--kinds kvm-vhost-user --full")
-            .unwrap_err()
-            .contains("--kinds"));
-        assert!(args("--smoke -- ls")
-            .unwrap_err()
-            .contains("cannot be combined"));
-        assert!(args("--").unwrap_err().contains("no command"));
+        for (argv, says) in [
+            ("", "nothing to do"),
+            ("--kind kvm --smoke", "unknown host kind"),
+            ("--timeout -1 --full", "--timeout"),
+            ("--memory 12 --full", "--memory"),
+            ("--kinds kvm-vhost-user --full", "--kinds"),
+            ("--smoke -- ls", "cannot be combined"),
+            ("--", "no command"),
+        ] {
+            let err = args(argv).expect_err(argv);
+            assert!(err.contains(says), "{argv:?}: {err}");
+        }
     }
 }
