@@ -264,34 +264,51 @@ impl VmHandle {
     /// Starts this created VM from the snapshot at `dir`.
     pub fn restore(&self, dir: &std::path::Path, timeout: Option<Duration>) -> ApiResult<()> {
         let name = &self.cfg.name;
-        let previous = {
-            let mut state = self.lock();
-            match &*state {
-                State::Created => None,
-                // A rollback: the running machine is replaced.
-                State::Booted(_) => match std::mem::replace(&mut *state, State::Created) {
-                    State::Booted(m) => Some(m),
-                    _ => None,
-                },
-                State::Shutdown => {
-                    return Err(ApiError::msg(format!(
-                        "vm \"{name}\": VM is shutdown; create a new one (cannot restore)"
-                    )))
-                }
+        let rollback = match &*self.lock() {
+            State::Created => false,
+            State::Booted(_) => true,
+            State::Shutdown => {
+                return Err(ApiError::msg(format!(
+                    "vm \"{name}\": VM is shutdown; create a new one (cannot restore)"
+                )))
             }
         };
-        if let Some(m) = previous {
-            let reason = format!(
-                "vm \"{name}\" was restored from a snapshot; objects opened before cannot be used"
-            );
-            runtime::block_on(m.kill_because(reason));
-        }
         let spec = RestoreSpec {
             name: name.clone(),
             snapshot: dir.to_path_buf(),
             timeout: timeout.unwrap_or(DEFAULT_BOOT_TIMEOUT),
         };
-        self.finish_start("restore", runtime::block_on(Machine::restore(spec)))
+        let restored = runtime::block_on(Machine::restore(spec));
+        if !rollback {
+            return self.finish_start("restore", restored);
+        }
+        // A rollback: the snapshot was restored into a new machine while the
+        // old one ran on, so a snapshot that fails (unreadable, corrupt, of
+        // another host) leaves the VM as it was. Only now is it replaced.
+        match restored {
+            Err((e, console)) => {
+                let note = console
+                    .as_ref()
+                    .map(|c| console_note(c))
+                    .unwrap_or_default();
+                Err(ApiError::msg(format!(
+                    "vm \"{name}\": restore failed: {e}; the VM is left as it was{note}"
+                )))
+            }
+            Ok(m) => {
+                let console = m.console().clone();
+                let previous = std::mem::replace(&mut *self.lock(), State::Booted(Box::new(m)));
+                *self.last_console.lock().unwrap_or_else(|e| e.into_inner()) = Some(console);
+                if let State::Booted(old) = previous {
+                    let reason = format!(
+                        "vm \"{name}\" was restored from a snapshot; objects opened before \
+                         cannot be used"
+                    );
+                    runtime::block_on(old.kill_because(reason));
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Resolves the profile into a boot spec (builds the default image on
