@@ -75,14 +75,69 @@ pub fn check_keys(call: &str, name: &str, t: &Table, known: &[&str]) -> ApiResul
             _ => false,
         };
         if !ok {
-            return Err(ApiError::msg(format!(
-                "{call}: unknown option {} in {name} (known: {})",
-                show(&k),
-                known.join(", ")
-            )));
+            return Err(unknown_option(call, name, &k, known));
         }
     }
     Ok(())
+}
+
+/// The error for an unknown key `k` of the options table `name`: names the
+/// option meant when the key looks like a typo of one.
+pub fn unknown_option(call: &str, name: &str, k: &Value, known: &[&str]) -> ApiError {
+    let place = if name == "opts" {
+        String::new()
+    } else {
+        format!(" in {name}")
+    };
+    let hint = match k {
+        Value::String(s) => closest(&s.to_string_lossy(), known),
+        _ => None,
+    };
+    ApiError::msg(match hint {
+        Some(h) => format!(
+            "{call}: unknown option {}{place} (did you mean \"{h}\"?)",
+            show(k)
+        ),
+        None => format!(
+            "{call}: unknown option {}{place} (known: {})",
+            show(k),
+            known.join(", ")
+        ),
+    })
+}
+
+/// The known name closest to a mistyped one (edit distance at most 2, or
+/// one a prefix of the other), if any.
+fn closest<'a>(typo: &str, known: &[&'a str]) -> Option<&'a str> {
+    let typo = typo.to_ascii_lowercase();
+    known
+        .iter()
+        .map(|k| (edit_distance(&typo, k), *k))
+        .filter(|(d, k)| {
+            *d <= 2 || (typo.len() >= 3 && (k.starts_with(&typo) || typo.starts_with(k)))
+        })
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance (option names are short).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(cur).min(row[j])
+            };
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 /// A boolean field (nil = false).
@@ -222,6 +277,17 @@ pub fn parse_size_str(s: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn typos_find_the_option_meant() {
+        let known = ["args", "env", "env_clear", "cwd", "stdin", "timeout"];
+        assert_eq!(closest("timout", &known), Some("timeout"));
+        assert_eq!(closest("tiemout", &known), Some("timeout"));
+        assert_eq!(closest("evn", &known), Some("env"));
+        assert_eq!(closest("Timeout", &known), Some("timeout"));
+        assert_eq!(closest("quux", &known), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
     use super::*;
 
     #[test]

@@ -474,10 +474,31 @@ pub fn run_spec(call: &str, cmd: &Value, second: &Value, nargs: usize) -> ApiRes
             )))
         }
     };
-    let is_opts = RUN_OPTION_KEYS
-        .iter()
-        .any(|k| t.raw_get::<Value>(*k).map(|v| !v.is_nil()).unwrap_or(false));
-    if !is_opts {
+    // Any named key makes it an options table (so a misspelt option raises
+    // instead of turning the table into an argument list); arguments then
+    // go in `args`.
+    let mut named = false;
+    let mut positional = false;
+    for pair in t.clone().pairs::<Value, Value>() {
+        match pair?.0 {
+            Value::Integer(_) | Value::Number(_) => positional = true,
+            _ => named = true,
+        }
+    }
+    if named && positional {
+        for pair in t.clone().pairs::<Value, Value>() {
+            let (k, _) = pair?;
+            if let Value::String(s) = &k {
+                if !RUN_OPTION_KEYS.iter().any(|n| s.as_bytes() == n.as_bytes()) {
+                    return Err(args::unknown_option(call, "opts", &k, RUN_OPTION_KEYS));
+                }
+            }
+        }
+        return Err(ApiError::msg(format!(
+            "{call}: the table mixes arguments with options: put the arguments in opts.args"
+        )));
+    }
+    if !named {
         let list = string_list(call, "args", t)?;
         return Ok(RunSpec {
             program: cmd,
