@@ -118,6 +118,21 @@ impl FileUd {
     }
 
     /// The handle id, 0 when closed.
+    /// The handle id if the File is open and lives where `t` points (the
+    /// same VM or worker); an error for `call` otherwise.
+    pub fn handle_for(&self, call: &str, t: &Target) -> ApiResult<u64> {
+        if !self.t.same_as(t) {
+            return Err(ApiError::msg(format!(
+                "{call}: the File belongs to {}, not to {}",
+                self.t.label, t.label
+            )));
+        }
+        match self.fd() {
+            0 => Err(ApiError::msg(format!("{call}: file is closed"))),
+            h => Ok(h),
+        }
+    }
+
     pub fn fd(&self) -> u64 {
         self.handle
             .lock()
@@ -212,7 +227,7 @@ pub fn ioctl(lua: &Lua, t: &Target, rest: &[Value]) -> ApiResult<Table> {
     let handle = match super::ops::arg(rest, 0) {
         Value::Nil => return Err(ApiError::msg(format!("{call}: missing fd"))),
         Value::UserData(ud) => match ud.borrow::<FileUd>() {
-            Ok(f) => HandleId(f.fd()),
+            Ok(f) => HandleId(f.handle_for(call, t)?),
             Err(_) => {
                 return Err(ApiError::msg(format!(
                     "{call}: fd must be a File or a handle id"

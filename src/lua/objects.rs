@@ -112,8 +112,7 @@ fn fd_stream(t: &Target, rest: &[Value]) -> ApiResult<TailUd> {
     let call = call.as_str();
     let handle = match arg(rest, 0) {
         Value::UserData(ud) => match ud.borrow::<FileUd>() {
-            Ok(f) if f.fd() == 0 => return Err(ApiError::msg(format!("{call}: file is closed"))),
-            Ok(f) => f.fd(),
+            Ok(f) => f.handle_for(call, t)?,
             Err(_) => {
                 return Err(ApiError::msg(format!(
                     "{call}: expected a File or a handle id (got a userdata)"

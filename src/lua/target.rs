@@ -23,6 +23,12 @@ pub struct Target {
 }
 
 impl Target {
+    /// Whether `other` drives the same agent process (the same VM
+    /// connection and worker): handles are only meaningful there.
+    pub fn same_as(&self, other: &Target) -> bool {
+        Arc::ptr_eq(&self.client, &other.client) && self.worker == other.worker
+    }
+
     /// A transport failure as the Lua error for `call`.
     pub fn infra(&self, call: &str, e: TransportError) -> ApiError {
         ApiError::msg(format!(

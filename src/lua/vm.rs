@@ -51,12 +51,28 @@ pub struct VmHandle {
     last_console: Mutex<Option<Arc<Console>>>,
 }
 
+/// The host's RAM (`MemTotal`), in MiB.
+fn host_memory_mib() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
 impl VmHandle {
     /// Validates creation options: `provium:vm(name, profile, opts)`.
     pub fn new(name: &Value, profile: &Value, opts: &Value) -> ApiResult<VmHandle> {
         const CALL: &str = "provium:vm";
         let name = match name {
-            Value::String(s) if !s.as_bytes().is_empty() => s.to_str()?.to_string(),
+            Value::String(s) if !s.as_bytes().is_empty() => match s.to_str() {
+                Ok(n) => n.to_string(),
+                Err(_) => {
+                    return Err(ApiError::msg(format!(
+                        "{CALL}: name must be UTF-8 text (got {})",
+                        args::show(name)
+                    )))
+                }
+            },
             other => {
                 return Err(ApiError::msg(format!(
                     "{CALL}: name must be a non-empty string (got {})",
@@ -64,6 +80,11 @@ impl VmHandle {
                 )))
             }
         };
+        if name.chars().any(char::is_control) {
+            return Err(ApiError::msg(format!(
+                "{CALL}: name must not contain control characters or NUL bytes (got {name:?})"
+            )));
+        }
         let profile = match profile {
             Value::Nil => "default".to_string(),
             Value::String(s) => s.to_str()?.to_string(),
@@ -123,6 +144,13 @@ impl VmHandle {
         }
         if cpus == 0 {
             cpus = 1;
+        }
+        if let Some(host_mib) = host_memory_mib() {
+            if memory_mib > host_mib {
+                return Err(ApiError::msg(format!(
+                    "{CALL}: opts.memory {memory_mib}M exceeds this host's memory ({host_mib}M)"
+                )));
+            }
         }
         if memory_mib < MIN_MEMORY_MIB {
             return Err(ApiError::msg(format!(
