@@ -1,4 +1,5 @@
 -- File operations by path on the real default guest.
+local provium = require("provium")
 local guest = require("spec.support.guest")
 
 describe("files by path", function()
@@ -54,6 +55,22 @@ describe("files by path", function()
     local host = io.popen("md5sum " .. tmp):read("a"):match("^(%x+)")
     os.remove(tmp)
     assert.are.equal(host, r.stdout:match("^(%x+)"))
+  end)
+
+  it("stops a read at its size cap and stays usable", function()
+    -- /dev/zero never ends: the cap ends the read at once.
+    local t0 = provium.now()
+    local err = guest.error_of(vm.read_file, vm, "/dev/zero", { max_size = "4M" })
+    assert.truthy(err:find('vm:read_file("/dev/zero"): the file is larger than the cap of 4 MiB', 1, true), err)
+    assert.is_true(provium.now() - t0 < 10)
+    vm:run("head -c 300000 /dev/urandom > /tmp/capped")
+    err = guest.error_of(vm.read_file, vm, "/tmp/capped", { max_size = 100000 })
+    assert.truthy(err:find("larger than the cap of 100000 bytes", 1, true), err)
+    assert.are.equal(300000, #vm:read_file("/tmp/capped", { max_size = 300000 }))
+    assert.are.equal(300000, #vm:read_file("/tmp/capped", { max_size = false }))
+    err = guest.error_of(vm.read_file, vm, "/tmp/capped", { max_sise = 1 })
+    assert.truthy(err:find('unknown option "max_sise" (did you mean "max_size"?)', 1, true), err)
+    assert.are.equal("provium\n", vm:read_file("/etc/hostname"))
   end)
 
   it("reads files whose size the kernel does not report", function()

@@ -230,6 +230,8 @@ impl Session {
                 if !self.inflight.cancel(id) {
                     self.uploads.cancel(&self.sender, id);
                 }
+                // A read waiting for the go after its size hint.
+                self.gates.open(id);
             }
             HostMsg::Hello { version } => {
                 // A host that reconnected to a stream we still consider open
@@ -283,8 +285,19 @@ impl Session {
             },
             Op::ReadFile { path } => {
                 let gates = self.gates.clone();
+                // Registered like a stream, so that a Cancel stops it.
+                let cancel = match self.inflight.add_stream(id) {
+                    Ok(t) => t,
+                    Err(f) => {
+                        self.reply(id, Err(f))?;
+                        return Ok(None);
+                    }
+                };
+                let inflight = self.inflight.clone();
                 self.spawn(id, "read-file", move |s| {
-                    ops::read::read_file(s, id, &path, &gates)
+                    let r = ops::read::read_file(s, id, &path, &gates, &cancel);
+                    inflight.end_stream(id);
+                    r
                 });
                 return Ok(None);
             }

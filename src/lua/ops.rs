@@ -58,7 +58,13 @@ pub struct Request {
     pub shown: Option<String>,
     /// The path for error objects.
     pub path: Option<Vec<u8>>,
+    /// `read_file`: the most bytes the host accepts (`None`: no cap).
+    pub limit: Option<u64>,
 }
+
+/// Default cap of `read_file` (`opts.max_size`): a runaway read (a device,
+/// a file that keeps growing) fails instead of exhausting host memory.
+pub const DEFAULT_READ_CAP: u64 = 2 << 30;
 
 impl Request {
     fn new(name: &str, op: Op, kind: Kind, path: Option<Vec<u8>>) -> Request {
@@ -68,6 +74,7 @@ impl Request {
             name: name.to_string(),
             shown: None,
             path,
+            limit: None,
         }
     }
 
@@ -89,12 +96,23 @@ pub fn build(prefix: &str, op: &str, rest: &[Value]) -> ApiResult<Request> {
     Ok(match op {
         "read_file" => {
             let path = args::path(call, "path", arg(rest, 0))?;
-            Request::new(
+            let mut limit = Some(DEFAULT_READ_CAP);
+            if let Some(o) = args::opt_table(call, "opts", arg(rest, 1))? {
+                args::check_keys(call, "opts", &o, &["max_size"])?;
+                match o.raw_get::<Value>("max_size")? {
+                    Value::Nil => {}
+                    Value::Boolean(false) => limit = None,
+                    v => limit = Some(args::size(call, "opts.max_size", &v)?),
+                }
+            }
+            let mut req = Request::new(
                 call,
                 Op::ReadFile { path: path.clone() },
                 Kind::Bytes,
                 Some(path),
-            )
+            );
+            req.limit = limit;
+            req
         }
         "write_file" => {
             let path = args::path(call, "path", arg(rest, 0))?;

@@ -162,6 +162,7 @@ impl ProcessUd {
             name: call.into(),
             shown: Some(format!("{call}() on pid {}", self.pid)),
             path: None,
+            limit: None,
         };
         let r = ops::run_one(lua, &self.t, req);
         self.set_state(ProcState::Waited);

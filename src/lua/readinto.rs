@@ -35,6 +35,9 @@ pub fn read_file(lua: &Lua, t: &Target, req: Request) -> ApiResult<MultiValue> {
                 .map_err(|_| {
                     ApiError::msg(format!("{}: bad size hint from the agent", req.name))
                 })?;
+            if req.limit.is_some_and(|l| hint > l) {
+                return Err(over_cap(t, &req, &pending, hint));
+            }
             in_place(lua, t, &req, &pending, hint)
         }
         Next::Event(Event::Data(_, body, range)) => {
@@ -42,6 +45,52 @@ pub fn read_file(lua: &Lua, t: &Target, req: Request) -> ApiResult<MultiValue> {
         }
         Next::Timeout | Next::Closed => Err(gone(t, &req)),
     }
+}
+
+/// Cancels the read and says that `size` bytes exceed its cap.
+fn over_cap(t: &Target, req: &Request, pending: &PendingCall, size: u64) -> ApiError {
+    t.client.cancel(pending.id);
+    let path = req
+        .path
+        .as_deref()
+        .map(super::ops::quote)
+        .unwrap_or_default();
+    ApiError::msg(format!(
+        "{}({path}): the file is larger than the cap of {} ({size} bytes or more); \
+         raise it with opts.max_size, or max_size = false for none",
+        req.name,
+        show_size(req.limit.unwrap_or(0))
+    ))
+}
+
+/// Memory for `more` bytes in `v`, or an error (never an abort).
+fn reserve(
+    t: &Target,
+    req: &Request,
+    pending: &PendingCall,
+    v: &mut Vec<u8>,
+    more: usize,
+) -> ApiResult<()> {
+    v.try_reserve(more).map_err(|_| {
+        t.client.cancel(pending.id);
+        ApiError::msg(format!(
+            "{}: cannot allocate {} more bytes on the host (read so far: {})",
+            req.name,
+            more,
+            v.len()
+        ))
+    })
+}
+
+/// `2 GiB`, `512 MiB`, `100 KiB` or bytes.
+pub fn show_size(n: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    for (unit, name) in UNITS {
+        if n >= unit && n % unit == 0 {
+            return format!("{} {name}", n / unit);
+        }
+    }
+    format!("{n} bytes")
 }
 
 fn gone(t: &Target, req: &Request) -> ApiError {
@@ -64,12 +113,21 @@ fn joined(
     loop {
         match pending.next(None) {
             Next::Event(Event::Data(CH_BODY, chunk, range)) => {
-                body.extend_from_slice(&chunk[range])
+                let bytes = &chunk[range];
+                if req
+                    .limit
+                    .is_some_and(|l| (body.len() + bytes.len()) as u64 > l)
+                {
+                    return Err(over_cap(t, req, pending, (body.len() + bytes.len()) as u64));
+                }
+                reserve(t, req, pending, &mut body, bytes.len())?;
+                body.extend_from_slice(bytes)
             }
             Next::Event(Event::Data(..)) => {}
             Next::Event(Event::Reply(result)) => {
                 let reply = result.map_err(|f| req.failure(f))?;
                 if let Reply::Bytes(tail) = reply {
+                    reserve(t, req, pending, &mut body, tail.len())?;
                     body.extend_from_slice(&tail);
                 }
                 return Ok(lua.create_string(&body)?.into_lua_multi(lua)?);
@@ -152,27 +210,56 @@ fn in_place(
                 Sink::Lua { dst, cap } if *off + bytes.len() <= *cap => {
                     ptr::copy_nonoverlapping(bytes.as_ptr(), dst.add(*off), bytes.len());
                     *off += bytes.len();
+                    true
                 }
                 Sink::Lua { dst, .. } => {
-                    let mut v = Vec::with_capacity(*off + bytes.len());
+                    let mut v = Vec::new();
+                    if v.try_reserve(*off + bytes.len()).is_err() {
+                        return false;
+                    }
                     v.extend_from_slice(std::slice::from_raw_parts(*dst, *off));
                     v.extend_from_slice(bytes);
                     *off += bytes.len();
                     *sink = Sink::Spill(v);
+                    true
                 }
                 Sink::Spill(v) => {
+                    if v.try_reserve(bytes.len()).is_err() {
+                        return false;
+                    }
                     v.extend_from_slice(bytes);
                     *off += bytes.len();
+                    true
                 }
+            };
+            // Adds `bytes` unless that passes the cap or memory runs out.
+            let take = |sink: &mut Sink, bytes: &[u8], off: &mut usize| -> Option<ApiError> {
+                let total = (*off + bytes.len()) as u64;
+                if req.limit.is_some_and(|l| total > l) {
+                    return Some(over_cap(t, req, pending, total));
+                }
+                if !put(sink, bytes, off) {
+                    t.client.cancel(pending.id);
+                    return Some(ApiError::msg(format!(
+                        "{}: cannot allocate {total} bytes on the host",
+                        req.name
+                    )));
+                }
+                None
             };
             loop {
                 match pending.next(None) {
                     Next::Event(Event::Data(CH_BODY, chunk, range)) => {
-                        put(&mut sink, &chunk[range], &mut off)
+                        if let Some(e) = take(&mut sink, &chunk[range], &mut off) {
+                            *out = Some(e);
+                            break;
+                        }
                     }
                     Next::Event(Event::Data(..)) => {}
                     Next::Event(Event::Reply(Ok(Reply::Bytes(tail)))) => {
-                        put(&mut sink, &tail, &mut off);
+                        if let Some(e) = take(&mut sink, &tail, &mut off) {
+                            *out = Some(e);
+                        }
                         break;
                     }
                     Next::Event(Event::Reply(Ok(_))) => {

@@ -17,6 +17,7 @@ use serde_bytes::ByteBuf;
 use super::path;
 use crate::error::{internal, io_failure, OpResult};
 use crate::sender::Sender;
+use crate::trigger::Trigger;
 
 /// How long a long read waits for the host's go after its size hint (a host
 /// that does not answer hints still gets its file, late).
@@ -68,7 +69,16 @@ impl Gates {
 /// A file shorter than one chunk comes back in the reply alone; a longer one
 /// is sent chunk by chunk as `Data` and the reply carries no bytes, so the
 /// host can join the chunks into one buffer of the exact size.
-pub fn read_file(sender: &Sender, id: RequestId, p: &[u8], gates: &Gates) -> OpResult {
+///
+/// The host may cancel a long read (its size cap was reached, say):
+/// `cancel` fires, the read stops before its next chunk.
+pub fn read_file(
+    sender: &Sender,
+    id: RequestId,
+    p: &[u8],
+    gates: &Gates,
+    cancel: &Trigger,
+) -> OpResult {
     let mut file = File::open(path(p)).map_err(|e| io_failure(&e))?;
     // Small first: large buffers come from mmap in musl, and mapping and
     // unmapping them costs more than a small file's whole round trip under
@@ -84,6 +94,9 @@ pub fn read_file(sender: &Sender, id: RequestId, p: &[u8], gates: &Gates) -> OpR
         }
     }
     loop {
+        if cancel.fired() {
+            return Err(internal("read cancelled by the host".to_string()));
+        }
         sender
             .data(id, CH_BODY, &chunk)
             .map_err(|e| internal(format!("connection lost: {e}")))?;
