@@ -17,6 +17,23 @@ describe("vm:syscall and vm:ioctl", function()
     assert.are.equal(38, r.errno) -- ENOSYS
   end)
 
+  it("survive calls that would end the op server or overrun a buffer", function()
+    for _, nr in ipairs({ 60, 231, 59 }) do -- exit, exit_group, execve
+      local err = tostring(guest.error_of(vm.syscall, vm, nr, 0))
+      assert.truthy(err:find("would end or replace the agent's op server", 1, true), err)
+    end
+    -- read(fd, 3-byte buffer, 100000) from /dev/zero: the kernel stops at
+    -- the guard page after the buffer (EFAULT) instead of overwriting the
+    -- agent's memory.
+    local fd = vm:syscall(2, { args = { 0, 0 }, bufs = { "/dev/zero\0" }, ptrs = { 0 } }).ret
+    assert.is_true(fd > 2)
+    local r = vm:syscall(0, { args = { fd, 0, 100000 }, bufs = { "abc" }, ptrs = { 1 } })
+    assert.is_true((r.ret == -1 and r.errno == 14) or r.ret == 3, ("ret %d errno %d"):format(r.ret, r.errno))
+    assert.are.equal(3, #r.out_bufs[1])
+    vm:syscall(3, fd)
+    assert.are.equal("provium\n", vm:read_file("/etc/hostname"))
+  end)
+
   it("passes buffers in the table form", function()
     -- uname(2) fills a struct utsname (6 x 65 bytes)
     local r = vm:syscall(63, { bufs = { string.rep("\0", 390) }, ptrs = { 0 } })

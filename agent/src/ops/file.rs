@@ -19,7 +19,7 @@ use std::sync::Arc;
 use provium_protocol::{Failure, HandleId, IoctlSpec, OpenMode, Reply, Whence, CHUNK_LEN};
 use serde_bytes::ByteBuf;
 
-use super::rawcall::{address, splice};
+use super::rawcall::{address, guarded, splice, Guarded};
 use crate::error::{bad_request, errno_failure, io_failure, OpResult};
 use crate::handles::{self, Handle};
 use crate::sys;
@@ -222,15 +222,16 @@ pub fn close(file: &FileHandle) -> OpResult {
 /// An empty `data` passes a null pointer (for ioctls without an argument).
 pub fn ioctl(spec: IoctlSpec) -> OpResult {
     let file = handles::file(spec.handle, "ioctl")?;
-    let mut data = spec.data.into_vec();
-    let mut bufs: Vec<Vec<u8>> = spec.bufs.into_iter().map(ByteBuf::into_vec).collect();
+    let empty = spec.data.is_empty();
+    let mut data = Guarded::new(&spec.data)?;
+    let mut bufs = guarded(spec.bufs)?;
     for (buf, &offset) in bufs.iter_mut().zip(&spec.ptr_offsets) {
-        splice(&mut data, offset, address(buf));
+        splice(data.as_mut_slice(), offset, address(buf.as_mut_slice()));
     }
-    let arg = if data.is_empty() {
+    let arg = if empty {
         0
     } else {
-        address(&mut data)
+        address(data.as_mut_slice())
     };
     // SAFETY: the kernel gets the address of `data` (or null), as the host
     // asked; every buffer it may reach lives until after the call. The
@@ -244,8 +245,8 @@ pub fn ioctl(spec: IoctlSpec) -> OpResult {
     }
     Ok(Reply::Ioctl {
         ret: ret as i64,
-        data: ByteBuf::from(data),
-        bufs: bufs.into_iter().map(ByteBuf::from).collect(),
+        data: ByteBuf::from(data.to_vec()),
+        bufs: bufs.iter_mut().map(|b| ByteBuf::from(b.to_vec())).collect(),
     })
 }
 
