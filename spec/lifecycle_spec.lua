@@ -131,6 +131,18 @@ describe("infrastructure failures", function()
     assert.truthy(err:find("VM died; create a new one", 1, true), err)
   end)
 
+  it("halt, poweroff and reboot without -f end the VM too (PID 1 handles their signals)", function()
+    for _, cmd in ipairs({ "poweroff", "halt", "reboot" }) do
+      local vm <close> = guest.boot("soft-" .. cmd)
+      pcall(vm.run, vm, cmd)
+      local deadline = os.time() + 20
+      while vm:state() ~= "dead" and os.time() < deadline do
+        pcall(vm.stat, vm, "/")
+      end
+      assert.are.equal("dead", vm:state(), cmd)
+    end
+  end)
+
   it("QEMU and the vsock daemon die with a SIGKILLed lua5.4", function()
     local script = [[
       local vm = require("provium"):vm("orphan", "default")

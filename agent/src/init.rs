@@ -252,6 +252,7 @@ fn start_server(cfg: &Config, env: &ServerEnv) -> (i32, Instant) {
 
 /// The forked child: runs the server, never returns to PID 1's code.
 fn server_child(cfg: &Config, env: &ServerEnv) -> ! {
+    sys::default_stop_signals();
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| server::run(cfg, env)));
     std::process::exit(if outcome.is_err() { 101 } else { 1 })
 }
@@ -259,6 +260,9 @@ fn server_child(cfg: &Config, env: &ServerEnv) -> ! {
 /// Reaps every child forever; restarts the server when it dies, powers off
 /// when it asks to.
 fn supervise(cfg: &Config, env: &ServerEnv) -> ! {
+    if let Err(e) = sys::handle_stop_signals() {
+        log!("cannot handle halt/poweroff/reboot signals: {e}");
+    }
     let (mut server_pid, mut started) = start_server(cfg, env);
     loop {
         match sys::wait_any() {

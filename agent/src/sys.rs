@@ -123,6 +123,48 @@ pub fn power_off() -> io::Error {
     io::Error::last_os_error()
 }
 
+/// The signals BusyBox's `halt`, `poweroff` and `reboot` send to PID 1.
+pub const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGUSR1, libc::SIGUSR2, libc::SIGTERM];
+
+/// PID 1's handler for [`STOP_SIGNALS`]: sync and power off at once
+/// (`sync` and `reboot` are async-signal-safe; doing it here leaves no race
+/// with a `waitpid` about to block).
+extern "C" fn on_stop_signal(_sig: libc::c_int) {
+    // SAFETY: plain system calls, allowed in a signal handler.
+    unsafe {
+        libc::sync();
+        libc::reboot(libc::RB_POWER_OFF);
+    }
+}
+
+/// Makes `halt`, `poweroff` and `reboot` (without `-f`) power the VM off.
+/// The kernel delivers to PID 1 only signals it has a handler for.
+pub fn handle_stop_signals() -> io::Result<()> {
+    for sig in STOP_SIGNALS {
+        // SAFETY: sigaction with a zeroed struct and a plain function
+        // handler; the mask is emptied before use.
+        let ok = unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut()) == 0
+        };
+        if !ok {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Restores the default action of [`STOP_SIGNALS`] (in children of PID 1:
+/// a `SIGTERM` to the op server must end it, not the VM).
+pub fn default_stop_signals() {
+    for sig in STOP_SIGNALS {
+        // SAFETY: resetting a disposition to SIG_DFL.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+}
+
 /// `uname -r`: the kernel release, or "unknown".
 pub fn kernel_release() -> String {
     // SAFETY: utsname is plain old data; zeroed is a valid value.
