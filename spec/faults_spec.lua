@@ -1,0 +1,63 @@
+-- Faults injected for real: the documented outcome, in bounded time, with
+-- nothing left behind.
+
+local function sh(cmd)
+  local p = assert(io.popen(cmd .. " 2>&1"))
+  local out = p:read("a")
+  p:close()
+  return out
+end
+
+local function write(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
+describe("faults", function()
+  local dir
+  before_each(function() dir = (sh("mktemp -d /tmp/provium-faults.XXXXXX")):gsub("%s+$", "") end)
+  after_each(function() sh("rm -rf " .. dir) end)
+
+  it("SIGKILL of lua5.4 while its fixture is staged: no QEMU left, the next build sweeps the stage", function()
+    local cache = dir .. "/cache"
+    write(dir .. "/killed.fixture.lua", ([[
+      -- unique: %d
+      local provium = require("provium")
+      local vm = provium:vm("staged", "default")
+      vm:boot()
+      local snap = vm:snapshot()
+      io.stdout:write("STAGED\n") io.stdout:flush()
+      while true do vm:stat("/") end
+    ]]):format(math.random(1, 1e9)))
+    write(dir .. "/other.fixture.lua", ([[
+      -- unique: %d
+      local vm = require("provium"):vm("other", "default")
+      vm:boot()
+      return vm:snapshot()
+    ]]):format(math.random(1, 1e9)))
+    write(dir .. "/use.lua", 'require("provium").vm_fixture(arg[1]):close()\n')
+    local env = "PROVIUM_FIXTURE_CACHE=" .. cache .. " "
+    local child = assert(io.popen("exec sh -c 'echo $$; exec env " .. env .. "lua5.4 " .. dir .. "/use.lua "
+      .. dir .. "/killed'", "r"))
+    local pid = assert(tonumber(child:read("l")))
+    assert.are.equal("STAGED", child:read("l"))
+    local stage = sh("ls -A " .. cache .. " | grep -e '^.tmp-stage.*-" .. pid .. "-0$'"):gsub("%s+$", "")
+    assert.are_not.equal("", stage)
+    os.execute("kill -9 " .. pid)
+    child:close()
+    -- QEMU dies with the process that started it.
+    local left
+    for _ = 1, 50 do
+      left = sh("pgrep -f '/" .. pid .. "-[0-9]+/' || true")
+      if left == "" then break end
+      os.execute("sleep 0.1")
+    end
+    assert.are.equal("", left)
+    assert.are_not.equal("", sh("ls -A " .. cache .. "/" .. stage))
+    -- Another build in the same cache evicts, and sweeps the dead builder's stage.
+    local out = sh("env " .. env .. "lua5.4 " .. dir .. "/use.lua " .. dir .. "/other")
+    assert.is_nil(out:find("error", 1, true), out)
+    assert.are.equal("", sh("ls -A " .. cache .. " | grep -e '^.tmp-stage' || true"))
+  end)
+end)
