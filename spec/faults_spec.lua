@@ -1,5 +1,7 @@
 -- Faults injected for real: the documented outcome, in bounded time, with
 -- nothing left behind.
+local provium = require("provium")
+local guest = require("spec.support.guest")
 
 local function sh(cmd)
   local p = assert(io.popen(cmd .. " 2>&1"))
@@ -13,6 +15,50 @@ local function write(path, text)
   f:write(text)
   f:close()
 end
+
+--- The error of the first guest call that fails within `secs` seconds.
+local function next_failure(vm, secs)
+  local deadline = provium.now() + secs
+  while provium.now() < deadline do
+    local ok, err = pcall(vm.stat, vm, "/")
+    if not ok then return tostring(err) end
+  end
+  error("no call failed within " .. secs .. " s")
+end
+
+describe("failures are attributed", function()
+  it("a guest kernel panic names the panic", function()
+    local vm <close> = guest.boot("fault-panic")
+    pcall(vm.run, vm, "echo c > /proc/sysrq-trigger")
+    local err = next_failure(vm, 20)
+    assert.truthy(err:find("the guest kernel panicked: sysrq triggered crash", 1, true), err)
+    assert.are.equal("dead", vm:state())
+  end)
+
+  it("QEMU killed by a signal says which", function()
+    local vm <close> = guest.boot("fault-qemu-kill")
+    -- [f]: the pattern must not match the shell running pkill.
+    assert(os.execute("pkill -KILL -f 'provium:[f]ault-qemu-kill'"))
+    local err = next_failure(vm, 20)
+    assert.truthy(err:find("QEMU was killed by signal 9 (SIGKILL)", 1, true), err)
+  end)
+
+  it("the vsock daemon's death names the daemon", function()
+    if provium.host().vsock ~= "vhost-user" then
+      pending("this host has kernel vhost-vsock: no daemon")
+      return
+    end
+    local vm <close> = guest.boot("fault-daemon", { transport = "vsock" })
+    -- The newest daemon is this VM's ([v]: not the shell running pgrep).
+    local p = io.popen("pgrep -n -f '[v]host-device-vsock'")
+    local pid = p:read("l")
+    p:close()
+    assert.is_truthy(pid)
+    os.execute("kill -9 " .. pid)
+    local err = next_failure(vm, 20)
+    assert.truthy(err:find("vhost-device-vsock (the VM's vsock device) was killed by signal 9", 1, true), err)
+  end)
+end)
 
 describe("faults", function()
   local dir

@@ -65,7 +65,13 @@ pub struct Client {
     closed_tx: watch::Sender<bool>,
     /// The agent's hello.
     pub hello: proto::AgentHello,
+    /// Turns what the reader saw at the connection's end into the reason
+    /// calls fail with (set by the VM layer, which can see more).
+    explainer: std::sync::OnceLock<Explainer>,
 }
+
+/// See [`Client::set_explainer`].
+pub type Explainer = Box<dyn Fn(&str) -> String + Send + Sync>;
 
 impl Client {
     /// Starts serving an established, handshaken stream (a blocking socket).
@@ -85,6 +91,7 @@ impl Client {
             next_id: AtomicU64::new(1),
             closed_tx,
             hello,
+            explainer: std::sync::OnceLock::new(),
         });
         let weak = Arc::downgrade(&client);
         std::thread::Builder::new()
@@ -92,6 +99,11 @@ impl Client {
             .spawn(move || {
                 let reason = read_loop(rd, &shared);
                 if let Some(client) = weak.upgrade() {
+                    let reason = match client.explainer.get() {
+                        // Not after a deliberate close: nothing to explain.
+                        Some(explain) if client.closed_reason().is_none() => explain(&reason),
+                        _ => reason,
+                    };
                     client.close(&reason);
                 } else {
                     fail_all(&shared, &reason);
@@ -102,6 +114,12 @@ impl Client {
 
     fn lock(&self) -> MutexGuard<'_, Shared> {
         lock(&self.shared)
+    }
+
+    /// Sets how the reader explains the connection's end (see
+    /// [`Explainer`]); only the first call counts.
+    pub fn set_explainer(&self, f: Explainer) {
+        let _ = self.explainer.set(f);
     }
 
     /// Why the connection ended, if it has.
@@ -174,7 +192,11 @@ impl Client {
         }
         let result = self.writer.write_all(&frame);
         result.map_err(|e| {
-            let reason = format!("write to agent failed: {e}");
+            let raw = format!("write to agent failed: {e}");
+            let reason = match self.explainer.get() {
+                Some(explain) if self.closed_reason().is_none() => explain(&raw),
+                _ => raw,
+            };
             self.close(&reason);
             TransportError::Closed(self.reason_or(&reason))
         })
@@ -381,8 +403,11 @@ impl FdWriter {
                     "connection closed",
                 ));
             }
-            // SAFETY: writes from a valid slice to a descriptor we own.
-            let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+            // send(MSG_NOSIGNAL), not write: a peer that is gone (the vsock
+            // daemon killed, say) must give EPIPE, not a SIGPIPE that would
+            // kill the Lua interpreter hosting the rock.
+            // SAFETY: sends from a valid slice on a socket we own.
+            let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
             if n >= 0 {
                 buf = &buf[n as usize..];
                 continue;

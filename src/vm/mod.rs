@@ -14,6 +14,7 @@
 //! two (see BENCHMARKS.md).
 
 pub mod accel;
+pub mod cause;
 pub mod console;
 pub mod host;
 pub mod memory;
@@ -403,18 +404,25 @@ impl Machine {
         };
 
         trace.mark("agent answered the hello");
+        let witnesses = cause::Witnesses {
+            qemu: qemu.clone(),
+            daemon: daemon.as_ref().map(|d| d.child.exit_watch()),
+            console: console.clone(),
+            stderr: dir.path().join("qemu.stderr"),
+        };
+        // The connection's end is told from what the host sees.
+        let w = witnesses.clone();
+        client.set_explainer(Box::new(move |raw: &str| w.explain(raw)));
         // Monitor: QEMU ending closes the connection with the reason.
         let weak = Arc::downgrade(&client);
         let q = qemu.clone();
-        let d = dir.path().to_path_buf();
         tokio::spawn(async move {
             let status = q.wait().await;
             if let Some(client) = weak.upgrade() {
-                let err = std::fs::read_to_string(d.join("qemu.stderr")).unwrap_or_default();
-                let mut reason = format!("QEMU {}", process::describe_exit(&status));
-                if !err.trim().is_empty() {
-                    reason.push_str(&format!(": {}", last_line(&err)));
-                }
+                let raw = format!("QEMU {}", process::describe_exit(&status));
+                let reason = tokio::task::spawn_blocking(move || witnesses.explain(&raw))
+                    .await
+                    .unwrap_or_else(|e| format!("QEMU ended ({e})"));
                 client.close(&reason);
             }
         });
@@ -463,10 +471,12 @@ impl Machine {
 
     /// Why the machine is no longer usable, if it is not.
     pub fn dead_reason(&self) -> Option<String> {
-        if let Some(status) = self.qemu.exited() {
-            return Some(format!("QEMU {}", process::describe_exit(&status)));
+        if let Some(reason) = self.client.closed_reason() {
+            return Some(reason.to_string());
         }
-        self.client.closed_reason().map(|r| r.to_string())
+        self.qemu
+            .exited()
+            .map(|status| format!("QEMU {}", process::describe_exit(&status)))
     }
 
     /// Runs `f` on the monitor, connecting first if needed. Blocks.
@@ -779,10 +789,6 @@ impl std::fmt::Display for HostNote {
             self.transport.as_str()
         )
     }
-}
-
-fn last_line(s: &str) -> &str {
-    s.trim().lines().last().unwrap_or("")
 }
 
 fn stderr_note(dir: &RunDir) -> String {

@@ -1,0 +1,157 @@
+//! Failure attribution: why a VM's agent connection ended, told from what
+//! the host can see (the guest console, QEMU's exit, the vsock daemon's
+//! exit), rather than from the connection alone ("the agent closed the
+//! connection" says nothing when the guest kernel panicked).
+
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::console::Console;
+use super::process::{describe_exit, ChildGuard};
+
+/// How long a connection's end waits for QEMU to end too (a panicking or
+/// powering-off guest drops the connection a moment before QEMU exits).
+const QEMU_GRACE: Duration = Duration::from_millis(1000);
+/// Time for the console task to take QEMU's last output.
+const CONSOLE_DRAIN: Duration = Duration::from_millis(50);
+/// Console lines searched for the guest's last words.
+const CONSOLE_LINES: usize = 80;
+
+/// What the host can see of a running VM.
+#[derive(Clone)]
+pub struct Witnesses {
+    pub qemu: Arc<ChildGuard>,
+    pub daemon: Option<watch::Receiver<Option<ExitStatus>>>,
+    pub console: Arc<Console>,
+    /// QEMU's stderr file.
+    pub stderr: PathBuf,
+}
+
+impl Witnesses {
+    /// Why the connection ended, `raw` being what the connection itself
+    /// saw. Blocks up to [`QEMU_GRACE`] for QEMU to end.
+    pub fn explain(&self, raw: &str) -> String {
+        let deadline = Instant::now() + QEMU_GRACE;
+        while self.qemu.exited().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if self.qemu.exited().is_some() {
+            std::thread::sleep(CONSOLE_DRAIN);
+        }
+        let daemon = self.daemon.as_ref().and_then(|d| *d.borrow());
+        attribute(
+            raw,
+            &self.console.tail(CONSOLE_LINES),
+            self.qemu.exited(),
+            daemon,
+            &std::fs::read_to_string(&self.stderr).unwrap_or_default(),
+        )
+    }
+}
+
+/// The attribution itself (pure, for tests): the guest's kernel first, then
+/// the vsock daemon, then QEMU, then the connection's own words.
+pub fn attribute(
+    raw: &str,
+    console: &str,
+    qemu: Option<ExitStatus>,
+    daemon: Option<ExitStatus>,
+    qemu_stderr: &str,
+) -> String {
+    if let Some(line) = console
+        .lines()
+        .find(|l| l.contains("Kernel panic - not syncing"))
+    {
+        let what = line
+            .split_once("Kernel panic - not syncing")
+            .map(|(_, rest)| rest.trim_start_matches([':', ' ']).trim())
+            .unwrap_or("");
+        return format!("the guest kernel panicked: {what}");
+    }
+    if let Some(status) = daemon {
+        return format!(
+            "vhost-device-vsock (the VM's vsock device) {}",
+            describe_exit(&status)
+        );
+    }
+    if let Some(status) = qemu {
+        if status.code() == Some(0) {
+            if console.contains("reboot: Power down") {
+                return "the guest powered off".into();
+            }
+            if console.contains("reboot: Restarting system") {
+                return "the guest rebooted (QEMU ends on a reboot)".into();
+            }
+        }
+        let mut s = format!("QEMU {}", describe_exit(&status));
+        if let Some(sig) = std::os::unix::process::ExitStatusExt::signal(&status) {
+            if let Some(name) = signal_name(sig) {
+                s.push_str(&format!(" ({name})"));
+            }
+        }
+        if let Some(last) = qemu_stderr.trim().lines().last() {
+            s.push_str(&format!(": {last}"));
+        }
+        return s;
+    }
+    raw.to_string()
+}
+
+fn signal_name(sig: i32) -> Option<&'static str> {
+    Some(match sig {
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGINT => "SIGINT",
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGBUS => "SIGBUS",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    const RAW: &str = "the agent closed the connection";
+
+    #[test]
+    fn a_kernel_panic_is_named_before_anything_else() {
+        let console = "[    1.2] foo\n[    1.3] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100\n";
+        let got = attribute(RAW, console, Some(ExitStatus::from_raw(0)), None, "");
+        assert_eq!(
+            got,
+            "the guest kernel panicked: Attempted to kill init! exitcode=0x00000100"
+        );
+    }
+
+    #[test]
+    fn the_daemon_then_qemu_then_the_connection() {
+        let killed = ExitStatus::from_raw(libc::SIGKILL);
+        assert_eq!(
+            attribute(RAW, "", None, Some(killed), ""),
+            "vhost-device-vsock (the VM's vsock device) was killed by signal 9"
+        );
+        assert_eq!(
+            attribute(RAW, "", Some(killed), None, "qemu: terminating\n"),
+            "QEMU was killed by signal 9 (SIGKILL): qemu: terminating"
+        );
+        assert_eq!(
+            attribute(
+                RAW,
+                "[ 3.1] reboot: Power down\n",
+                Some(ExitStatus::from_raw(0)),
+                None,
+                ""
+            ),
+            "the guest powered off"
+        );
+        assert_eq!(attribute(RAW, "", None, None, ""), RAW);
+    }
+}
