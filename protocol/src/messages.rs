@@ -394,6 +394,9 @@ pub struct RunSpec {
     pub stdin_more: bool,
     /// Kill the whole process group after this many milliseconds.
     pub timeout_ms: Option<u64>,
+    /// `Run`: kill the process group once stdout and stderr together
+    /// exceed this many bytes, and fail the call with `EFBIG`.
+    pub max_output: Option<u64>,
 }
 
 /// Successful results.

@@ -453,13 +453,42 @@ const RUN_OPTION_KEYS: &[&str] = &[
     "stdin",
     "timeout",
     "timeout_ms",
+    "max_output",
 ];
+
+/// Default cap of `run`'s output (stdout and stderr together,
+/// `opts.max_output`): an endless writer is killed instead of filling host
+/// memory.
+pub const DEFAULT_RUN_OUTPUT_CAP: u64 = 64 << 20;
 
 /// Decodes the argument forms of `run`:
 /// `run("cmd")` (sh -c), `run("prog", {"a", "b"})` (direct exec),
 /// `run("prog", {args=, env=, env_clear=, cwd=, stdin=, timeout=})` (direct
 /// exec with `args`, else `sh -c "prog"`).
 pub fn run_spec(call: &str, cmd: &Value, second: &Value, nargs: usize) -> ApiResult<RunSpec> {
+    let mut spec = run_spec_forms(call, cmd, second, nargs)?;
+    // `run` returns all output at once: capped. A Process keeps its output
+    // in the guest and streams it.
+    let is_run = call.ends_with(":run");
+    let cap: Value = match second {
+        Value::Table(t) => t.raw_get("max_output")?,
+        _ => Value::Nil,
+    };
+    spec.max_output = match (&cap, is_run) {
+        (Value::Nil, true) => Some(DEFAULT_RUN_OUTPUT_CAP),
+        (Value::Nil, false) => None,
+        (_, false) => {
+            return Err(ApiError::msg(format!(
+                "{call}: opts.max_output applies to run only (a Process streams its output)"
+            )))
+        }
+        (Value::Boolean(false), true) => None,
+        (v, true) => Some(args::size(call, "opts.max_output", v)?),
+    };
+    Ok(spec)
+}
+
+fn run_spec_forms(call: &str, cmd: &Value, second: &Value, nargs: usize) -> ApiResult<RunSpec> {
     if nargs == 0 {
         return Err(ApiError::msg(format!("{call}: expected a command string")));
     }

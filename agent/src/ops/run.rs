@@ -44,21 +44,24 @@ const FALLBACK_POLL: Duration = Duration::from_millis(2);
 
 /// Runs `spec` to completion; `feed` carries stdin chunks after `spec.stdin`.
 pub fn run(sender: &Sender, id: RequestId, spec: RunSpec, feed: Option<StdinFeed>) -> OpResult {
-    let sink = Sink::Host {
-        sender: sender.clone(),
+    let sender = sender.clone();
+    let cap = spec.max_output;
+    run_with(spec, feed, move |pid| Sink::Host {
+        sender,
         id,
-    };
-    run_with(spec, feed, sink)
+        cap,
+        pid,
+    })
 }
 
 /// Runs `spec` to completion with all of its output in the reply (inside a
 /// batch, where no `Data` may be sent). Output beyond `limit` bytes (both
 /// pipes together) fails the call with `EFBIG` once the process ended.
 pub fn run_inline(spec: RunSpec, limit: usize) -> OpResult {
-    run_with(spec, None, Sink::Inline { limit })
+    run_with(spec, None, |_| Sink::Inline { limit })
 }
 
-fn run_with(spec: RunSpec, feed: Option<StdinFeed>, sink: Sink) -> OpResult {
+fn run_with(spec: RunSpec, feed: Option<StdinFeed>, sink: impl FnOnce(i32) -> Sink) -> OpResult {
     crate::server::await_run_prerequisite();
     let wants_stdin = !spec.stdin.is_empty() || feed.is_some();
     let mut cmd = command(&spec, wants_stdin)?;
@@ -68,7 +71,7 @@ fn run_with(spec: RunSpec, feed: Option<StdinFeed>, sink: Sink) -> OpResult {
         .timeout_ms
         .and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms)));
 
-    let collector = Arc::new(Collector::new(sink));
+    let collector = Arc::new(Collector::new(sink(pid)));
     if let Err(e) = start_threads(&mut child, spec.stdin.into_vec(), feed, &collector) {
         abandon(&mut child, pid);
         return Err(internal(format!("cannot start a thread: {e}")));
@@ -104,14 +107,26 @@ fn run_with(spec: RunSpec, feed: Option<StdinFeed>, sink: Sink) -> OpResult {
             "pid {pid} ended in an unknown way: {status}"
         )));
     };
-    if let Some(limit) = overflow {
-        return Err(Failure::os(
-            libc::EFBIG,
-            format!(
-                "run: the output exceeds the {limit} bytes a batch reply can carry \
-                 (the process ended with {status:?}); run it outside a batch"
-            ),
-        ));
+    match overflow {
+        Some(Overflow::Batch(limit)) => {
+            return Err(Failure::os(
+                libc::EFBIG,
+                format!(
+                    "run: the output exceeds the {limit} bytes a batch reply can carry \
+                     (the process ended with {status:?}); run it outside a batch"
+                ),
+            ))
+        }
+        Some(Overflow::Cap(cap)) => {
+            return Err(Failure::os(
+                libc::EFBIG,
+                format!(
+                    "run: the output exceeded the cap of {cap} bytes (opts.max_output), \
+                     so the process group was killed"
+                ),
+            ))
+        }
+        None => {}
     }
     Ok(Reply::Run(RunOutcome {
         status,
@@ -254,6 +269,14 @@ pub(crate) fn wait_exit(pid: i32, deadline: Option<Instant>) -> std::io::Result<
 
 /// The output buffers of one process, shared by its two reader threads and
 /// the thread waiting for it.
+/// Why output was dropped.
+enum Overflow {
+    /// More than a batch reply can carry.
+    Batch(usize),
+    /// More than the call's `max_output`.
+    Cap(u64),
+}
+
 struct Collector {
     sink: Sink,
     state: Mutex<OutState>,
@@ -262,8 +285,14 @@ struct Collector {
 
 /// Where output goes.
 enum Sink {
-    /// Flushed to the host as `Data` whenever more than a chunk is buffered.
-    Host { sender: Sender, id: RequestId },
+    /// Flushed to the host as `Data` whenever more than a chunk is buffered;
+    /// past `cap` bytes in all, the process group `pid` is killed.
+    Host {
+        sender: Sender,
+        id: RequestId,
+        cap: Option<u64>,
+        pid: i32,
+    },
     /// Kept for the reply, up to `limit` bytes.
     Inline { limit: usize },
 }
@@ -276,8 +305,11 @@ struct OutState {
     /// Once set, output is discarded (the reply is built or the connection
     /// is gone): no `Data` may follow the reply.
     detached: bool,
-    /// Inline output went past its limit (and was dropped from then on).
+    /// Inline output went past its limit, or host output past its cap (and
+    /// was dropped from then on).
     overflow: bool,
+    /// Bytes sent to the host so far.
+    sent: u64,
 }
 
 const CHANNELS: [u8; 2] = [CH_STDOUT, CH_STDERR];
@@ -291,6 +323,7 @@ impl Collector {
                 open_pipes: 2,
                 detached: false,
                 overflow: false,
+                sent: 0,
             }),
             changed: Condvar::new(),
         }
@@ -308,7 +341,19 @@ impl Collector {
             return;
         }
         let (sender, id) = match &self.sink {
-            Sink::Host { sender, id } => (sender, *id),
+            Sink::Host { cap, pid, .. }
+                if cap.is_some_and(|c| {
+                    st.sent + (st.bufs[0].len() + st.bufs[1].len() + bytes.len()) as u64 > c
+                }) =>
+            {
+                // Past the cap: end the process (its output could be
+                // endless) and drop the rest.
+                st.overflow = true;
+                st.bufs = [Vec::new(), Vec::new()];
+                sys::kill_group(*pid, libc::SIGKILL);
+                return;
+            }
+            Sink::Host { sender, id, .. } => (sender, *id),
             Sink::Inline { limit } => {
                 if st.bufs[0].len() + st.bufs[1].len() + bytes.len() > *limit {
                     st.overflow = true;
@@ -330,6 +375,7 @@ impl Collector {
                     st.detached = true;
                     return;
                 }
+                st.sent += piece.len() as u64;
             }
         }
     }
@@ -348,12 +394,13 @@ impl Collector {
 
     /// Stops collecting and returns what was not sent yet, and the inline
     /// limit when the output went past it.
-    fn finish(&self) -> (Vec<u8>, Vec<u8>, Option<usize>) {
+    fn finish(&self) -> (Vec<u8>, Vec<u8>, Option<Overflow>) {
         let mut st = self.lock();
         st.detached = true;
         let [out, err] = std::mem::take(&mut st.bufs);
         let overflow = match self.sink {
-            Sink::Inline { limit } if st.overflow => Some(limit),
+            Sink::Inline { limit } if st.overflow => Some(Overflow::Batch(limit)),
+            Sink::Host { cap: Some(cap), .. } if st.overflow => Some(Overflow::Cap(cap)),
             _ => None,
         };
         (out, err, overflow)
