@@ -314,15 +314,10 @@ impl VmHandle {
         // old one ran on, so a snapshot that fails (unreadable, corrupt, of
         // another host) leaves the VM as it was. Only now is it replaced.
         match restored {
-            Err((e, console)) => {
-                let note = console
-                    .as_ref()
-                    .map(|c| console_note(c))
-                    .unwrap_or_default();
-                Err(ApiError::msg(format!(
-                    "vm \"{name}\": restore failed: {e}; the VM is left as it was{note}"
-                )))
-            }
+            Err((e, console)) => Err(ApiError::msg(format!(
+                "vm \"{name}\": restore failed: {e}; the VM is left as it was{}",
+                console_note_of(console.as_deref())
+            ))),
             Ok(m) => {
                 let console = m.console().clone();
                 let previous = std::mem::replace(&mut *self.lock(), State::Booted(Box::new(m)));
@@ -459,10 +454,7 @@ impl VmHandle {
                 Ok(())
             }
             Err((e, console)) => {
-                let note = console
-                    .as_ref()
-                    .map(|c| console_note(c))
-                    .unwrap_or_default();
+                let note = console_note_of(console.as_deref());
                 *self.last_console.lock().unwrap_or_else(|e| e.into_inner()) = console;
                 Err(ApiError::msg(format!(
                     "vm \"{}\": {what} failed: {e}{note}",
@@ -527,6 +519,12 @@ fn extra_files(call: &str, list: &Table) -> ApiResult<Vec<guest::ExtraFile>> {
 }
 
 /// `\n--- guest console (last N lines) ---\n...` or nothing.
+/// [`console_note`] of a console that may not exist (a start that failed
+/// before QEMU ran): empty then.
+fn console_note_of(console: Option<&Console>) -> String {
+    console.map(console_note).unwrap_or_default()
+}
+
 pub fn console_note(console: &Console) -> String {
     let tail = console.tail(TAIL_LINES);
     if tail.trim().is_empty() {
