@@ -37,14 +37,8 @@ impl AgentListener {
         Ok(AgentListener::Unix(UnixListener::bind(path)?))
     }
 
-    /// Listens on a kernel vsock port chosen by the kernel; returns the port.
-    pub fn vsock(cid: u32) -> io::Result<(Self, u32)> {
-        Self::vsock_on(cid, u32::MAX)
-    }
-
-    /// Listens on kernel vsock port `port` (`u32::MAX`: any free port, as
-    /// [`AgentListener::vsock`]); returns the port. A restored guest dials
-    /// the port it was booted with.
+    /// Listens on kernel vsock port `port` (`u32::MAX`: any free port);
+    /// returns the port. Connections from other CIDs than `cid` are dropped.
     pub fn vsock_on(cid: u32, port: u32) -> io::Result<(Self, u32)> {
         let listener = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, port))?;
         let port = listener.local_addr()?.port();
