@@ -30,6 +30,14 @@ describe("vm:run", function()
     assert.truthy(err:find("opts.max_output applies to run only", 1, true), err)
   end)
 
+  it("streams stdin of any size (beyond one frame)", function()
+    local big = string.rep("0123456789", 1024 * 1024) -- 10 MiB: more than a 4 MiB frame
+    assert.are.equal("10485760\n", vm:run("wc -c", { stdin = big }).stdout)
+    -- Processes that stop reading early do not stall the upload.
+    assert.are.equal("01234", vm:run("head -c 5", { stdin = big }).stdout)
+    assert.are.equal(0, vm:run("true", { stdin = big }).exit_code)
+  end)
+
   it("supports pipes and redirections in the shell form", function()
     local r = vm:run("printf 'b\\na\\n' | sort | tr a-z A-Z")
     r:assert_ok()

@@ -40,6 +40,9 @@ pub fn bytes(call: &str, name: &str, v: &Value) -> ApiResult<Vec<u8>> {
 }
 
 /// A guest path: a non-empty string without NUL bytes.
+/// Linux's `PATH_MAX` (the terminating NUL included).
+const PATH_MAX: usize = 4096;
+
 pub fn path(call: &str, name: &str, v: &Value) -> ApiResult<Vec<u8>> {
     let p = match v {
         Value::String(s) => s.as_bytes().to_vec(),
@@ -52,6 +55,12 @@ pub fn path(call: &str, name: &str, v: &Value) -> ApiResult<Vec<u8>> {
         return Err(ApiError::msg(format!(
             "{call}: {name} must not contain NUL bytes (got {})",
             show(v)
+        )));
+    }
+    if p.len() >= PATH_MAX {
+        return Err(ApiError::msg(format!(
+            "{call}: {name} is {} bytes long; Linux paths are shorter than {PATH_MAX} bytes",
+            p.len()
         )));
     }
     Ok(p)

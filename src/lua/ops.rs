@@ -278,11 +278,35 @@ pub fn dispatch(lua: &Lua, t: &Target, op: &str, rest: &[Value]) -> ApiResult<Mu
     if op == "batch" {
         return batch(lua, t, arg(rest, 0));
     }
-    let req = build(t.prefix, op, rest)?;
+    let mut req = build(t.prefix, op, rest)?;
     if req.kind == Kind::Bytes {
         return super::readinto::read_file(lua, t, req);
     }
+    if let Op::Run(spec) = &mut req.op {
+        if spec.stdin.len() > CHUNK_LEN {
+            // Large stdin streams after the call, as write_file's data.
+            let more = spec.stdin.split_off(CHUNK_LEN);
+            spec.stdin_more = true;
+            return run_with_upload(lua, t, req, &more);
+        }
+    }
     run_one(lua, t, req)
+}
+
+/// Runs `req`, then sends `upload` as the call's `Data` (a process's stdin
+/// beyond the first chunk).
+fn run_with_upload(lua: &Lua, t: &Target, req: Request, upload: &[u8]) -> ApiResult<MultiValue> {
+    let pending = t.call(&req.name, req.op.clone())?;
+    let mut chunks = upload.chunks(CHUNK_LEN).peekable();
+    while let Some(chunk) = chunks.next() {
+        let last = chunks.peek().is_none();
+        if let Err(e) = t.client.send_data(pending.id, chunk, last) {
+            return Err(t.infra(&req.name, e));
+        }
+    }
+    let Completed { result, channels } =
+        t.client.wait(pending).map_err(|e| t.infra(&req.name, e))?;
+    convert(lua, &req, result, channels)
 }
 
 /// Runs recorded calls (`{{name, args..., n=}, ...}`, `n` counting the name)
