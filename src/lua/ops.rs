@@ -16,6 +16,7 @@ use serde_bytes::ByteBuf;
 use super::args;
 use super::errors::{guest_failure, ApiError, ApiResult};
 use super::target::Target;
+use crate::transport::client::PendingCall;
 use crate::transport::Completed;
 use crate::vm::console::Console;
 
@@ -297,13 +298,7 @@ pub fn dispatch(lua: &Lua, t: &Target, op: &str, rest: &[Value]) -> ApiResult<Mu
 /// beyond the first chunk).
 fn run_with_upload(lua: &Lua, t: &Target, req: Request, upload: &[u8]) -> ApiResult<MultiValue> {
     let pending = t.call(&req.name, req.op.clone())?;
-    let mut chunks = upload.chunks(CHUNK_LEN).peekable();
-    while let Some(chunk) = chunks.next() {
-        let last = chunks.peek().is_none();
-        if let Err(e) = t.client.send_data(pending.id, chunk, last) {
-            return Err(t.infra(&req.name, e));
-        }
-    }
+    send_upload(t, &req.name, &pending, upload)?;
     let Completed { result, channels } =
         t.client.wait(pending).map_err(|e| t.infra(&req.name, e))?;
     convert(lua, &req, result, channels)
@@ -380,18 +375,25 @@ fn write_file(t: &Target, call: &str, path: Vec<u8>, data: &[u8]) -> ApiResult<(
         },
     )?;
     if more {
-        let mut chunks = rest.chunks(CHUNK_LEN).peekable();
-        while let Some(chunk) = chunks.next() {
-            let last = chunks.peek().is_none();
-            t.client
-                .send_data(pending.id, chunk, last)
-                .map_err(|e| t.infra(call, e))?;
-        }
+        send_upload(t, call, &pending, rest)?;
     }
     let done = t.client.wait(pending).map_err(|e| t.infra(call, e))?;
     done.result
         .map(drop)
         .map_err(|f| Request::new(call, Op::Ping, Kind::Unit, Some(path)).failure(f))
+}
+
+/// Sends `data` as the `Data` of call `pending`, in chunks, the last one
+/// marked (write_file's body, run's stdin).
+fn send_upload(t: &Target, call: &str, pending: &PendingCall, data: &[u8]) -> ApiResult<()> {
+    let mut chunks = data.chunks(CHUNK_LEN).peekable();
+    while let Some(chunk) = chunks.next() {
+        let last = chunks.peek().is_none();
+        t.client
+            .send_data(pending.id, chunk, last)
+            .map_err(|e| t.infra(call, e))?;
+    }
+    Ok(())
 }
 
 /// The stat table of `st`.
