@@ -17,6 +17,7 @@
 //! cancelled.
 
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 
 use provium_protocol::{
     check_version, decode, AgentHello, AgentMsg, FrameError, HostMsg, Op, Reply, RequestId,
@@ -29,6 +30,7 @@ use crate::handles::{self, Handle};
 use crate::inflight::InFlight;
 use crate::ops::{self, batch, file, process, rawcall, upload::Uploads};
 use crate::sender::Sender;
+use crate::trigger::Trigger;
 use crate::{sys, worker};
 
 /// Capacity of the reader's buffer: small frames arrive in one `read`.
@@ -286,12 +288,8 @@ impl Session {
             Op::ReadFile { path } => {
                 let gates = self.gates.clone();
                 // Registered like a stream, so that a Cancel stops it.
-                let cancel = match self.inflight.add_stream(id) {
-                    Ok(t) => t,
-                    Err(f) => {
-                        self.reply(id, Err(f))?;
-                        return Ok(None);
-                    }
+                let Some(cancel) = self.cancellable(id)? else {
+                    return Ok(None);
                 };
                 let inflight = self.inflight.clone();
                 self.spawn(id, "read-file", move |s| {
@@ -338,12 +336,8 @@ impl Session {
                 return Ok(None);
             }
             Op::Stream(source) => {
-                let cancel = match self.inflight.add_stream(id) {
-                    Ok(cancel) => cancel,
-                    Err(e) => {
-                        self.reply(id, Err(e))?;
-                        return Ok(None);
-                    }
+                let Some(cancel) = self.cancellable(id)? else {
+                    return Ok(None);
                 };
                 let inflight = self.inflight.clone();
                 self.spawn_raw(id, "stream", move |s| {
@@ -443,6 +437,19 @@ impl Session {
             Err(e) => self.reply(id, Err(e))?,
         }
         Ok(None)
+    }
+
+    /// Registers call `id` as cancellable (its trigger fires on the host's
+    /// `Cancel`); `None` once the refusal (an id already in flight) was
+    /// replied.
+    fn cancellable(&self, id: RequestId) -> Result<Option<Arc<Trigger>>, ConnError> {
+        match self.inflight.add_stream(id) {
+            Ok(cancel) => Ok(Some(cancel)),
+            Err(f) => {
+                self.reply(id, Err(f))?;
+                Ok(None)
+            }
+        }
     }
 
     fn reply(&self, id: RequestId, result: OpResult) -> Result<(), ConnError> {
