@@ -60,6 +60,92 @@ describe("failures are attributed", function()
   end)
 end)
 
+--- Whether a QEMU of VM `name` is still running (`name` must start with a
+--- letter in brackets so that pgrep does not match its own shell).
+local function qemu_alive(pattern)
+  return sh("pgrep -f 'provium:" .. pattern .. "' || true"):match("%d") ~= nil
+end
+
+describe("a frozen guest", function()
+  it("halt -f ends the VM as shut down, and QEMU goes", function()
+    local vm <close> = guest.boot("fault-halt")
+    local t0 = provium.now()
+    pcall(vm.run, vm, "halt -f")
+    while vm:state() == "booted" and provium.now() < t0 + 20 do
+      pcall(vm.stat, vm, "/")
+    end
+    assert.are.equal("shutdown", vm:state())
+    assert.is_true(provium.now() - t0 < 20)
+    local err = guest.error_of(vm.stat, vm, "/")
+    assert.truthy(err:find("VM is shutdown; create a new one (cannot stat): the guest halted", 1, true), err)
+    assert.is_false(qemu_alive("[f]ault-halt"))
+  end)
+
+  it("a stopped QEMU fails the waiting call at the stall timeout, saying so", function()
+    local vm <close> = guest.boot("fault-sigstop", { stall_timeout = 3 })
+    assert(os.execute("pkill -STOP -f 'provium:[f]ault-sigstop'"))
+    local t0 = provium.now()
+    local err = guest.error_of(vm.stat, vm, "/")
+    local took = provium.now() - t0
+    assert.truthy(took >= 2.9 and took < 8, "failed after " .. took .. " s")
+    assert.truthy(err:find("the guest stopped answering: nothing from the agent for 3 s", 1, true), err)
+    assert.truthy(err:find("is stopped (SIGSTOP", 1, true), err)
+    assert.are.equal("dead", vm:state())
+    -- pause needs QEMU's monitor, which a stopped QEMU cannot serve: at once.
+    local t1 = provium.now()
+    err = guest.error_of(vm.pause, vm)
+    assert.truthy(provium.now() - t1 < 2, err)
+    vm:close()
+    assert.is_false(qemu_alive("[f]ault-sigstop"))
+  end)
+
+  it("a stopped agent fails a running command at the stall timeout", function()
+    local vm <close> = guest.boot("fault-agent-stop", { stall_timeout = 3 })
+    local t0 = provium.now()
+    -- The shell's parent is the op server.
+    local err = guest.error_of(vm.run, vm, "kill -STOP $PPID; sleep 60")
+    local took = provium.now() - t0
+    assert.truthy(took >= 2.9 and took < 8, "failed after " .. took .. " s")
+    assert.truthy(err:find("nothing from the agent for 3 s; QEMU (pid %d+) is running") ~= nil, err)
+  end)
+
+  it("stall_timeout is checked", function()
+    local err = guest.error_of(provium.vm, "x", "default", { stall_timeout = 0.5 })
+    assert.truthy(err:find("opts.stall_timeout must be at least 1 s", 1, true), err)
+    err = guest.error_of(provium.vm, "x", "default", { stall_timeout = "soon" })
+    assert.truthy(err:find("opts.stall_timeout: cannot parse duration", 1, true), err)
+    assert.are.equal("created", provium.vm("x", "default", { stall_timeout = false }):state())
+  end)
+
+  it("Ctrl-C interrupts a blocked call at once, and nothing is left", function()
+    local dir = (sh("mktemp -d /tmp/provium-sigint.XXXXXX")):gsub("%s+$", "")
+    local script = dir .. "/script.lua"
+    write(script, [[
+      local vm = require("provium"):vm("sigint-victim", "default")
+      vm:boot()
+      io.stdout:write("READY\n") io.stdout:flush()
+      local ok, err = pcall(vm.run, vm, "sleep 100")
+      io.stdout:write("CAUGHT ", tostring(err):match("[^\n]*"), "\n") io.stdout:flush()
+    ]])
+    local child = assert(io.popen("exec sh -c 'echo $$; exec lua5.4 " .. script .. " 2>&1'", "r"))
+    local pid = assert(tonumber(child:read("l")))
+    assert.are.equal("READY", child:read("l"))
+    os.execute("sleep 0.5")
+    local t0 = provium.now()
+    os.execute("kill -INT " .. pid)
+    local rest = child:read("a")
+    child:close()
+    local took = provium.now() - t0
+    assert.truthy(took < 3, "the child took " .. took .. " s to end")
+    assert.truthy(rest:find("CAUGHT vm \"sigint%-victim\": vm:run failed: interrupted %(SIGINT%)") ~= nil, rest)
+    -- lua5.4's own handler was chained: the script then stops as usual.
+    assert.truthy(rest:find("interrupted!", 1, true), rest)
+    os.execute("sleep 0.5")
+    assert.is_false(qemu_alive("[s]igint-victim"))
+    sh("rm -rf " .. dir)
+  end)
+end)
+
 describe("faults", function()
   local dir
   before_each(function() dir = (sh("mktemp -d /tmp/provium-faults.XXXXXX")):gsub("%s+$", "") end)

@@ -119,16 +119,16 @@ describe("infrastructure failures", function()
     assert.truthy(err:find("host kind " .. host.kind .. ", " .. host.transport .. " transport", 1, true), err)
   end)
 
-  it("a guest that powers off becomes dead, and calls raise", function()
+  it("a guest that powers off is shut down, and calls raise", function()
     local vm <close> = guest.boot("victim")
     pcall(vm.run, vm, "poweroff -f")
     local deadline = os.time() + 20
-    while vm:state() ~= "dead" and os.time() < deadline do
+    while vm:state() == "booted" and os.time() < deadline do
       pcall(vm.stat, vm, "/")
     end
-    assert.are.equal("dead", vm:state())
+    assert.are.equal("shutdown", vm:state())
     local err = guest.error_of(vm.stat, vm, "/")
-    assert.truthy(err:find("VM died; create a new one", 1, true), err)
+    assert.truthy(err:find("VM is shutdown; create a new one (cannot stat): the guest powered off", 1, true), err)
   end)
 
   it("halt, poweroff and reboot without -f end the VM too (PID 1 handles their signals)", function()
@@ -136,10 +136,10 @@ describe("infrastructure failures", function()
       local vm <close> = guest.boot("soft-" .. cmd)
       pcall(vm.run, vm, cmd)
       local deadline = os.time() + 20
-      while vm:state() ~= "dead" and os.time() < deadline do
+      while vm:state() == "booted" and os.time() < deadline do
         pcall(vm.stat, vm, "/")
       end
-      assert.are.equal("dead", vm:state(), cmd)
+      assert.are.equal("shutdown", vm:state(), cmd)
     end
   end)
 

@@ -16,6 +16,7 @@ pub mod config;
 pub mod fixtures;
 pub mod guest;
 pub mod images;
+pub mod interrupt;
 pub mod lua;
 pub mod runtime;
 pub mod transport;

@@ -65,6 +65,38 @@ where
     }
 }
 
+/// Like [`block_on`], but Ctrl-C (SIGINT) ends the wait: `None` then, and
+/// `fut` runs on to its end unobserved (what it yields is dropped, which
+/// must clean up after itself: a booted machine is killed on drop).
+pub fn block_on_interruptible<F>(fut: F) -> Option<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    handle().spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    let mut watch = None;
+    loop {
+        match rx.recv_timeout(crate::transport::liveness::WAIT_SLICE) {
+            Ok(v) => return Some(v),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if watch
+                    .get_or_insert_with(crate::interrupt::Watch::arm)
+                    .fired()
+                {
+                    return None;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                eprintln!("provium: the I/O runtime stopped");
+                std::process::abort();
+            }
+        }
+    }
+}
+
 /// Starts `fut` on the side runtime without waiting for it.
 pub fn spawn<F>(fut: F)
 where

@@ -487,6 +487,10 @@ const RUN_OPTION_KEYS: &[&str] = &[
 /// memory.
 pub const DEFAULT_RUN_OUTPUT_CAP: u64 = 64 << 20;
 
+/// Default deadline of `run` and `proc:wait` (`timeout = false`: none): a
+/// hung command fails its test instead of hanging the suite.
+pub const DEFAULT_RUN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Decodes the argument forms of `run`:
 /// `run("cmd")` (sh -c), `run("prog", {"a", "b"})` (direct exec),
 /// `run("prog", {args=, env=, env_clear=, cwd=, stdin=, timeout=})` (direct
@@ -500,6 +504,15 @@ pub fn run_spec(call: &str, cmd: &Value, second: &Value, nargs: usize) -> ApiRes
         Value::Table(t) => t.raw_get("max_output")?,
         _ => Value::Nil,
     };
+    let timed = match second {
+        Value::Table(t) => {
+            !t.raw_get::<Value>("timeout")?.is_nil() || !t.raw_get::<Value>("timeout_ms")?.is_nil()
+        }
+        _ => false,
+    };
+    if is_run && !timed {
+        spec.timeout_ms = Some(DEFAULT_RUN_TIMEOUT.as_millis() as u64);
+    }
     spec.max_output = match (&cap, is_run) {
         (Value::Nil, true) => Some(DEFAULT_RUN_OUTPUT_CAP),
         (Value::Nil, false) => None,
@@ -653,7 +666,9 @@ fn run_spec_forms(call: &str, cmd: &Value, second: &Value, nargs: usize) -> ApiR
     }
     let timeout: Value = t.raw_get("timeout")?;
     let timeout_ms: Value = t.raw_get("timeout_ms")?;
-    if !timeout.is_nil() {
+    if timeout == Value::Boolean(false) {
+        // No deadline: waits as long as the command runs.
+    } else if !timeout.is_nil() {
         let d = args::duration(call, "opts.timeout", &timeout)?;
         spec.timeout_ms = Some(d.as_millis().max(1) as u64);
     } else if !timeout_ms.is_nil() {

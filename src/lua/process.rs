@@ -224,6 +224,8 @@ impl UserData for ProcessUd {
         m.add_method("wait", |lua, this, timeout: Value| {
             let r = (|| {
                 let t = if timeout.is_nil() {
+                    Some(super::ops::DEFAULT_RUN_TIMEOUT)
+                } else if timeout == Value::Boolean(false) {
                     None
                 } else {
                     let d = args::duration("proc:wait", "timeout", &timeout)?;

@@ -27,7 +27,7 @@ use crate::transport::client::{Event, Next, PendingCall};
 /// Runs a `ReadFile` request and returns its body as a Lua string.
 pub fn read_file(lua: &Lua, t: &Target, req: Request) -> ApiResult<MultiValue> {
     let pending = t.call(&req.name, req.op.clone())?;
-    match pending.next(None) {
+    match t.client.next(&pending, None) {
         Next::Event(Event::Reply(result)) => convert(lua, &req, result, Default::default()),
         Next::Event(Event::Data(CH_SIZE_HINT, body, range)) => {
             let hint = <[u8; 8]>::try_from(&body[range])
@@ -43,6 +43,7 @@ pub fn read_file(lua: &Lua, t: &Target, req: Request) -> ApiResult<MultiValue> {
         Next::Event(Event::Data(_, body, range)) => {
             joined(lua, t, &req, &pending, body[range].to_vec())
         }
+        Next::Interrupted => Err(interrupted(t, &req, &pending)),
         Next::Timeout | Next::Closed => Err(gone(t, &req)),
     }
 }
@@ -102,6 +103,12 @@ fn gone(t: &Target, req: &Request) -> ApiError {
     t.infra(&req.name, crate::transport::TransportError::Closed(reason))
 }
 
+/// Cancels the read after Ctrl-C.
+fn interrupted(t: &Target, req: &Request, pending: &PendingCall) -> ApiError {
+    t.client.cancel(pending.id);
+    t.infra(&req.name, crate::transport::TransportError::Interrupted)
+}
+
 /// Fallback without a hint: join the chunks, then copy into Lua.
 fn joined(
     lua: &Lua,
@@ -111,7 +118,7 @@ fn joined(
     mut body: Vec<u8>,
 ) -> ApiResult<MultiValue> {
     loop {
-        match pending.next(None) {
+        match t.client.next(pending, None) {
             Next::Event(Event::Data(CH_BODY, chunk, range)) => {
                 let bytes = &chunk[range];
                 if req
@@ -132,6 +139,7 @@ fn joined(
                 }
                 return Ok(lua.create_string(&body)?.into_lua_multi(lua)?);
             }
+            Next::Interrupted => return Err(interrupted(t, req, pending)),
             Next::Timeout | Next::Closed => return Err(gone(t, req)),
         }
     }
@@ -248,7 +256,7 @@ fn in_place(
                 None
             };
             loop {
-                match pending.next(None) {
+                match t.client.next(&pending, None) {
                     Next::Event(Event::Data(CH_BODY, chunk, range)) => {
                         if let Some(e) = take(&mut sink, &chunk[range], &mut off) {
                             *out = Some(e);
@@ -268,6 +276,10 @@ fn in_place(
                     }
                     Next::Event(Event::Reply(Err(f))) => {
                         *out = Some(req.failure(f));
+                        break;
+                    }
+                    Next::Interrupted => {
+                        *out = Some(interrupted(t, req, pending));
                         break;
                     }
                     Next::Timeout | Next::Closed => {

@@ -55,7 +55,7 @@ impl TailUd {
         let pending = t.call(call, op)?;
         // The agent acknowledges an open source with an empty Data frame;
         // an opening failure (ENOENT, an unknown handle) is the reply.
-        match pending.next(None) {
+        match t.client.next(&pending, None) {
             Next::Event(Event::Data(_, _, range)) if range.is_empty() => {}
             Next::Event(Event::Reply(Err(f))) => {
                 return Err(super::errors::guest_failure(
@@ -69,6 +69,10 @@ impl TailUd {
                 return Err(ApiError::msg(format!(
                     "{call}: the agent sent an unexpected first frame"
                 )))
+            }
+            Next::Interrupted => {
+                t.client.cancel(pending.id);
+                return Err(t.infra(call, crate::transport::TransportError::Interrupted));
             }
             Next::Timeout | Next::Closed => {
                 return Err(ApiError::msg(format!("{call}: {} is gone", t.label)));
@@ -125,7 +129,7 @@ impl TailUd {
         match source {
             Source::Agent { t, call: pending } => {
                 let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-                match pending.next(left) {
+                match t.client.next(pending, left) {
                     // A stream call carries one source: its channel does not
                     // matter (process streams use their own).
                     Next::Event(Event::Data(_, body, range)) => {
@@ -140,6 +144,10 @@ impl TailUd {
                         Err(ApiError::msg(format!("{call}: stream source error: {f}")))
                     }
                     Next::Timeout => Ok(Got::Timeout),
+                    // The stream stays open: a later read may go on.
+                    Next::Interrupted => {
+                        Err(t.infra(call, crate::transport::TransportError::Interrupted))
+                    }
                     Next::Closed => {
                         st.ended = true;
                         let reason = t

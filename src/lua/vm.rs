@@ -41,6 +41,9 @@ pub struct VmConfig {
     pub cpus: u32,
     /// `None`: the host's default ([`Transport::host_default`]).
     pub transport: Option<Transport>,
+    /// How long the agent may stay silent while a call waits (`None`:
+    /// forever); see [`crate::transport::liveness`].
+    pub stall_timeout: Option<Duration>,
 }
 
 /// A VM as Lua holds it.
@@ -98,8 +101,28 @@ impl VmHandle {
         let mut memory = None;
         let mut cpus = None;
         let mut transport = None;
+        let mut stall_timeout = Some(crate::transport::liveness::DEFAULT_STALL);
         if let Some(t) = args::opt_table(CALL, "opts", opts)? {
-            args::check_keys(CALL, "opts", &t, &["memory", "cpus", "transport"])?;
+            args::check_keys(
+                CALL,
+                "opts",
+                &t,
+                &["memory", "cpus", "transport", "stall_timeout"],
+            )?;
+            match t.raw_get::<Value>("stall_timeout")? {
+                Value::Nil => {}
+                Value::Boolean(false) => stall_timeout = None,
+                v => {
+                    let d = args::duration(CALL, "opts.stall_timeout", &v)?;
+                    if d < Duration::from_secs(1) {
+                        return Err(ApiError::msg(format!(
+                            "{CALL}: opts.stall_timeout must be at least 1 s, or false for none (got {})",
+                            args::show(&v)
+                        )));
+                    }
+                    stall_timeout = Some(d);
+                }
+            }
             let m: Value = t.raw_get("memory")?;
             if !m.is_nil() {
                 memory = Some(args::size(CALL, "opts.memory", &m)?);
@@ -164,6 +187,7 @@ impl VmHandle {
                 memory_mib,
                 cpus,
                 transport,
+                stall_timeout,
             },
             state: Mutex::new(State::Created),
             last_console: Mutex::new(None),
@@ -183,6 +207,7 @@ impl VmHandle {
     pub fn state_name(&self) -> &'static str {
         match &*self.lock() {
             State::Created => "created",
+            State::Booted(m) if m.guest_shut_down() => "shutdown",
             State::Booted(m) if m.dead_reason().is_some() => "dead",
             State::Booted(m) if m.is_paused() => "paused",
             State::Booted(_) => "booted",
@@ -237,6 +262,11 @@ impl VmHandle {
         match &*state {
             State::Booted(m) => {
                 if let Some(reason) = m.dead_reason() {
+                    if m.guest_shut_down() {
+                        return Err(ApiError::msg(format!(
+                            "vm \"{name}\": VM is shutdown; create a new one (cannot {call}): {reason}"
+                        )));
+                    }
                     return Err(ApiError::msg(format!(
                         "vm \"{name}\": VM died; create a new one (cannot {call}): {reason}{}",
                         console_note(m.console())
@@ -306,7 +336,16 @@ impl VmHandle {
             snapshot: dir.to_path_buf(),
             timeout: timeout.unwrap_or(DEFAULT_BOOT_TIMEOUT),
         };
-        let restored = runtime::block_on(Machine::restore(spec));
+        let Some(restored) = runtime::block_on_interruptible(Machine::restore(spec)) else {
+            return Err(ApiError::msg(format!(
+                "vm \"{name}\": restore interrupted (SIGINT){}",
+                if rollback {
+                    "; the VM is left as it was"
+                } else {
+                    ""
+                }
+            )));
+        };
         if !rollback {
             return self.finish_start("restore", restored);
         }
@@ -319,6 +358,7 @@ impl VmHandle {
                 console_note_of(console.as_deref())
             ))),
             Ok(m) => {
+                m.client().set_stall_timeout(self.cfg.stall_timeout);
                 let console = m.console().clone();
                 let previous = std::mem::replace(&mut *self.lock(), State::Booted(Box::new(m)));
                 *self.last_console.lock().unwrap_or_else(|e| e.into_inner()) = Some(console);
@@ -448,6 +488,7 @@ impl VmHandle {
     ) -> ApiResult<()> {
         match r {
             Ok(m) => {
+                m.client().set_stall_timeout(self.cfg.stall_timeout);
                 *self.last_console.lock().unwrap_or_else(|e| e.into_inner()) =
                     Some(m.console().clone());
                 *self.lock() = State::Booted(Box::new(m));
@@ -545,7 +586,13 @@ impl UserData for VmHandle {
             let r = (|| {
                 this.check_bootable()?;
                 let spec = this.boot_spec(&opts)?;
-                this.finish_boot(runtime::block_on(Machine::boot(spec)))
+                match runtime::block_on_interruptible(Machine::boot(spec)) {
+                    Some(r) => this.finish_boot(r),
+                    None => Err(ApiError::msg(format!(
+                        "vm \"{}\": boot interrupted (SIGINT)",
+                        this.name()
+                    ))),
+                }
             })();
             ret(lua, r)
         });

@@ -32,7 +32,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::liveness::{Liveness, PING_AFTER, WAIT_SLICE};
 use super::TransportError;
+use crate::interrupt;
 
 /// Read buffer of the connection: small frames (and their headers) arrive in
 /// one read; bulk chunks, being larger, are read straight into their own
@@ -68,10 +70,16 @@ pub struct Client {
     /// Turns what the reader saw at the connection's end into the reason
     /// calls fail with (set by the VM layer, which can see more).
     explainer: std::sync::OnceLock<Explainer>,
+    /// Says why the agent went silent (set by the VM layer).
+    stall_explainer: std::sync::OnceLock<StallExplainer>,
+    live: Arc<Liveness>,
 }
 
 /// See [`Client::set_explainer`].
 pub type Explainer = Box<dyn Fn(&str) -> String + Send + Sync>;
+
+/// See [`Client::set_stall_explainer`]: the silence so far → the reason.
+pub type StallExplainer = Box<dyn Fn(Duration) -> String + Send + Sync>;
 
 impl Client {
     /// Starts serving an established, handshaken stream (a blocking socket).
@@ -85,6 +93,8 @@ impl Client {
             paused: None,
         }));
         let (closed_tx, _) = watch::channel(false);
+        let live = Arc::new(Liveness::default());
+        live.touch();
         let client = Arc::new(Client {
             writer,
             shared: shared.clone(),
@@ -92,12 +102,14 @@ impl Client {
             closed_tx,
             hello,
             explainer: std::sync::OnceLock::new(),
+            stall_explainer: std::sync::OnceLock::new(),
+            live: live.clone(),
         });
         let weak = Arc::downgrade(&client);
         std::thread::Builder::new()
             .name("provium-reader".into())
             .spawn(move || {
-                let reason = read_loop(rd, &shared);
+                let reason = read_loop(rd, &shared, &live);
                 if let Some(client) = weak.upgrade() {
                     let reason = match client.explainer.get() {
                         // Not after a deliberate close: nothing to explain.
@@ -120,6 +132,18 @@ impl Client {
     /// [`Explainer`]); only the first call counts.
     pub fn set_explainer(&self, f: Explainer) {
         let _ = self.explainer.set(f);
+    }
+
+    /// Sets how a stall is explained (see [`StallExplainer`]); only the
+    /// first call counts.
+    pub fn set_stall_explainer(&self, f: StallExplainer) {
+        let _ = self.stall_explainer.set(f);
+    }
+
+    /// Sets how long the agent may stay silent while a call waits before
+    /// the connection is declared dead (`None`: forever).
+    pub fn set_stall_timeout(&self, after: Option<Duration>) {
+        self.live.set_stall_after(after);
     }
 
     /// Why the connection ended, if it has.
@@ -190,16 +214,108 @@ impl Client {
         if let Some(reason) = self.closed_reason() {
             return Err(TransportError::Closed(reason.to_string()));
         }
-        let result = self.writer.write_all(&frame);
-        result.map_err(|e| {
-            let raw = format!("write to agent failed: {e}");
-            let reason = match self.explainer.get() {
-                Some(explain) if self.closed_reason().is_none() => explain(&raw),
-                _ => raw,
+        match self.writer.write_all(&frame, &self.live, None) {
+            Ok(()) => Ok(()),
+            Err(WriteEnd::Interrupted { clean: true }) => Err(TransportError::Interrupted),
+            Err(end) => Err(self.write_failed(end)),
+        }
+    }
+
+    /// A write that went wrong mid-frame: the stream can no longer be
+    /// trusted, so the connection ends with the reason.
+    fn write_failed(&self, end: WriteEnd) -> TransportError {
+        let raw = match end {
+            WriteEnd::Io(e) => format!("write to agent failed: {e}"),
+            WriteEnd::Interrupted { .. } => {
+                self.close("interrupted (SIGINT) in the middle of sending a frame");
+                return TransportError::Interrupted;
+            }
+            WriteEnd::Stalled(silence) => {
+                let reason = self.stall_reason(silence);
+                self.close(&reason);
+                return TransportError::Closed(self.reason_or(&reason));
+            }
+        };
+        let reason = match self.explainer.get() {
+            Some(explain) if self.closed_reason().is_none() => explain(&raw),
+            _ => raw,
+        };
+        self.close(&reason);
+        TransportError::Closed(self.reason_or(&reason))
+    }
+
+    fn stall_reason(&self, silence: Duration) -> String {
+        match self.stall_explainer.get() {
+            Some(explain) => explain(silence),
+            None => format!(
+                "the agent has not answered for {:.0} s",
+                silence.as_secs_f64()
+            ),
+        }
+    }
+
+    /// Waits for the next event on `rx`, for at most `timeout` (forever when
+    /// `None`), while watching for Ctrl-C and for the agent going silent
+    /// (pinging it after [`PING_AFTER`], closing the connection at the stall
+    /// timeout).
+    fn recv(&self, rx: &mpsc::Receiver<Event>, timeout: Option<Duration>) -> Next {
+        let start = std::time::Instant::now();
+        let deadline = timeout.map(|t| start + t);
+        let mut watch: Option<interrupt::Watch> = None;
+        loop {
+            let slice = match deadline {
+                Some(d) => d
+                    .saturating_duration_since(std::time::Instant::now())
+                    .min(WAIT_SLICE),
+                None => WAIT_SLICE,
             };
-            self.close(&reason);
-            TransportError::Closed(self.reason_or(&reason))
-        })
+            match rx.recv_timeout(slice) {
+                Ok(e) => return Next::Event(e),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Next::Closed,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Next::Timeout;
+            }
+            // Armed only once the call has waited a slice: quick calls
+            // never touch the signal disposition.
+            if watch.get_or_insert_with(interrupt::Watch::arm).fired() {
+                return Next::Interrupted;
+            }
+            let Some(stall) = self.live.stall_after() else {
+                continue;
+            };
+            if self.lock().paused.is_some() {
+                continue;
+            }
+            let silence = self.live.silence(start);
+            if silence >= stall {
+                let reason = self.stall_reason(silence);
+                self.close(&reason);
+                return Next::Closed;
+            }
+            if silence >= PING_AFTER && self.live.claim_ping() {
+                self.ping();
+            }
+        }
+    }
+
+    /// Sends a `Ping` nobody waits for: its reply is a sign of life. Skipped
+    /// when another thread is writing (that write shows life or stalls).
+    fn ping(&self) {
+        let id = RequestId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let Ok(frame) = proto::encode(&HostMsg::Call { id, op: Op::Ping }) else {
+            return;
+        };
+        let Some(guard) = self.writer.try_lock() else {
+            return;
+        };
+        match self.writer.write_all(&frame, &self.live, Some(guard)) {
+            Ok(()) | Err(WriteEnd::Interrupted { clean: true }) => {}
+            Err(end) => {
+                let _ = self.write_failed(end);
+            }
+        }
     }
 
     fn reason_or(&self, default: &str) -> String {
@@ -215,13 +331,13 @@ impl Client {
         // into a buffer of the exact size).
         let mut chunks: [Vec<(Vec<u8>, std::ops::Range<usize>)>; 3] = Default::default();
         loop {
-            match call.rx.recv().ok() {
-                Some(Event::Data(ch, body, range)) => {
+            match self.recv(&call.rx, None) {
+                Next::Event(Event::Data(ch, body, range)) => {
                     if let Some(list) = chunks.get_mut(ch as usize) {
                         list.push((body, range));
                     }
                 }
-                Some(Event::Reply(result)) => {
+                Next::Event(Event::Reply(result)) => {
                     let channels = chunks.map(|list| {
                         let total = list.iter().map(|(_, r)| r.len()).sum();
                         let mut out = Vec::with_capacity(total);
@@ -232,13 +348,23 @@ impl Client {
                     });
                     return Ok(Completed { result, channels });
                 }
-                None => {
+                Next::Interrupted => {
+                    self.cancel(call.id);
+                    return Err(TransportError::Interrupted);
+                }
+                Next::Closed | Next::Timeout => {
                     return Err(TransportError::Closed(
                         self.reason_or("the agent connection ended"),
                     ))
                 }
             }
         }
+    }
+
+    /// The next event of a streaming call, waiting at most `timeout`
+    /// (forever when `None`; the stall timeout and Ctrl-C still apply).
+    pub fn next(&self, call: &PendingCall, timeout: Option<Duration>) -> Next {
+        self.recv(&call.rx, timeout)
     }
 
     /// Convenience: call and wait.
@@ -262,25 +388,8 @@ pub enum Next {
     Timeout,
     /// The connection ended (the call will never get its reply).
     Closed,
-}
-
-impl PendingCall {
-    /// The next event of a streaming call, waiting at most `timeout` (forever
-    /// when `None`).
-    pub fn next(&self, timeout: Option<Duration>) -> Next {
-        let got = match timeout {
-            None => self
-                .rx
-                .recv()
-                .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
-            Some(t) => self.rx.recv_timeout(t),
-        };
-        match got {
-            Ok(e) => Next::Event(e),
-            Err(mpsc::RecvTimeoutError::Timeout) => Next::Timeout,
-            Err(mpsc::RecvTimeoutError::Disconnected) => Next::Closed,
-        }
-    }
+    /// Ctrl-C (SIGINT) arrived while waiting.
+    Interrupted,
 }
 
 /// A finished call.
@@ -305,12 +414,12 @@ fn fail_all(shared: &Mutex<Shared>, reason: &str) {
     s.pending.clear();
 }
 
-fn read_loop<R: std::io::Read>(mut rd: R, shared: &Mutex<Shared>) -> String {
+fn read_loop<R: std::io::Read>(mut rd: R, shared: &Mutex<Shared>, live: &Liveness) -> String {
     use std::io::Read;
     let mut header = [0u8; proto::FRAME_HEADER_LEN];
     loop {
         match rd.read_exact(&mut header) {
-            Ok(_) => {}
+            Ok(_) => live.touch(),
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 return "the agent closed the connection".into()
             }
@@ -368,6 +477,17 @@ fn read_loop<R: std::io::Read>(mut rd: R, shared: &Mutex<Shared>) -> String {
     }
 }
 
+/// Why a write ended early.
+enum WriteEnd {
+    Io(io::Error),
+    /// Ctrl-C; `clean` when no byte of the frame had been sent.
+    Interrupted {
+        clean: bool,
+    },
+    /// The peer took nothing for this long.
+    Stalled(Duration),
+}
+
 /// The write side: a duplicate of the socket's descriptor, written under a
 /// mutex so that frames never interleave. Shutting down does not take the
 /// mutex, so it also wakes a writer blocked on a full socket.
@@ -393,38 +513,80 @@ impl FdWriter {
         })
     }
 
-    fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
-        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+    /// The write lock, if nobody holds it.
+    fn try_lock(&self) -> Option<MutexGuard<'_, ()>> {
+        self.lock.try_lock().ok()
+    }
+
+    /// Writes a whole frame under the write lock (`held`, or taken here).
+    /// Never blocks in the kernel: a full socket is polled in slices, so a
+    /// frozen peer ends the write at the stall timeout and Ctrl-C ends it at
+    /// once (cleanly if no byte of the frame was sent yet).
+    fn write_all(
+        &self,
+        mut buf: &[u8],
+        live: &Liveness,
+        held: Option<MutexGuard<'_, ()>>,
+    ) -> Result<(), WriteEnd> {
+        let _guard = held.unwrap_or_else(|| self.lock.lock().unwrap_or_else(|e| e.into_inner()));
         let fd = self.fd.as_raw_fd();
+        let whole = buf.len();
+        let mut blocked_since: Option<std::time::Instant> = None;
+        let mut watch: Option<interrupt::Watch> = None;
         while !buf.is_empty() {
             if self.shut.load(Ordering::Acquire) {
-                return Err(io::Error::new(
+                return Err(WriteEnd::Io(io::Error::new(
                     io::ErrorKind::NotConnected,
                     "connection closed",
-                ));
+                )));
             }
             // send(MSG_NOSIGNAL), not write: a peer that is gone (the vsock
             // daemon killed, say) must give EPIPE, not a SIGPIPE that would
             // kill the Lua interpreter hosting the rock.
             // SAFETY: sends from a valid slice on a socket we own.
-            let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
-            if n >= 0 {
+            let n = unsafe {
+                libc::send(
+                    fd,
+                    buf.as_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+                )
+            };
+            if n > 0 {
                 buf = &buf[n as usize..];
+                // Room appearing in a socket that was full means the peer
+                // is reading: a sign of life (a long upload gets no replies).
+                // A send into free buffer space says nothing about the peer.
+                if blocked_since.take().is_some() {
+                    live.touch();
+                }
                 continue;
             }
             let err = io::Error::last_os_error();
             match err.kind() {
                 io::ErrorKind::Interrupted => {}
                 io::ErrorKind::WouldBlock => {
+                    let since = *blocked_since.get_or_insert_with(std::time::Instant::now);
                     let mut pfd = libc::pollfd {
                         fd,
                         events: libc::POLLOUT,
                         revents: 0,
                     };
                     // SAFETY: one valid pollfd.
-                    unsafe { libc::poll(&mut pfd, 1, 1000) };
+                    unsafe { libc::poll(&mut pfd, 1, WAIT_SLICE.as_millis() as i32) };
+                    if watch.get_or_insert_with(interrupt::Watch::arm).fired() {
+                        return Err(WriteEnd::Interrupted {
+                            clean: buf.len() == whole,
+                        });
+                    }
+                    if let Some(stall) = live.stall_after() {
+                        let silence = live.silence(since);
+                        if silence >= stall {
+                            return Err(WriteEnd::Stalled(silence));
+                        }
+                    }
                 }
-                _ => return Err(err),
+                _ => return Err(WriteEnd::Io(err)),
             }
         }
         Ok(())

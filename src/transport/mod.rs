@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod listen;
+pub mod liveness;
 
 use provium_protocol::{self as proto, AgentHello, AgentMsg, FrameError, HostMsg};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -38,6 +39,9 @@ pub enum TransportError {
     /// the VM is paused
     #[error("{0}")]
     Paused(String),
+    /// interrupted (SIGINT) while waiting for the guest
+    #[error("interrupted (SIGINT) while waiting for the guest")]
+    Interrupted,
 }
 
 /// Reads a frame body from an async stream (header checked before allocating).

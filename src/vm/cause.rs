@@ -19,7 +19,7 @@ const QEMU_GRACE: Duration = Duration::from_millis(1000);
 /// Time for the console task to take QEMU's last output.
 const CONSOLE_DRAIN: Duration = Duration::from_millis(50);
 /// Console lines searched for the guest's last words.
-const CONSOLE_LINES: usize = 80;
+pub const CONSOLE_LINES: usize = 80;
 
 /// What the host can see of a running VM.
 #[derive(Clone)]
@@ -51,6 +51,63 @@ impl Witnesses {
             &std::fs::read_to_string(&self.stderr).unwrap_or_default(),
         )
     }
+}
+
+impl Witnesses {
+    /// Why the agent went silent for `silence` while a call waited: what
+    /// QEMU's process and the console say.
+    pub fn stalled(&self, silence: Duration) -> String {
+        let head = format!(
+            "the guest stopped answering: nothing from the agent for {:.0} s",
+            silence.as_secs_f64()
+        );
+        if self.qemu.exited().is_some() {
+            return self.explain(&head);
+        }
+        let console = self.console.tail(CONSOLE_LINES);
+        let daemon = self.daemon.as_ref().and_then(|d| *d.borrow());
+        let told = attribute(&head, &console, None, daemon, "");
+        if told != head {
+            return told;
+        }
+        let pid = self.qemu.pid();
+        if qemu_is_stopped(pid) {
+            return format!(
+                "{head}; QEMU (pid {pid}) is stopped (SIGSTOP, or a debugger holds it)"
+            );
+        }
+        if console.contains(HALTED) {
+            return format!("{head}; the guest halted");
+        }
+        format!(
+            "{head}; QEMU (pid {pid}) is running: the guest or its agent is frozen, or the \
+             host is overloaded (the VM option stall_timeout sets how long to wait)"
+        )
+    }
+}
+
+/// What the guest kernel prints when it halts (`halt -f`).
+pub const HALTED: &str = "reboot: System halted";
+
+/// Whether process `pid` is stopped (state `T`, or `t` under a tracer).
+pub fn qemu_is_stopped(pid: i32) -> bool {
+    proc_state(pid).is_some_and(|s| s == 'T' || s == 't')
+}
+
+/// The state letter of `/proc/<pid>/stat`.
+fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain anything.
+    let after = stat.rsplit_once(')')?.1;
+    after.trim_start().chars().next()
+}
+
+/// Whether the console shows the guest ending itself cleanly (power-off,
+/// halt, reboot): QEMU's end is then the VM's shutdown, not a death.
+pub fn guest_ended(console: &str) -> bool {
+    console.contains("reboot: Power down")
+        || console.contains(HALTED)
+        || console.contains("reboot: Restarting system")
 }
 
 /// The attribution itself (pure, for tests): the guest's kernel first, then
@@ -85,6 +142,9 @@ pub fn attribute(
             }
             if console.contains("reboot: Restarting system") {
                 return "the guest rebooted (QEMU ends on a reboot)".into();
+            }
+            if console.contains(HALTED) {
+                return "the guest halted (provium then ended QEMU)".into();
             }
         }
         let mut s = format!("QEMU {}", describe_exit(&status));
@@ -153,5 +213,24 @@ mod tests {
             "the guest powered off"
         );
         assert_eq!(attribute(RAW, "", None, None, ""), RAW);
+        assert_eq!(
+            attribute(
+                RAW,
+                "[ 9.0] reboot: System halted\n",
+                Some(ExitStatus::from_raw(0)),
+                None,
+                ""
+            ),
+            "the guest halted (provium then ended QEMU)"
+        );
+    }
+
+    #[test]
+    fn our_own_process_is_not_stopped_and_clean_ends_are_told_apart() {
+        assert!(!qemu_is_stopped(std::process::id() as i32));
+        assert!(proc_state(std::process::id() as i32).is_some());
+        assert!(guest_ended("x\n[ 1.0] reboot: Power down\n"));
+        assert!(guest_ended("[ 1.0] reboot: System halted"));
+        assert!(!guest_ended("[ 1.0] Kernel panic - not syncing: boom"));
     }
 }

@@ -1,5 +1,11 @@
 //! The guest's serial console: QEMU writes it to a pipe, a task copies it into
 //! a log file and keeps the newest bytes in memory for error messages.
+//!
+//! Bounded and cheap: memory keeps the newest [`KEEP_BYTES`] (trimmed in
+//! steps of [`TRIM_SLACK`], so a flood costs one memmove per step, not per
+//! read); the log file is rotated at [`FILE_CAP`] (`console.log` →
+//! `console.log.1`, replacing the older one), so a guest flooding its
+//! console costs at most twice that on disk.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -12,6 +18,15 @@ use tokio::sync::watch;
 /// Bytes of console output kept in memory.
 const KEEP_BYTES: usize = 4 * 1024 * 1024;
 
+/// Memory may exceed [`KEEP_BYTES`] by this much before the front is cut.
+const TRIM_SLACK: usize = 1024 * 1024;
+
+/// Size at which `console.log` is rotated to `console.log.1`.
+pub const FILE_CAP: u64 = 32 * 1024 * 1024;
+
+/// A hook run once when the guest prints that it halted.
+pub type HaltHook = Box<dyn Fn() + Send + Sync>;
+
 /// Lines of console shown in error messages.
 pub const TAIL_LINES: usize = 30;
 
@@ -22,6 +37,7 @@ pub struct Console {
     grown: Condvar,
     path: PathBuf,
     grew: watch::Sender<u64>,
+    on_halt: std::sync::OnceLock<HaltHook>,
 }
 
 struct Log {
@@ -45,6 +61,7 @@ impl Console {
             grown: Condvar::new(),
             path: path.to_path_buf(),
             grew,
+            on_halt: std::sync::OnceLock::new(),
         })
     }
 
@@ -60,36 +77,53 @@ impl Console {
         log.bytes = earlier[earlier.len() - keep..].to_vec();
     }
 
+    /// Sets what happens when the guest prints that it halted (once).
+    pub fn on_halt(&self, hook: HaltHook) {
+        let _ = self.on_halt.set(hook);
+    }
+
     /// Copies `source` into the log until it ends.
     pub async fn capture<R: AsyncRead + Unpin>(self: Arc<Self>, mut source: R) {
-        let mut file = std::fs::File::create(&self.path).ok();
         let seeded = self.lock().bytes.clone();
-        if let Some(f) = file.as_mut() {
-            if f.write_all(&seeded).is_err() {
-                file = None;
-            }
-        }
+        let mut file = LogFile::create(&self.path, &seeded);
         let mut buf = vec![0u8; 16 * 1024];
+        let mut halted = false;
         loop {
             let n = match source.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
             if let Some(f) = file.as_mut() {
-                if f.write_all(&buf[..n]).is_err() {
+                if f.append(&buf[..n]).is_err() {
                     file = None;
                 }
             }
-            let total = {
+            let (total, halt_now) = {
                 let mut log = self.lock();
                 log.bytes.extend_from_slice(&buf[..n]);
-                if log.bytes.len() > KEEP_BYTES {
+                // Look for the halt line in what arrived, plus enough of the
+                // bytes before to catch it split across reads.
+                let from = log
+                    .bytes
+                    .len()
+                    .saturating_sub(n + super::cause::HALTED.len());
+                let halt_now = !halted
+                    && log.bytes[from..]
+                        .windows(super::cause::HALTED.len())
+                        .any(|w| w == super::cause::HALTED.as_bytes());
+                if log.bytes.len() > KEEP_BYTES + TRIM_SLACK {
                     let cut = log.bytes.len() - KEEP_BYTES;
                     log.bytes.drain(..cut);
                     log.dropped += cut as u64;
                 }
-                log.dropped + log.bytes.len() as u64
+                (log.dropped + log.bytes.len() as u64, halt_now)
             };
+            if halt_now {
+                halted = true;
+                if let Some(hook) = self.on_halt.get() {
+                    hook();
+                }
+            }
             self.grew.send_replace(total);
             self.grown.notify_all();
         }
@@ -142,7 +176,9 @@ impl Console {
     /// The last `lines` lines, as text.
     pub fn tail(&self, lines: usize) -> String {
         let log = self.lock();
-        let text = String::from_utf8_lossy(&log.bytes);
+        // Enough bytes for any reasonable number of lines, not all 4 MiB.
+        let from = log.bytes.len().saturating_sub(lines.saturating_mul(512));
+        let text = String::from_utf8_lossy(&log.bytes[from..]);
         let all: Vec<&str> = text.lines().collect();
         let start = all.len().saturating_sub(lines);
         all[start..].join("\n")
@@ -156,5 +192,89 @@ impl Console {
     /// A receiver notified whenever output arrives.
     pub fn watch(&self) -> watch::Receiver<u64> {
         self.grew.subscribe()
+    }
+}
+
+/// The log file, rotated at [`FILE_CAP`].
+struct LogFile {
+    path: PathBuf,
+    file: std::fs::File,
+    size: u64,
+}
+
+impl LogFile {
+    fn create(path: &Path, seeded: &[u8]) -> Option<LogFile> {
+        let mut log = LogFile {
+            path: path.to_path_buf(),
+            file: std::fs::File::create(path).ok()?,
+            size: 0,
+        };
+        log.append(seeded).ok()?;
+        Some(log)
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if self.size + bytes.len() as u64 > FILE_CAP && self.size > 0 {
+            let mut old = self.path.clone().into_os_string();
+            old.push(".1");
+            std::fs::rename(&self.path, &old)?;
+            self.file = std::fs::File::create(&self.path)?;
+            self.size = 0;
+        }
+        self.file.write_all(bytes)?;
+        self.size += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_flood_is_bounded_in_memory_and_on_disk_and_a_halt_is_seen() {
+        let dir = std::env::temp_dir().join(format!("provium-console-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let console = Console::new(&dir.join("console.log"));
+        let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let s = seen.clone();
+        console.on_halt(Box::new(move || {
+            s.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }));
+        let line = vec![b'x'; 1023];
+        let mut flood = Vec::new();
+        for _ in 0..(80 * 1024) {
+            flood.extend_from_slice(&line);
+            flood.push(b'\n');
+        }
+        // The halt line split across two reads, then said again.
+        flood.extend_from_slice(b"[ 9.1] reboot: System ha");
+        let mut rest = b"lted\n".to_vec();
+        rest.extend_from_slice(b"reboot: System halted\n");
+        let (mut tx, rx) = tokio::io::duplex(64 * 1024);
+        let task = tokio::spawn(console.clone().capture(rx));
+        use tokio::io::AsyncWriteExt;
+        tx.write_all(&flood).await.unwrap();
+        tx.write_all(&rest).await.unwrap();
+        drop(tx);
+        task.await.unwrap();
+        assert!(console.contents().len() <= KEEP_BYTES + TRIM_SLACK);
+        assert_eq!(
+            console.end_offset(),
+            (flood.len() + rest.len()) as u64,
+            "offsets count every byte"
+        );
+        let size = |p: &str| std::fs::metadata(dir.join(p)).map(|m| m.len()).unwrap_or(0);
+        assert!(size("console.log") <= FILE_CAP);
+        assert!(size("console.log.1") <= FILE_CAP);
+        assert!(size("console.log.1") > 0, "rotated once");
+        assert_eq!(
+            seen.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "the hook runs once"
+        );
+        assert!(console.tail(1).contains("reboot: System halted"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

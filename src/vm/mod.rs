@@ -148,6 +148,19 @@ pub struct Machine {
     dir: RunDir,
 }
 
+impl Drop for Machine {
+    /// A machine dropped without [`Machine::kill`] (its Lua object collected,
+    /// an interrupted boot's result nobody took) must not leave QEMU behind:
+    /// tasks watching QEMU hold its guard too, so its own drop is not enough.
+    fn drop(&mut self) {
+        self.client.close("the VM was dropped");
+        self.qemu.signal(libc::SIGKILL);
+        if let Some(d) = &self.daemon {
+            d.child.signal(libc::SIGKILL);
+        }
+    }
+}
+
 /// The machine-independent part of a launch.
 struct Plan<'a> {
     name: &'a str,
@@ -413,6 +426,16 @@ impl Machine {
         // The connection's end is told from what the host sees.
         let w = witnesses.clone();
         client.set_explainer(Box::new(move |raw: &str| w.explain(raw)));
+        let w = witnesses.clone();
+        client.set_stall_explainer(Box::new(move |silence| w.stalled(silence)));
+        // A halted guest (`halt -f`) leaves QEMU up with idle vCPUs: end it,
+        // as a power-off would.
+        let q = Arc::downgrade(&qemu);
+        console.on_halt(Box::new(move || {
+            if let Some(q) = q.upgrade() {
+                q.signal(libc::SIGTERM);
+            }
+        }));
         // Monitor: QEMU ending closes the connection with the reason.
         let weak = Arc::downgrade(&client);
         let q = qemu.clone();
@@ -469,6 +492,13 @@ impl Machine {
         self.paused.load(Ordering::Relaxed)
     }
 
+    /// Whether the guest ended itself cleanly (power-off, halt, reboot) and
+    /// QEMU is gone: the VM is shut down rather than dead.
+    pub fn guest_shut_down(&self) -> bool {
+        self.qemu.exited().is_some_and(|s| s.success())
+            && cause::guest_ended(&self.console.tail(cause::CONSOLE_LINES))
+    }
+
     /// Why the machine is no longer usable, if it is not.
     pub fn dead_reason(&self) -> Option<String> {
         if let Some(reason) = self.client.closed_reason() {
@@ -484,6 +514,12 @@ impl Machine {
         &self,
         f: impl FnOnce(&mut Monitor) -> Result<T, QmpError>,
     ) -> Result<T, VmError> {
+        if cause::qemu_is_stopped(self.qemu.pid()) {
+            return Err(VmError::Infra(format!(
+                "QEMU (pid {}) is stopped (SIGSTOP, or a debugger holds it): its monitor cannot answer",
+                self.qemu.pid()
+            )));
+        }
         let mut guard = self.monitor.lock().unwrap_or_else(|e| e.into_inner());
         if guard.is_none() {
             let path = self.dir.path().join("qmp.sock");
@@ -617,7 +653,7 @@ impl Machine {
             d.child.signal(libc::SIGKILL);
             let _ = tokio::time::timeout(Duration::from_secs(5), d.child.wait()).await;
         }
-        drop(self.dir);
+        // The run directory goes with `self`.
     }
 
     /// Where a raw host-initiated stream to the agent can be opened (vsock
