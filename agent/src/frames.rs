@@ -58,7 +58,11 @@ impl<R: Read> FrameReader<R> {
             self.end -= self.start;
             self.start = 0;
             if want > self.buf.len() {
-                self.buf.resize(want.max(INITIAL), 0);
+                // Exactly: `resize` alone may double the capacity, up to
+                // twice the largest frame.
+                let size = want.max(INITIAL);
+                self.buf.reserve_exact(size - self.buf.len());
+                self.buf.resize(size, 0);
             }
         }
         while self.available() < want {
@@ -206,6 +210,23 @@ mod tests {
         let huge = u32::MAX.to_le_bytes();
         let mut r = FrameReader::new(&huge[..]);
         assert!(matches!(r.next_frame(), Err(FrameError::TooLarge { .. })));
+    }
+
+    /// Found by the fuzz harness (`tests/fuzz.rs`): growing the buffer
+    /// with `resize` alone doubled it, past one maximal frame.
+    #[test]
+    fn fuzz_regression_buffer_grows_to_one_frame_at_most() {
+        let big = provium_protocol::CHUNK_LEN * 5;
+        let mut data = (big as u32).to_le_bytes().to_vec();
+        data.resize(FRAME_HEADER_LEN + big, 7);
+        data.extend((provium_protocol::MAX_FRAME_LEN as u32).to_le_bytes());
+        let mut r = FrameReader::new(&data[..]);
+        assert_eq!(r.next_frame().unwrap().unwrap().len(), big);
+        assert!(matches!(r.next_frame(), Err(FrameError::Truncated { .. })));
+        assert_eq!(
+            r.buf.capacity(),
+            FRAME_HEADER_LEN + provium_protocol::MAX_FRAME_LEN
+        );
     }
 
     #[test]

@@ -2,10 +2,58 @@
 //! append new variants at the end of an enum, never reorder, and bump
 //! [`crate::PROTOCOL_VERSION`] for any change that an older peer could misread.
 
-use serde::{Deserialize, Serialize};
+use std::cell::Cell;
+
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_bytes::ByteBuf;
 
 use crate::ids::{HandleId, RequestId};
+
+/// How deeply the recursive parts of a message (`Op::Batch`,
+/// `Op::InWorker`, `Reply::Batch`) may nest in a decoded frame. Real
+/// messages nest at most twice (a batch inside a worker call); without a
+/// limit, a frame of `[Batch, 1]` pairs makes the recursive decoder
+/// overflow the stack (an abort, not an error) at under a thousand levels.
+pub const MAX_NESTING: usize = 16;
+
+thread_local! {
+    /// Recursive fields being decoded on this thread right now.
+    static NESTING: Cell<usize> = const { Cell::new(0) };
+}
+
+/// One level of [`NESTING`], released when dropped (also on error).
+struct NestingLevel;
+
+impl NestingLevel {
+    fn enter<E: serde::de::Error>() -> Result<NestingLevel, E> {
+        NESTING.with(|n| {
+            if n.get() >= MAX_NESTING {
+                return Err(E::custom(format_args!(
+                    "message nested deeper than {MAX_NESTING} levels"
+                )));
+            }
+            n.set(n.get() + 1);
+            Ok(NestingLevel)
+        })
+    }
+}
+
+impl Drop for NestingLevel {
+    fn drop(&mut self) {
+        NESTING.with(|n| n.set(n.get().saturating_sub(1)));
+    }
+}
+
+/// Decodes a recursive field one [`MAX_NESTING`] level down (the encoding
+/// is unchanged: this only refuses frames that nest too deeply).
+fn nested<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let _level = NestingLevel::enter::<D::Error>()?;
+    T::deserialize(d)
+}
 
 /// `Data` channel carrying a file body (read_file).
 pub const CH_BODY: u8 = 0;
@@ -267,7 +315,7 @@ pub enum Op {
     /// Runs each op in order on the agent → [`Reply::Batch`], one result per
     /// op; a failure does not stop the rest. Streams, batches, uploads with
     /// `more` and worker control cannot be batched (their entries fail).
-    Batch(Vec<Op>),
+    Batch(#[serde(deserialize_with = "nested")] Vec<Op>),
 
     // ---- Workers ----
     /// Starts a worker: a separate agent process with its own credentials
@@ -275,7 +323,11 @@ pub enum Op {
     SpawnWorker(WorkerSpec),
     /// Runs `op` inside worker `worker`; the reply (and any `Data`) is the
     /// worker's, relayed. Handles returned by the worker live in the worker.
-    InWorker { worker: HandleId, op: Box<Op> },
+    InWorker {
+        worker: HandleId,
+        #[serde(deserialize_with = "nested")]
+        op: Box<Op>,
+    },
     /// Signals the worker process → [`Reply::Unit`].
     WorkerSignal { worker: HandleId, signal: i32 },
     /// Ends the worker's channel and reaps it → [`Reply::Exit`].
@@ -434,7 +486,7 @@ pub enum Reply {
         running: bool,
     },
     /// One result per op of a batch.
-    Batch(Vec<Result<Reply, Failure>>),
+    Batch(#[serde(deserialize_with = "nested")] Vec<Result<Reply, Failure>>),
     /// A worker's exit: its code, or 128 + signal.
     Exit(i32),
 }

@@ -29,6 +29,13 @@ impl GuestMemory {
     /// A zero-filled memfd of `mib` MiB (close-on-exec: only the QEMU it is
     /// handed to inherits it, see `super::process`).
     pub fn create(mib: u64) -> io::Result<GuestMemory> {
+        // `mib` may come from a snapshot's description as it stands.
+        let size = mib.checked_mul(1 << 20).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{mib} MiB of guest RAM is more than a file can hold"),
+            )
+        })?;
         // SAFETY: the name is a NUL-terminated literal; the flags are valid.
         let fd = unsafe { libc::memfd_create(c"provium-guest-ram".as_ptr(), libc::MFD_CLOEXEC) };
         if fd < 0 {
@@ -36,7 +43,6 @@ impl GuestMemory {
         }
         // SAFETY: memfd_create returned a fresh descriptor we now own.
         let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-        let size = mib * (1 << 20);
         file.set_len(size)?;
         Ok(GuestMemory { file, size })
     }
@@ -213,5 +219,167 @@ mod tests {
         assert!(err.to_string().contains("guest RAM"), "{err}");
         assert!(m.save(&snap).is_err(), "save must not overwrite");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// Property-based fuzzing of [`GuestMemory::load`] and
+/// [`GuestMemory::create`] (run with `-- fuzz`): a RAM file that does not
+/// fit is an error that leaves the memory as it was; one that fits comes
+/// back byte for byte, holes as zeros.
+#[cfg(test)]
+mod fuzz_tests {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A fresh, empty directory per case (removed on drop).
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            static N: AtomicU64 = AtomicU64::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "provium-fuzz-ram-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const MIB: u64 = 1 << 20;
+
+    /// Data written at an offset of a (otherwise sparse) file.
+    fn extents(max_off: u64) -> impl Strategy<Value = Vec<(u64, Vec<u8>)>> {
+        let data = prop_oneof![
+            vec(any::<u8>(), 0..6000),
+            // Zero pages that are data, not holes.
+            (0..3 * PAGE).prop_map(|n| vec![0u8; n]),
+        ];
+        vec((0..max_off, data), 0..6)
+    }
+
+    /// Writes a file of `len` bytes holding `extents` (cut at `len`).
+    fn write_file(path: &Path, len: u64, extents: &[(u64, Vec<u8>)]) -> Vec<u8> {
+        let f = File::create(path).expect("create");
+        let mut expected = vec![0u8; len as usize];
+        for (off, data) in extents {
+            let end = (off + data.len() as u64).min(len);
+            if *off < end {
+                let n = (end - off) as usize;
+                f.write_all_at(&data[..n], *off).expect("write");
+                expected[*off as usize..end as usize].copy_from_slice(&data[..n]);
+            }
+        }
+        f.set_len(len).expect("set_len");
+        expected
+    }
+
+    fn contents(m: &GuestMemory) -> Vec<u8> {
+        let mut all = vec![0u8; m.size() as usize];
+        m.file.read_exact_at(&mut all, 0).expect("read memfd");
+        all
+    }
+
+    /// What stands where the RAM file should be.
+    #[derive(Debug, Clone)]
+    enum Src {
+        /// A file of this many bytes (never the memory's size).
+        Sized(u64, Vec<(u64, Vec<u8>)>),
+        /// A file of the right size, then cut short.
+        Truncated(u64),
+        Empty,
+        Directory,
+        Missing,
+        /// A symbolic link to a directory.
+        LinkToDirectory,
+    }
+
+    fn src() -> impl Strategy<Value = Src> {
+        prop_oneof![
+            4 => (0..3 * MIB, extents(3 * MIB))
+                .prop_filter("not the memory's size", |(len, _)| *len != MIB)
+                .prop_map(|(len, e)| Src::Sized(len, e)),
+            2 => prop_oneof![0..MIB, Just(MIB - 1), Just(MIB - PAGE as u64)]
+                .prop_map(Src::Truncated),
+            1 => Just(Src::Empty),
+            1 => Just(Src::Directory),
+            1 => Just(Src::Missing),
+            1 => Just(Src::LinkToDirectory),
+        ]
+    }
+
+    /// `cases` per property, unless `PROPTEST_CASES` asks for a longer run.
+    fn config(cases: u32) -> ProptestConfig {
+        let default = ProptestConfig::default();
+        ProptestConfig {
+            cases: if std::env::var_os("PROPTEST_CASES").is_some() {
+                default.cases
+            } else {
+                cases
+            },
+            failure_persistence: None,
+            ..default
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config(300))]
+
+        #[test]
+        fn fuzz_load_refuses_what_does_not_fit(src in src(), seed in any::<u8>()) {
+            let dir = TempDir::new();
+            let path = dir.0.join("ram");
+            match &src {
+                Src::Sized(len, e) => {
+                    write_file(&path, *len, e);
+                }
+                Src::Truncated(len) => {
+                    write_file(&path, MIB, &[(0, vec![seed | 1; 5000])]);
+                    File::options().write(true).open(&path).expect("open").set_len(*len).expect("cut");
+                }
+                Src::Empty => std::fs::write(&path, b"").expect("write"),
+                Src::Directory => std::fs::create_dir(&path).expect("mkdir"),
+                Src::Missing => {}
+                Src::LinkToDirectory => {
+                    std::os::unix::fs::symlink(&dir.0, &path).expect("symlink");
+                }
+            }
+            let m = GuestMemory::create(1).expect("memfd");
+            m.file.write_all_at(&[seed; 3 * PAGE], MIB / 2).expect("fill");
+            let before = contents(&m);
+            prop_assert!(m.load(&path).is_err(), "{src:?} loaded");
+            prop_assert!(contents(&m) == before, "{src:?} changed the memory");
+        }
+
+        #[test]
+        fn fuzz_load_restores_what_fits(extents in extents(MIB)) {
+            let dir = TempDir::new();
+            let path = dir.0.join("ram");
+            let expected = write_file(&path, MIB, &extents);
+            let m = GuestMemory::create(1).expect("memfd");
+            prop_assert!(m.load(&path).is_ok());
+            prop_assert!(contents(&m) == expected, "the memory differs from the file");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config(2000))]
+
+        #[test]
+        fn fuzz_create_refuses_sizes_past_u64(mib in (u64::MAX >> 20) + 1..=u64::MAX) {
+            // Such sizes come from a snapshot's `memory_mib` as they stand.
+            prop_assert!(GuestMemory::create(mib).is_err());
+        }
     }
 }

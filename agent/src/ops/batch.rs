@@ -80,13 +80,11 @@ fn run_encoded(id: RequestId, ops: &[u8]) -> Result<Vec<u8>, Failure> {
     push_varint(&mut out, count);
     let mut left = INLINE_LIMIT;
     for i in 0..count {
-        let (name, result) = if let Some((p, follow, tail)) = take_stat(rest) {
-            rest = tail;
-            ("Stat", fs::stat(p, follow))
-        } else {
-            let (op, tail) = postcard::take_from_bytes::<Op>(rest).map_err(|_| malformed(i))?;
-            rest = tail;
-            (op_name(&op), one(op, left))
+        let (entry, tail) = take_entry(rest).ok_or_else(|| malformed(i))?;
+        rest = tail;
+        let (name, result) = match entry {
+            Entry::Stat(p, follow) => ("Stat", fs::stat(p, follow)),
+            Entry::Op(op) => (op_name(&op), one(op, left)),
         };
         let before = out.len();
         out = match &result {
@@ -109,6 +107,25 @@ fn run_encoded(id: RequestId, ops: &[u8]) -> Result<Vec<u8>, Failure> {
     }
     finish_frame(&mut out).map_err(|e| internal(format!("batch reply: {e}")))?;
     Ok(out)
+}
+
+/// One decoded entry of a batch.
+#[derive(Debug, PartialEq)]
+enum Entry<'a> {
+    /// A `Stat`, its path borrowed from the frame ([`take_stat`]).
+    Stat(&'a [u8], bool),
+    /// Any other op.
+    Op(Op),
+}
+
+/// Decodes the entry at the start of `b` → the entry and the bytes after
+/// it; `None` when `b` does not start with an encoded op.
+fn take_entry(b: &[u8]) -> Option<(Entry<'_>, &[u8])> {
+    if let Some((p, follow, tail)) = take_stat(b) {
+        return Some((Entry::Stat(p, follow), tail));
+    }
+    let (op, tail) = postcard::take_from_bytes::<Op>(b).ok()?;
+    Some((Entry::Op(op), tail))
 }
 
 /// Variant index of [`Reply::Stat`].
@@ -351,5 +368,206 @@ mod tests {
         })
         .unwrap();
         assert!(parse_call(&ping[FRAME_HEADER_LEN..]).is_none());
+    }
+}
+
+/// Property-based fuzzing of the batch decoders (run with `-- fuzz`). Only
+/// decoding: nothing here runs an op.
+#[cfg(test)]
+mod fuzz_tests {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use provium_protocol::{encode, HandleId, HostMsg, RunSpec, Whence};
+
+    /// The batch loop of `run_encoded` without running anything: the
+    /// entries of an encoded op list, or `None` when it is malformed.
+    fn decode_list(ops: &[u8]) -> Option<Vec<Entry<'_>>> {
+        let (count, mut rest) = postcard::take_from_bytes::<u64>(ops).ok()?;
+        let mut entries = Vec::new();
+        for _ in 0..count {
+            let (entry, tail) = take_entry(rest)?;
+            // Every entry takes input: a huge count ends with the bytes.
+            assert!(tail.len() < rest.len(), "an entry consumed nothing");
+            rest = tail;
+            entries.push(entry);
+        }
+        rest.is_empty().then_some(entries)
+    }
+
+    fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+        vec(any::<u8>(), 0..max)
+    }
+
+    /// A mix of the ops batches carry and some they refuse.
+    fn op() -> impl Strategy<Value = Op> {
+        let leaf = prop_oneof![
+            1 => Just(Op::Ping),
+            4 => (bytes(300), any::<bool>()).prop_map(|(path, follow)| Op::Stat { path, follow }),
+            1 => bytes(24).prop_map(|path| Op::ReadFile { path }),
+            1 => (bytes(16), proptest::option::of(any::<u32>()), bytes(64), any::<bool>()).prop_map(
+                |(path, perm, data, more)| Op::WriteFile {
+                    path,
+                    perm,
+                    data: data.into(),
+                    more,
+                }
+            ),
+            1 => (bytes(16), bytes(16)).prop_map(|(from, to)| Op::Rename { from, to }),
+            1 => (bytes(16), vec(bytes(8), 0..3), any::<bool>()).prop_map(|(program, args, more)| {
+                Op::Run(RunSpec {
+                    program,
+                    args: args.into_iter().map(Into::into).collect(),
+                    stdin_more: more,
+                    ..RunSpec::default()
+                })
+            }),
+            1 => (any::<u64>(), any::<i64>()).prop_map(|(h, offset)| Op::FileSeek {
+                handle: HandleId(h),
+                offset,
+                whence: Whence::End,
+            }),
+            1 => any::<u64>().prop_map(|h| Op::Close { handle: HandleId(h) }),
+        ];
+        leaf.prop_recursive(2, 8, 3, |inner| {
+            prop_oneof![
+                vec(inner.clone(), 0..3).prop_map(Op::Batch),
+                (any::<u64>(), inner).prop_map(|(w, op)| Op::InWorker {
+                    worker: HandleId(w),
+                    op: Box::new(op),
+                }),
+            ]
+        })
+    }
+
+    fn entry_of(op: &Op) -> Entry<'_> {
+        match op {
+            Op::Stat { path, follow } => Entry::Stat(path, *follow),
+            other => Entry::Op(other.clone()),
+        }
+    }
+
+    /// Valid encodings with a few bytes set, inserted or cut off, or a
+    /// one-byte varint stretched to two (postcard reads `[0x82, 0x00]` as
+    /// 2 too); or noise.
+    fn mutated(valid: impl Strategy<Value = Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            bytes(48),
+            (valid, vec((any::<usize>(), any::<u8>(), 0..4u8), 1..4)).prop_map(|(mut b, edits)| {
+                for (at, v, how) in edits {
+                    let i = at % (b.len() + 1);
+                    match how {
+                        0 if i < b.len() => b[i] = v,
+                        1 => b.insert(i, v),
+                        2 => b.truncate(i),
+                        _ if i < b.len() && b[i] < 0x80 => {
+                            b[i] |= 0x80;
+                            b.insert(i + 1, 0);
+                        }
+                        _ => {}
+                    }
+                }
+                b
+            }),
+        ]
+    }
+
+    /// `cases` per property, unless `PROPTEST_CASES` asks for a longer run.
+    fn config(cases: u32) -> ProptestConfig {
+        let default = ProptestConfig::default();
+        ProptestConfig {
+            cases: if std::env::var_os("PROPTEST_CASES").is_some() {
+                default.cases
+            } else {
+                cases
+            },
+            failure_persistence: None,
+            ..default
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config(3000))]
+
+        #[test]
+        fn fuzz_op_list_round_trips(ops in vec(op(), 0..8)) {
+            let encoded = postcard::to_allocvec(&ops).expect("encodes");
+            let expected: Vec<Entry<'_>> = ops.iter().map(entry_of).collect();
+            prop_assert_eq!(decode_list(&encoded), Some(expected));
+        }
+
+        #[test]
+        fn fuzz_op_list_decodes_any_bytes(
+            b in mutated(vec(op(), 0..6).prop_map(|ops| postcard::to_allocvec(&ops).expect("encodes")))
+        ) {
+            // No panic, and every entry consumes input (checked inside).
+            let _ = decode_list(&b);
+        }
+
+        #[test]
+        fn fuzz_hand_decoded_stat_agrees_with_postcard(
+            b in mutated(op().prop_map(|op| postcard::to_allocvec(&op).expect("encodes")))
+        ) {
+            let by_hand = take_stat(&b);
+            let by_serde = postcard::take_from_bytes::<Op>(&b).ok();
+            match (by_hand, by_serde) {
+                (Some((path, follow, tail)), serde) => {
+                    let expected = Op::Stat { path: path.to_vec(), follow };
+                    prop_assert_eq!(serde, Some((expected, tail)));
+                }
+                (None, Some((Op::Stat { .. }, _))) => {
+                    // Only a tag not in its shortest form is left to serde.
+                    prop_assert!(b[0] != OP_STAT_VARIANT, "a Stat the hand decoder refuses");
+                }
+                (None, _) => {}
+            }
+        }
+
+        #[test]
+        fn fuzz_parse_call_finds_every_batch(id in any::<u64>(), op in op()) {
+            let frame = encode(&HostMsg::Call { id: RequestId(id), op: op.clone() })
+                .expect("encodes");
+            let found = parse_call(&frame[FRAME_HEADER_LEN..]);
+            match op {
+                Op::Batch(ops) => {
+                    let list = postcard::to_allocvec(&ops).expect("encodes");
+                    prop_assert_eq!(found, Some((RequestId(id), &list[..])));
+                }
+                _ => prop_assert_eq!(found, None),
+            }
+        }
+
+        #[test]
+        fn fuzz_parse_call_on_any_body(
+            b in mutated((any::<u64>(), vec(op(), 0..4)).prop_map(|(id, ops)| {
+                let frame = encode(&HostMsg::Call { id: RequestId(id), op: Op::Batch(ops) })
+                    .expect("encodes");
+                frame[FRAME_HEADER_LEN..].to_vec()
+            }))
+        ) {
+            // Whatever the fast path finds, the full decoder reads the same
+            // call; what it misses is no batch call, or one whose variants
+            // or id are not in postcard's shortest form (which the host
+            // never sends; the agent then answers a bad request).
+            let full = provium_protocol::decode::<HostMsg>(&b).ok();
+            match parse_call(&b) {
+                Some((id, ops)) => {
+                    prop_assert!(b.ends_with(ops));
+                    let _ = decode_list(ops);
+                    if let Some(HostMsg::Call { id: full_id, op }) = full {
+                        prop_assert_eq!(full_id, id);
+                        prop_assert!(matches!(op, Op::Batch(_)));
+                    }
+                }
+                None => {
+                    if let Some(HostMsg::Call { id, op: Op::Batch(_) }) = full {
+                        let mut head = vec![CALL_VARIANT];
+                        head.extend(postcard::to_allocvec(&id).expect("encodes"));
+                        head.push(OP_BATCH_VARIANT);
+                        prop_assert!(!b.starts_with(&head), "a batch call parse_call does not see");
+                    }
+                }
+            }
+        }
     }
 }
