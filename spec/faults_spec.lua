@@ -106,15 +106,15 @@ describe("a frozen guest", function()
     local err = guest.error_of(vm.run, vm, "kill -STOP $PPID; sleep 60")
     local took = provium.now() - t0
     assert.truthy(took >= 2.9 and took < 8, "failed after " .. took .. " s")
-    assert.truthy(err:find("nothing from the agent for 3 s; QEMU (pid %d+) is running") ~= nil, err)
+    assert.truthy(err:find("nothing from the agent for 3 s; QEMU %(pid %d+%) is running") ~= nil, err)
   end)
 
   it("stall_timeout is checked", function()
-    local err = guest.error_of(provium.vm, "x", "default", { stall_timeout = 0.5 })
+    local err = guest.error_of(provium.vm, provium, "x", "default", { stall_timeout = 0.5 })
     assert.truthy(err:find("opts.stall_timeout must be at least 1 s", 1, true), err)
-    err = guest.error_of(provium.vm, "x", "default", { stall_timeout = "soon" })
+    err = guest.error_of(provium.vm, provium, "x", "default", { stall_timeout = "soon" })
     assert.truthy(err:find("opts.stall_timeout: cannot parse duration", 1, true), err)
-    assert.are.equal("created", provium.vm("x", "default", { stall_timeout = false }):state())
+    assert.are.equal("created", provium:vm("stall-none", "default", { stall_timeout = false }):state())
   end)
 
   it("Ctrl-C interrupts a blocked call at once, and nothing is left", function()
@@ -137,9 +137,10 @@ describe("a frozen guest", function()
     child:close()
     local took = provium.now() - t0
     assert.truthy(took < 3, "the child took " .. took .. " s to end")
-    assert.truthy(rest:find("CAUGHT vm \"sigint%-victim\": vm:run failed: interrupted %(SIGINT%)") ~= nil, rest)
-    -- lua5.4's own handler was chained: the script then stops as usual.
-    assert.truthy(rest:find("interrupted!", 1, true), rest)
+    -- The call raised at once; lua5.4's own handler was chained too, so the
+    -- error the script sees is ours or lua5.4's "interrupted!" (raised at
+    -- the next Lua instruction, which may come first).
+    assert.truthy(rest:find("CAUGHT [^\n]*interrupted") ~= nil, rest)
     os.execute("sleep 0.5")
     assert.is_false(qemu_alive("[s]igint-victim"))
     sh("rm -rf " .. dir)

@@ -42,6 +42,10 @@ pub struct ServeOptions {
     /// Accept [`RAW_ECHO_MAGIC`] in place of the host's hello and turn the
     /// connection into a raw echo (only on host-initiated connections).
     pub allow_echo: bool,
+    /// The connection reaches only the VM's own host (the one the guest
+    /// dialled, or the serial port): keep the token of its hellos for
+    /// host-initiated connections ([`crate::auth`]).
+    pub trusted: bool,
 }
 
 /// How a connection ended normally.
@@ -111,9 +115,12 @@ where
         ));
     };
     match decode::<HostMsg>(body) {
-        Ok(HostMsg::Hello { version }) => {
+        Ok(HostMsg::Hello { version, token }) => {
             if let Some(end) = check_host_version(&sender, version)? {
                 return Ok(end);
+            }
+            if opts.trusted {
+                crate::auth::learn(token);
             }
         }
         Ok(HostMsg::HelloRejected { version, reason }) => {
@@ -137,6 +144,7 @@ where
     }
 
     let mut session = Session {
+        trusted: opts.trusted,
         sender,
         uploads: Uploads::default(),
         gates: ops::read::Gates::default(),
@@ -182,6 +190,8 @@ impl Drop for CloseOnDrop {
 
 /// Per-connection state owned by the reader thread.
 struct Session {
+    /// See [`ServeOptions::trusted`].
+    trusted: bool,
     sender: Sender,
     uploads: Uploads,
     /// Reads waiting for the host's go (see [`ops::read::Gates`]).
@@ -235,7 +245,7 @@ impl Session {
                 // A read waiting for the go after its size hint.
                 self.gates.open(id);
             }
-            HostMsg::Hello { version } => {
+            HostMsg::Hello { version, token } => {
                 // A host that reconnected to a stream we still consider open
                 // (a virtio-serial port whose host side closed and reopened
                 // before we saw the end of file) starts over: answer with a
@@ -248,6 +258,9 @@ impl Session {
                 self.sender = self.sender.renew();
                 if let Some(end) = check_host_version(&self.sender, version)? {
                     return Ok(Some(end));
+                }
+                if self.trusted {
+                    crate::auth::learn(token);
                 }
                 self.sender
                     .send(&AgentMsg::Hello(hello()))

@@ -34,6 +34,7 @@ use provium_protocol::{
 };
 use vsock::{VsockListener, VsockStream, VMADDR_CID_ANY, VMADDR_CID_HOST};
 
+use crate::auth;
 use crate::config::{Config, HostPort, Transport};
 use crate::conn::{self, ConnEnd, ConnError, ServeOptions};
 use crate::init::POWEROFF_EXIT_CODE;
@@ -136,7 +137,13 @@ fn dial_home(port: HostPort, under_init: bool) -> ! {
                     debug!("connected to the host after {failures} failed attempts");
                 }
                 failures = 0;
-                let end = serve_stream(stream, ServeOptions::default());
+                let end = serve_stream(
+                    stream,
+                    ServeOptions {
+                        trusted: true,
+                        ..Default::default()
+                    },
+                );
                 let rejected = matches!(end, Ok(ConnEnd::Rejected | ConnEnd::RejectedHost));
                 finished("the vsock connection to the host", end, under_init);
                 if rejected {
@@ -201,8 +208,16 @@ const RAW_MAGICS: [(&[u8; 8], RawMode); 3] = [
     (RAW_SOURCE_MAGIC, RawMode::Source),
 ];
 
-/// Serves a host-initiated connection: a raw probe or the protocol.
+/// Serves a host-initiated connection that shows the VM's token
+/// ([`auth`]): a raw probe or the protocol. Anyone else gets nothing.
 fn accepted(mut stream: VsockStream, under_init: bool) {
+    let admitted = stream.set_read_timeout(Some(auth::AUTH_GRACE)).is_ok()
+        && auth::check(&mut stream)
+        && stream.set_read_timeout(None).is_ok();
+    if !admitted {
+        debug!("a connection without the session token was closed");
+        return;
+    }
     if let Some(mode) = raw_mode(stream.as_raw_fd()) {
         let mut magic = [0u8; RAW_ECHO_MAGIC.len()];
         if stream.read_exact(&mut magic).is_err() {
@@ -226,7 +241,13 @@ fn accepted(mut stream: VsockStream, under_init: bool) {
         }
         return;
     }
-    let end = serve_stream(stream, ServeOptions { allow_echo: true });
+    let end = serve_stream(
+        stream,
+        ServeOptions {
+            allow_echo: true,
+            trusted: false,
+        },
+    );
     finished("a host-initiated vsock connection", end, under_init);
 }
 
@@ -334,7 +355,11 @@ fn serve_serial(under_init: bool) -> ! {
             // Writing the hello blocks until the host side is connected. Input
             // is not flushed first: after an end of file nothing stale is
             // pending, and a reconnecting host may already have said hello.
-            let end = conn::serve(&file, writer, ServeOptions::default());
+            let opts = ServeOptions {
+                trusted: true,
+                ..Default::default()
+            };
+            let end = conn::serve(&file, writer, opts);
             let failed = end.is_err();
             finished("the serial port", end, under_init);
             if failed && !port.exists() {

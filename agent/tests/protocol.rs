@@ -10,7 +10,7 @@ use common::{bytes, connect, start, TempDir};
 use provium_agent::conn::{ConnEnd, ConnError, ServeOptions};
 use provium_protocol::{
     decode, encode, read_frame, AgentMsg, FailureKind, FrameError, HostMsg, Op, Reply, RequestId,
-    RunSpec, CH_SIZE_HINT, PROTOCOL_VERSION, RAW_ECHO_MAGIC,
+    RunSpec, SessionToken, CH_SIZE_HINT, PROTOCOL_VERSION, RAW_ECHO_MAGIC,
 };
 use serde_bytes::ByteBuf;
 
@@ -30,6 +30,7 @@ fn agent_rejects_a_host_of_another_version() {
     let mut h = connect(ServeOptions::default());
     h.send(&HostMsg::Hello {
         version: PROTOCOL_VERSION + 1,
+        token: SessionToken([0; 32]),
     });
     match h.recv() {
         AgentMsg::HelloRejected { version, reason } => {
@@ -233,6 +234,7 @@ fn hello_in_mid_session_restarts_the_session() {
     assert_eq!(h.call(Op::Ping), Ok(Reply::Unit));
     h.send(&HostMsg::Hello {
         version: PROTOCOL_VERSION,
+        token: SessionToken([0; 32]),
     });
     assert!(matches!(h.recv(), AgentMsg::Hello(_)));
     assert_eq!(h.call(Op::Ping), Ok(Reply::Unit));
@@ -248,6 +250,7 @@ fn rehello_drops_replies_of_the_old_session() {
     }));
     h.send(&HostMsg::Hello {
         version: PROTOCOL_VERSION,
+        token: SessionToken([0; 32]),
     });
     assert!(matches!(h.recv(), AgentMsg::Hello(_)));
     std::thread::sleep(Duration::from_millis(600));
@@ -265,7 +268,10 @@ fn rehello_drops_replies_of_the_old_session() {
 
 #[test]
 fn raw_echo_instead_of_hello() {
-    let mut h = connect(ServeOptions { allow_echo: true });
+    let mut h = connect(ServeOptions {
+        allow_echo: true,
+        trusted: false,
+    });
     h.send_raw(RAW_ECHO_MAGIC);
     let payload: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
     let mut writer = h.stream.try_clone().unwrap();
@@ -308,6 +314,7 @@ fn serve_stdio_binary() {
         .write_all(
             &encode(&HostMsg::Hello {
                 version: PROTOCOL_VERSION,
+                token: SessionToken([0; 32]),
             })
             .unwrap(),
         )

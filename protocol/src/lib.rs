@@ -23,11 +23,11 @@ pub mod ids;
 pub mod messages;
 
 pub use frame::{decode, encode, read_frame, FrameError, FRAME_HEADER_LEN, MAX_FRAME_LEN};
-pub use ids::{HandleId, RequestId};
+pub use ids::{HandleId, RequestId, SessionToken};
 pub use messages::*;
 
 /// Version of this protocol; both sides must agree exactly.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// vsock port on the host (CID 2) that the agent dials when it is ready.
 pub const HOST_PORT: u32 = 1025;
@@ -38,6 +38,11 @@ pub const AGENT_PORT: u32 = 1024;
 
 /// Size of the bulk chunks carried by `Data` frames.
 pub const CHUNK_LEN: usize = 256 * 1024;
+
+/// What a host writes first on every connection to [`AGENT_PORT`], followed
+/// by the VM's [`SessionToken`]; the agent closes a connection that does not
+/// show the token, without writing a byte.
+pub const AUTH_MAGIC: &[u8; 8] = b"PRVAUTH\n";
 
 /// Magic line a host writes on a fresh connection to [`AGENT_PORT`] to ask for a
 /// raw byte echo (used to measure the transport without the RPC layer).

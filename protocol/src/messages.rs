@@ -7,7 +7,7 @@ use std::cell::Cell;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_bytes::ByteBuf;
 
-use crate::ids::{HandleId, RequestId};
+use crate::ids::{HandleId, RequestId, SessionToken};
 
 /// How deeply the recursive parts of a message (`Op::Batch`,
 /// `Op::InWorker`, `Reply::Batch`) may nest in a decoded frame. Real
@@ -84,7 +84,9 @@ pub struct AgentHello {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HostMsg {
     /// The host accepts the agent's hello; `version` is the host's version.
-    Hello { version: u32 },
+    /// `token` is the VM's secret for host-initiated connections (learnt
+    /// only on connections the guest dialled; zero towards workers).
+    Hello { version: u32, token: SessionToken },
     /// The host refuses the agent (version mismatch) and closes the connection.
     HelloRejected { version: u32, reason: String },
     /// Starts an operation.

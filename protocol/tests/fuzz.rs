@@ -312,7 +312,8 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn host_msg() -> impl Strategy<Value = HostMsg> {
     prop_oneof![
-        1 => any::<u32>().prop_map(|version| HostMsg::Hello { version }),
+        1 => (any::<u32>(), any::<[u8; 32]>())
+            .prop_map(|(version, t)| HostMsg::Hello { version, token: SessionToken(t) }),
         1 => (any::<u32>(), text(16))
             .prop_map(|(version, reason)| HostMsg::HelloRejected { version, reason }),
         4 => (id(), op()).prop_map(|(id, op)| HostMsg::Call { id, op }),

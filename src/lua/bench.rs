@@ -68,3 +68,30 @@ pub fn raw_bulk(ep: RawEndpoint, bytes: u64, to_guest: bool) -> ApiResult<f64> {
     })
     .map_err(|e| ApiError::msg(format!("vm:_raw_bulk: {e}")))
 }
+
+/// Connects to the agent's service port without the session token, sends
+/// `proof`, and returns what came back within `wait` and whether the agent
+/// closed the connection (what a stranger on the host would get).
+pub fn raw_stranger(
+    ep: RawEndpoint,
+    proof: Vec<u8>,
+    wait: std::time::Duration,
+) -> ApiResult<(Vec<u8>, bool)> {
+    runtime::block_on(async move {
+        let mut s = ep.connect_without_token().await?;
+        // The agent may close before all of the proof is written.
+        let _ = s.write_all(&proof).await;
+        let mut got = Vec::new();
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut buf = [0u8; 4096];
+        let closed = loop {
+            match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+                Err(_) => break false,
+                Ok(Ok(0)) | Ok(Err(_)) => break true,
+                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            }
+        };
+        Ok::<_, crate::vm::VmError>((got, closed))
+    })
+    .map_err(|e| ApiError::msg(format!("vm:_raw_stranger: {e}")))
+}

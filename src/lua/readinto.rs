@@ -256,7 +256,7 @@ fn in_place(
                 None
             };
             loop {
-                match t.client.next(&pending, None) {
+                match t.client.next(pending, None) {
                     Next::Event(Event::Data(CH_BODY, chunk, range)) => {
                         if let Some(e) = take(&mut sink, &chunk[range], &mut off) {
                             *out = Some(e);

@@ -666,6 +666,20 @@ impl UserData for VmHandle {
                 .and_then(|ep| super::bench::raw_bulk(ep, bytes, dir == "to_guest"));
             ret(lua, r)
         });
+        m.add_method(
+            "_raw_stranger",
+            |lua, this, (proof, secs): (mlua::String, Option<f64>)| {
+                let r = this.raw_endpoint("_raw_stranger").and_then(|ep| {
+                    let wait = Duration::from_secs_f64(secs.unwrap_or(3.0).clamp(0.0, 60.0));
+                    super::bench::raw_stranger(ep, proof.as_bytes().to_vec(), wait)
+                });
+                let r = match r {
+                    Ok((got, closed)) => Ok((lua.create_string(&got)?, closed)),
+                    Err(e) => Err(e),
+                };
+                ret(lua, r)
+            },
+        );
         m.add_method("call", |lua, this, mv: MultiValue| {
             let r = super::objects::split_call("vm", mv).and_then(|(op, rest)| {
                 let target = this.target(&op)?;

@@ -44,6 +44,28 @@ pub enum TransportError {
     Interrupted,
 }
 
+/// A fresh per-VM secret from the kernel's random source (no fallback: a
+/// guessable token would be no token).
+pub fn fresh_token() -> std::io::Result<proto::SessionToken> {
+    let mut bytes = [0u8; proto::SessionToken::LEN];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        // SAFETY: getrandom writes at most the given length into our buffer.
+        let n = unsafe {
+            libc::getrandom(bytes[filled..].as_mut_ptr().cast(), bytes.len() - filled, 0)
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+            continue;
+        }
+        filled += n as usize;
+    }
+    Ok(proto::SessionToken(bytes))
+}
+
 /// Reads a frame body from an async stream (header checked before allocating).
 pub async fn read_frame<R: AsyncRead + Unpin>(rd: &mut R) -> Result<Vec<u8>, TransportError> {
     let mut header = [0u8; proto::FRAME_HEADER_LEN];
@@ -58,6 +80,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(rd: &mut R) -> Result<Vec<u8>, Tra
 /// speaks first; a version mismatch is reported to the agent and raised here.
 pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
+    token: proto::SessionToken,
 ) -> Result<AgentHello, TransportError> {
     let body = read_frame(stream).await?;
     let hello = match proto::decode::<AgentMsg>(&body)? {
@@ -89,6 +112,7 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let ok = proto::encode(&HostMsg::Hello {
         version: proto::PROTOCOL_VERSION,
+        token,
     })?;
     stream.write_all(&ok).await?;
     Ok(hello)
@@ -107,6 +131,7 @@ const RESYNC_MAX_FRAME: usize = 64 * 1024;
 /// misread length can jump over the hello.
 pub async fn resync<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
+    token: proto::SessionToken,
 ) -> Result<AgentHello, TransportError> {
     let gone = |e: std::io::Error| {
         TransportError::Closed(format!(
@@ -115,6 +140,7 @@ pub async fn resync<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let hello = proto::encode(&HostMsg::Hello {
         version: proto::PROTOCOL_VERSION,
+        token,
     })?;
     stream.write_all(&hello).await.map_err(gone)?;
     let mut buf: Vec<u8> = Vec::new();
@@ -171,6 +197,13 @@ pub async fn resync<S: AsyncRead + AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const TOKEN: proto::SessionToken = proto::SessionToken([5; proto::SessionToken::LEN]);
+
+    #[test]
+    fn fresh_tokens_differ() {
+        assert_ne!(fresh_token().unwrap(), fresh_token().unwrap());
+    }
     use provium_protocol::{AgentMsg, HostMsg, PROTOCOL_VERSION};
     use tokio::io::AsyncWriteExt;
 
@@ -198,13 +231,14 @@ mod tests {
                 .write_all(&agent_hello(PROTOCOL_VERSION))
                 .await
                 .unwrap();
-            let hello = handshake(&mut host).await.unwrap();
+            let hello = handshake(&mut host, TOKEN).await.unwrap();
             assert_eq!(hello.agent_version, "test");
             let reply = read_frame(&mut agent).await.unwrap();
             assert_eq!(
                 proto::decode::<HostMsg>(&reply).unwrap(),
                 HostMsg::Hello {
-                    version: PROTOCOL_VERSION
+                    version: PROTOCOL_VERSION,
+                    token: TOKEN,
                 }
             );
         });
@@ -218,7 +252,7 @@ mod tests {
                 .write_all(&agent_hello(PROTOCOL_VERSION + 1))
                 .await
                 .unwrap();
-            let err = handshake(&mut host).await.unwrap_err();
+            let err = handshake(&mut host, TOKEN).await.unwrap_err();
             let text = err.to_string();
             assert!(
                 text.contains(&format!("host speaks version {PROTOCOL_VERSION}"))
@@ -254,7 +288,8 @@ mod tests {
                 assert_eq!(
                     proto::decode::<HostMsg>(&hello).unwrap(),
                     HostMsg::Hello {
-                        version: PROTOCOL_VERSION
+                        version: PROTOCOL_VERSION,
+                        token: TOKEN,
                     }
                 );
                 agent
@@ -263,7 +298,7 @@ mod tests {
                     .unwrap();
                 agent
             });
-            let hello = resync(&mut host).await.unwrap();
+            let hello = resync(&mut host, TOKEN).await.unwrap();
             assert_eq!(hello.agent_version, "test");
             drop(task.await.unwrap());
         });
@@ -275,7 +310,7 @@ mod tests {
             let (mut host, mut agent) = tokio::io::duplex(4096);
             agent.write_all(&[1, 2, 3]).await.unwrap();
             drop(agent);
-            let err = resync(&mut host).await.unwrap_err();
+            let err = resync(&mut host, TOKEN).await.unwrap_err();
             assert!(err.to_string().contains("before it answered"), "{err}");
         });
     }
@@ -285,7 +320,7 @@ mod tests {
         rt().block_on(async {
             let (mut host, mut agent) = tokio::io::duplex(4096);
             agent.write_all(&u32::MAX.to_le_bytes()).await.unwrap();
-            let err = handshake(&mut host).await.unwrap_err();
+            let err = handshake(&mut host, TOKEN).await.unwrap_err();
             assert!(matches!(
                 err,
                 TransportError::Frame(FrameError::TooLarge { .. })
@@ -296,11 +331,11 @@ mod tests {
                 .write_all(&[3, 0, 0, 0, 0xff, 0xff, 0xff])
                 .await
                 .unwrap();
-            assert!(handshake(&mut host).await.is_err());
+            assert!(handshake(&mut host, TOKEN).await.is_err());
 
             let (mut host, agent) = tokio::io::duplex(4096);
             drop(agent);
-            assert!(handshake(&mut host).await.is_err());
+            assert!(handshake(&mut host, TOKEN).await.is_err());
         });
     }
 }

@@ -145,6 +145,8 @@ pub struct Machine {
     paused: AtomicBool,
     /// Guest CID (kernel vsock; fixed with vhost-user; 0 for serial).
     cid: u32,
+    /// The secret host-initiated connections show the agent.
+    token: proto::SessionToken,
     dir: RunDir,
 }
 
@@ -310,6 +312,8 @@ impl Machine {
             _ => None,
         };
         trace.mark("transport ready");
+        let token = transport::fresh_token()
+            .map_err(|e| VmError::Infra(format!("cannot draw the VM's session token: {e}")))?;
         let qmp_path = dir.path().join("qmp.sock");
         let mut attempt = 0;
         let (qemu, client, cid, monitor) = loop {
@@ -396,6 +400,7 @@ impl Machine {
                 console: &console,
                 trace: &trace,
                 host: &host,
+                token,
             };
             let launched = launch(&cfg, &listener, ctx, plan.timeout, state).await;
             match launched {
@@ -463,6 +468,7 @@ impl Machine {
             monitor: Mutex::new(monitor),
             paused: AtomicBool::new(false),
             cid,
+            token,
             dir,
         })
     }
@@ -662,6 +668,7 @@ impl Machine {
         (self.transport == Transport::Vsock).then(|| RawEndpoint {
             uds: self.daemon.as_ref().map(|d| d.uds.clone()),
             cid: self.cid,
+            token: self.token,
         })
     }
 
@@ -702,6 +709,7 @@ async fn launch(
         console,
         trace,
         host,
+        token,
     } = ctx;
     let mut cmd = Command::new(qemu::binary());
     cmd.args(qemu::args(cfg))
@@ -751,9 +759,9 @@ async fn launch(
         // A restored serial port is mid-session; a restored vsock guest
         // dials again after its transport reset, with a fresh hello.
         let hello = if restoring && serial {
-            transport::resync(&mut stream).await?
+            transport::resync(&mut stream, token).await?
         } else {
-            transport::handshake(&mut stream).await?
+            transport::handshake(&mut stream, token).await?
         };
         Ok::<_, VmError>(Client::start(stream.into_blocking_fd()?, hello)?)
     };
@@ -808,6 +816,8 @@ struct LaunchCtx<'a> {
     console: &'a Arc<Console>,
     trace: &'a Trace,
     host: &'a HostNote,
+    /// Handed to the agent in our hello.
+    token: proto::SessionToken,
 }
 
 /// The host kind and transport, for failure messages.
@@ -844,12 +854,24 @@ fn stderr_note(dir: &RunDir) -> String {
 pub struct RawEndpoint {
     uds: Option<PathBuf>,
     cid: u32,
+    token: proto::SessionToken,
 }
 
 impl RawEndpoint {
     /// Opens a fresh host-initiated stream to the agent's service port,
     /// bypassing the RPC connection (used by the transport benchmarks).
     pub async fn connect(&self) -> Result<transport::AgentStream, VmError> {
+        use tokio::io::AsyncWriteExt;
+        let mut s = self.connect_without_token().await?;
+        let mut proof = proto::AUTH_MAGIC.to_vec();
+        proof.extend_from_slice(&self.token.0);
+        s.write_all(&proof).await?;
+        Ok(s)
+    }
+
+    /// Opens a stream to the agent's service port as a stranger would,
+    /// without showing the token (for the spec that shows it gets nothing).
+    pub async fn connect_without_token(&self) -> Result<transport::AgentStream, VmError> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         match (&self.uds, self.cid) {
             (Some(d), _) => {

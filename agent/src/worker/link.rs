@@ -13,7 +13,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use provium_protocol::{AgentMsg, Failure, HandleId, RequestId, FRAME_HEADER_LEN};
+use provium_protocol::{AgentMsg, Failure, HandleId, RequestId, SessionToken, FRAME_HEADER_LEN};
 
 use super::Worker;
 use crate::frames::FrameReader;
@@ -48,9 +48,14 @@ pub fn small_frame(variant: u8, value: u64) -> Vec<u8> {
     frame
 }
 
-/// The frame of `HostMsg::Hello { version }`.
+/// The frame of `HostMsg::Hello { version, token }` with an all-zero
+/// token: a worker serves only its parent's pipe and never learns tokens.
 pub fn hello_frame(version: u32) -> Vec<u8> {
-    small_frame(HOST_HELLO_VARIANT, u64::from(version))
+    let mut frame = small_frame(HOST_HELLO_VARIANT, u64::from(version));
+    frame.extend_from_slice(&[0; SessionToken::LEN]);
+    let len = (frame.len() - FRAME_HEADER_LEN) as u32;
+    frame[..FRAME_HEADER_LEN].copy_from_slice(&len.to_le_bytes());
+    frame
 }
 
 /// The encoded inner op of a `Call { op: InWorker { worker, op } }` frame
@@ -283,7 +288,11 @@ mod tests {
         for v in [0u32, 1, 200, u32::MAX] {
             assert_eq!(
                 hello_frame(v),
-                encode(&HostMsg::Hello { version: v }).unwrap()
+                encode(&HostMsg::Hello {
+                    version: v,
+                    token: SessionToken([0; SessionToken::LEN])
+                })
+                .unwrap()
             );
         }
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use provium_agent::conn::{self, ConnEnd, ConnError, ServeOptions};
 use provium_protocol::{
     decode, encode, read_frame, AgentHello, AgentMsg, Failure, HostMsg, Op, Reply, RequestId,
-    PROTOCOL_VERSION,
+    SessionToken, PROTOCOL_VERSION,
 };
 
 pub type AgentResult = Result<ConnEnd, ConnError>;
@@ -56,6 +56,7 @@ pub fn start() -> Host {
     let mut h = connect(ServeOptions::default());
     h.send(&HostMsg::Hello {
         version: PROTOCOL_VERSION,
+        token: SessionToken([0; SessionToken::LEN]),
     });
     h
 }
