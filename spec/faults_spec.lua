@@ -147,6 +147,30 @@ describe("a frozen guest", function()
   end)
 end)
 
+describe("the op server restarting", function()
+  for _, transport in ipairs({ "serial", "vsock" }) do
+    it("fails the calls in flight and leaves the VM usable (" .. transport .. ")", function()
+      local vm <close> = guest.boot("fault-restart-" .. transport, { transport = transport })
+      vm:write_file("/tmp/before", "x")
+      local f = vm:open_file("/tmp/before", { read = true })
+      local t0 = provium.now()
+      -- The shell's parent is the op server; PID 1 starts a new one.
+      local err = guest.error_of(vm.run, vm, "kill -9 $PPID; sleep 30")
+      assert.truthy(provium.now() - t0 < 10, "took " .. (provium.now() - t0) .. " s")
+      assert.truthy(err:find("the guest agent restarted", 1, true), err)
+      assert.are.equal("booted", vm:state())
+      assert.are.equal("ok\n", vm:run("echo ok").stdout)
+      assert.are.equal("x", vm:read_file("/tmp/before"))
+      -- Objects of the old server fail as unknown, never reach a new file.
+      local g <close> = vm:open_file("/tmp/before", { read = true })
+      err = guest.error_of(f.read, f, 1)
+      assert.truthy(err:find("handle", 1, true), err)
+      assert.are.equal("x", g:read(1))
+      pcall(f.close, f)
+    end)
+  end
+end)
+
 describe("faults", function()
   local dir
   before_each(function() dir = (sh("mktemp -d /tmp/provium-faults.XXXXXX")):gsub("%s+$", "") end)

@@ -109,6 +109,24 @@ describe("files by path", function()
     assert.are.same({ a = "file", b = "file", sub = "directory" }, seen)
   end)
 
+  it("lists a directory whose listing is larger than a frame", function()
+    -- 25,000 names of 200 bytes: about 5.3 MB of listing (a frame holds 4 MiB).
+    vm:run("mkdir -p /tmp/huge && cd /tmp/huge && " ..
+      "awk 'BEGIN { for (i = 0; i < 25000; i++) printf \"%0200d\\n\", i }' | xargs touch"):assert_ok()
+    local entries = vm:listdir("/tmp/huge")
+    assert.are.equal(25000, #entries)
+    local seen = {}
+    for _, e in ipairs(entries) do
+      assert.are.equal(200, #e.name)
+      assert.are.equal("file", e.entry_type)
+      seen[e.name] = true
+    end
+    local function name(i) return string.rep("0", 200 - #tostring(i)) .. i end
+    assert.is_true(seen[name(0)])
+    assert.is_true(seen[name(24999)])
+    vm:run("rm -rf /tmp/huge"):assert_ok()
+  end)
+
   it("makes directories, with parents and perm", function()
     vm:mkdir("/tmp/d")
     assert.are.equal("directory", vm:stat("/tmp/d").entry_type)

@@ -281,7 +281,7 @@ impl Session {
         let result = match op {
             Op::Ping => Ok(Reply::Unit),
             Op::Stat { path, follow } => ops::fs::stat(&path, follow),
-            Op::ListDir { path } => ops::fs::list_dir(&path),
+            Op::ListDir { path } => ops::fs::list_dir_to(&self.sender, id, &path),
             Op::Mkdir {
                 path,
                 parents,

@@ -37,15 +37,24 @@ impl Handle {
     }
 }
 
-static NEXT: AtomicU64 = AtomicU64::new(1);
+/// The next id; 0 until the first use (see [`first_id`]).
+static NEXT: AtomicU64 = AtomicU64::new(0);
 static TABLE: Mutex<BTreeMap<u64, Handle>> = Mutex::new(BTreeMap::new());
 
 fn table() -> MutexGuard<'static, BTreeMap<u64, Handle>> {
     TABLE.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Ids start at `pid << 32`: when PID 1 restarts a failed op server, the
+/// host's objects from before hold ids the new process never hands out, so
+/// they fail as unknown handles instead of reaching its new files.
+fn first_id() -> u64 {
+    (u64::from(std::process::id()) << 32) | 1
+}
+
 /// Registers a handle under a fresh id.
 pub fn insert(handle: Handle) -> HandleId {
+    let _ = NEXT.compare_exchange(0, first_id(), Ordering::Relaxed, Ordering::Relaxed);
     let id = NEXT.fetch_add(1, Ordering::Relaxed);
     table().insert(id, handle);
     HandleId(id)

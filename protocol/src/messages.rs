@@ -575,6 +575,61 @@ pub struct DirEntry {
     pub entry_type: EntryType,
 }
 
+impl DirEntry {
+    /// An upper bound of this entry's encoded size.
+    pub fn encoded_len_bound(&self) -> usize {
+        self.name.len() + 12
+    }
+
+    /// Appends this entry's encoding: a large listing travels as `Data`
+    /// chunks on [`CH_BODY`], each a run of encoded entries, before its
+    /// [`Reply::Entries`] (which then holds the rest, often nothing).
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), crate::FrameError> {
+        let bytes = postcard::to_allocvec(self)?;
+        out.extend_from_slice(&bytes);
+        Ok(())
+    }
+
+    /// Decodes a run of entries written by [`DirEntry::encode_into`].
+    pub fn decode_run(mut bytes: &[u8]) -> Result<Vec<DirEntry>, crate::FrameError> {
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            let (entry, rest) = postcard::take_from_bytes::<DirEntry>(bytes)?;
+            out.push(entry);
+            bytes = rest;
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod entry_tests {
+    use super::*;
+
+    #[test]
+    fn a_run_of_entries_round_trips_and_garbage_is_an_error() {
+        let entries: Vec<DirEntry> = (0..300)
+            .map(|i| DirEntry {
+                name: format!("file-{i}").into_bytes(),
+                entry_type: if i % 2 == 0 {
+                    EntryType::File
+                } else {
+                    EntryType::Directory
+                },
+            })
+            .collect();
+        let mut run = Vec::new();
+        for e in &entries {
+            let before = run.len();
+            e.encode_into(&mut run).unwrap();
+            assert!(run.len() - before <= e.encoded_len_bound());
+        }
+        assert_eq!(DirEntry::decode_run(&run).unwrap(), entries);
+        assert!(DirEntry::decode_run(&run[..run.len() - 1]).is_err());
+        assert!(DirEntry::decode_run(&[]).unwrap().is_empty());
+    }
+}
+
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExitStatus {

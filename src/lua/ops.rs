@@ -231,7 +231,12 @@ pub fn convert(
             }
         }
         (Kind::Stat, Reply::Stat(st)) => stat_table(lua, &st)?.into_lua_multi(lua)?,
-        (Kind::Entries, Reply::Entries(entries)) => {
+        (Kind::Entries, Reply::Entries(tail)) => {
+            // A large listing came ahead in `Data` chunks.
+            let mut entries = provium_protocol::DirEntry::decode_run(&body).map_err(|e| {
+                ApiError::msg(format!("{}: bad listing from the agent: {e}", req.name))
+            })?;
+            entries.extend(tail);
             let list = lua.create_table_with_capacity(entries.len(), 0)?;
             for e in entries {
                 let row = lua.create_table_with_capacity(0, 2)?;

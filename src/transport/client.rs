@@ -72,21 +72,32 @@ pub struct Client {
     explainer: std::sync::OnceLock<Explainer>,
     /// Says why the agent went silent (set by the VM layer).
     stall_explainer: std::sync::OnceLock<StallExplainer>,
+    /// Gets a new connection after the agent's op server restarted.
+    redial: std::sync::OnceLock<Redial>,
+    /// The VM's secret, sent again in the hello to a restarted agent.
+    token: proto::SessionToken,
     live: Arc<Liveness>,
 }
 
 /// See [`Client::set_explainer`].
 pub type Explainer = Box<dyn Fn(&str) -> String + Send + Sync>;
 
+/// See [`Client::set_redial`]: waits (bounded, and not past QEMU's end)
+/// for the restarted agent to dial in again, and returns the new stream
+/// after the hello exchange; `None` when none came.
+pub type Redial = Box<dyn Fn() -> Option<OwnedFd> + Send + Sync>;
+
 /// See [`Client::set_stall_explainer`]: the silence so far → the reason.
 pub type StallExplainer = Box<dyn Fn(Duration) -> String + Send + Sync>;
 
 impl Client {
     /// Starts serving an established, handshaken stream (a blocking socket).
-    pub fn start(stream: OwnedFd, hello: proto::AgentHello) -> io::Result<Arc<Client>> {
+    pub fn start(
+        stream: OwnedFd,
+        hello: proto::AgentHello,
+        token: proto::SessionToken,
+    ) -> io::Result<Arc<Client>> {
         let writer = FdWriter::dup(stream.as_raw_fd())?;
-        // Buffered: a small frame's header and body arrive in one read.
-        let rd = std::io::BufReader::with_capacity(READ_BUFFER, std::fs::File::from(stream));
         let shared = Arc::new(Mutex::new(Shared {
             pending: HashMap::new(),
             closed: None,
@@ -101,27 +112,46 @@ impl Client {
             next_id: AtomicU64::new(1),
             closed_tx,
             hello,
+            token,
             explainer: std::sync::OnceLock::new(),
             stall_explainer: std::sync::OnceLock::new(),
+            redial: std::sync::OnceLock::new(),
             live: live.clone(),
         });
         let weak = Arc::downgrade(&client);
         std::thread::Builder::new()
             .name("provium-reader".into())
-            .spawn(move || {
-                let reason = read_loop(rd, &shared, &live);
-                if let Some(client) = weak.upgrade() {
-                    let reason = match client.explainer.get() {
-                        // Not after a deliberate close: nothing to explain.
-                        Some(explain) if client.closed_reason().is_none() => explain(&reason),
-                        _ => reason,
-                    };
-                    client.close(&reason);
-                } else {
-                    fail_all(&shared, &reason);
-                }
-            })?;
+            .spawn(move || serve_reads(stream, &weak, &shared, &live))?;
         Ok(client)
+    }
+
+    /// Sets how a new connection is obtained when the agent's connection
+    /// ends while QEMU runs on (see [`Redial`]); only the first call counts.
+    pub fn set_redial(&self, f: Redial) {
+        let _ = self.redial.set(f);
+    }
+
+    /// The agent's op server restarted: the calls in flight were lost
+    /// (their replies would have come from the process that ended).
+    fn agent_restarted(&self) {
+        let mut s = self.lock();
+        for (_, tx) in s.pending.drain() {
+            let _ = tx.send(Event::Reply(Err(Failure::other(
+                proto::FailureKind::Internal,
+                "the guest agent restarted (its op server ended unexpectedly) while this \
+                 call was in flight, so its result was lost; the VM carries on, but files, \
+                 processes, tails and workers opened before are gone",
+            ))));
+        }
+    }
+
+    /// Answers a restarted agent's hello on the current stream.
+    fn send_hello(&self) -> Result<(), TransportError> {
+        let frame = proto::encode(&HostMsg::Hello {
+            version: proto::PROTOCOL_VERSION,
+            token: self.token,
+        })?;
+        self.send_frame(frame)
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared> {
@@ -414,29 +444,99 @@ fn fail_all(shared: &Mutex<Shared>, reason: &str) {
     s.pending.clear();
 }
 
-fn read_loop<R: std::io::Read>(mut rd: R, shared: &Mutex<Shared>, live: &Liveness) -> String {
+/// The reader thread: routes frames until the connection ends; then, while
+/// QEMU runs on, takes the agent back when its op server restarted (a new
+/// hello on the serial port, a new connection over vsock).
+fn serve_reads(
+    stream: OwnedFd,
+    weak: &std::sync::Weak<Client>,
+    shared: &Mutex<Shared>,
+    live: &Liveness,
+) {
+    // Buffered: a small frame's header and body arrive in one read.
+    let mut rd = std::io::BufReader::with_capacity(READ_BUFFER, std::fs::File::from(stream));
+    loop {
+        let end = read_loop(&mut rd, shared, live);
+        let Some(client) = weak.upgrade() else {
+            fail_all(shared, end.reason());
+            return;
+        };
+        if client.closed_reason().is_some() {
+            // A deliberate close: nothing to explain or recover.
+            return;
+        }
+        match end {
+            ReadEnd::AgentHello => {
+                client.agent_restarted();
+                if let Err(e) = client.send_hello() {
+                    client.close(&format!("the restarted agent could not be answered: {e}"));
+                    return;
+                }
+            }
+            ReadEnd::Ended(raw) => {
+                if let Some(fd) = client.redial.get().and_then(|redial| redial()) {
+                    if client.writer.replace(fd.as_raw_fd()).is_ok() {
+                        client.agent_restarted();
+                        rd =
+                            std::io::BufReader::with_capacity(READ_BUFFER, std::fs::File::from(fd));
+                        continue;
+                    }
+                }
+                let reason = match client.explainer.get() {
+                    Some(explain) if client.closed_reason().is_none() => explain(&raw),
+                    _ => raw,
+                };
+                client.close(&reason);
+                return;
+            }
+        }
+    }
+}
+
+/// How a connection's stream of frames ended.
+enum ReadEnd {
+    /// The agent said hello again: its op server restarted (same stream).
+    AgentHello,
+    /// The stream ended or broke, for this reason.
+    Ended(String),
+}
+
+impl ReadEnd {
+    fn reason(&self) -> &str {
+        match self {
+            ReadEnd::AgentHello => "the guest agent restarted",
+            ReadEnd::Ended(r) => r,
+        }
+    }
+}
+
+fn read_loop<R: std::io::Read>(rd: &mut R, shared: &Mutex<Shared>, live: &Liveness) -> ReadEnd {
     use std::io::Read;
     let mut header = [0u8; proto::FRAME_HEADER_LEN];
     loop {
         match rd.read_exact(&mut header) {
             Ok(_) => live.touch(),
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return "the agent closed the connection".into()
+                return ReadEnd::Ended("the agent closed the connection".into())
             }
-            Err(e) => return format!("read from agent failed: {e}"),
+            Err(e) => return ReadEnd::Ended(format!("read from agent failed: {e}")),
         }
         let len = match proto::frame::body_len(header) {
             Ok(len) => len,
-            Err(e) => return format!("bad frame from agent: {e}"),
+            Err(e) => return ReadEnd::Ended(format!("bad frame from agent: {e}")),
         };
         // Read into spare capacity: no zeroing of bulk chunks first.
         let mut body = Vec::with_capacity(len);
-        match (&mut rd).take(len as u64).read_to_end(&mut body) {
+        match rd.take(len as u64).read_to_end(&mut body) {
             Ok(n) if n == len => {}
             Ok(n) => {
-                return format!("connection to agent lost inside a frame ({n} of {len} bytes)")
+                return ReadEnd::Ended(format!(
+                    "connection to agent lost inside a frame ({n} of {len} bytes)"
+                ))
             }
-            Err(e) => return format!("connection to agent lost inside a frame: {e}"),
+            Err(e) => {
+                return ReadEnd::Ended(format!("connection to agent lost inside a frame: {e}"))
+            }
         }
         if let Some(view) = AgentMsg::data_view(&body) {
             match view {
@@ -450,12 +550,12 @@ fn read_loop<R: std::io::Read>(mut rd: R, shared: &Mutex<Shared>, live: &Livenes
                     }
                     continue;
                 }
-                Err(e) => return format!("bad frame from agent: {e}"),
+                Err(e) => return ReadEnd::Ended(format!("bad frame from agent: {e}")),
             }
         }
         let msg: AgentMsg = match proto::decode(&body) {
             Ok(m) => m,
-            Err(e) => return format!("bad frame from agent: {e}"),
+            Err(e) => return ReadEnd::Ended(format!("bad frame from agent: {e}")),
         };
         match msg {
             AgentMsg::Reply { id, result } => {
@@ -470,8 +570,9 @@ fn read_loop<R: std::io::Read>(mut rd: R, shared: &Mutex<Shared>, live: &Livenes
                     let _ = tx.send(Event::Data(channel, chunk.into_vec(), 0..len));
                 }
             }
-            AgentMsg::Hello(_) | AgentMsg::HelloRejected { .. } => {
-                return "the agent sent a second hello".into()
+            AgentMsg::Hello(_) => return ReadEnd::AgentHello,
+            AgentMsg::HelloRejected { reason, .. } => {
+                return ReadEnd::Ended(format!("the agent rejected us in mid-session: {reason}"))
             }
         }
     }
@@ -492,25 +593,48 @@ enum WriteEnd {
 /// mutex so that frames never interleave. Shutting down does not take the
 /// mutex, so it also wakes a writer blocked on a full socket.
 struct FdWriter {
-    fd: OwnedFd,
     lock: Mutex<()>,
+    /// The socket written to (changes when the agent reconnects).
+    raw: std::sync::atomic::AtomicI32,
+    /// Every descriptor used so far, kept open while the writer lives so
+    /// that `raw` never names a number reused by someone else.
+    owned: Mutex<Vec<OwnedFd>>,
     shut: std::sync::atomic::AtomicBool,
+}
+
+/// A close-on-exec duplicate of `fd`.
+fn dup_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a descriptor we are handed; the
+    // result is a new descriptor that we own.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `new` is a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
 impl FdWriter {
     fn dup(fd: RawFd) -> io::Result<FdWriter> {
-        // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a descriptor we are handed; the
-        // result is a new descriptor that we own.
-        let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-        if new < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let fd = dup_fd(fd)?;
         Ok(FdWriter {
-            // SAFETY: `new` is a fresh descriptor owned by nobody else.
-            fd: unsafe { OwnedFd::from_raw_fd(new) },
             lock: Mutex::new(()),
+            raw: std::sync::atomic::AtomicI32::new(fd.as_raw_fd()),
+            owned: Mutex::new(vec![fd]),
             shut: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Writes to a duplicate of `fd` from now on (a new connection).
+    fn replace(&self, fd: RawFd) -> io::Result<()> {
+        let fd = dup_fd(fd)?;
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.raw.store(fd.as_raw_fd(), Ordering::Release);
+        self.owned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(fd);
+        Ok(())
     }
 
     /// The write lock, if nobody holds it.
@@ -529,7 +653,7 @@ impl FdWriter {
         held: Option<MutexGuard<'_, ()>>,
     ) -> Result<(), WriteEnd> {
         let _guard = held.unwrap_or_else(|| self.lock.lock().unwrap_or_else(|e| e.into_inner()));
-        let fd = self.fd.as_raw_fd();
+        let fd = self.raw.load(Ordering::Acquire);
         let whole = buf.len();
         let mut blocked_since: Option<std::time::Instant> = None;
         let mut watch: Option<interrupt::Watch> = None;
@@ -598,6 +722,6 @@ impl FdWriter {
         self.shut.store(true, Ordering::Release);
         // SAFETY: shutdown(2) on a descriptor we own (it stays open until the
         // writer is dropped, so the number cannot be reused meanwhile).
-        unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_RDWR) };
+        unsafe { libc::shutdown(self.raw.load(Ordering::Acquire), libc::SHUT_RDWR) };
     }
 }

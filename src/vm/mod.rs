@@ -125,6 +125,9 @@ pub struct RestoreSpec {
 
 /// How long saving or loading a snapshot's device state may take.
 const STATE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a restarted op server has to dial in again (PID 1 restarts it
+/// at once; it dials every 20 ms).
+const REDIAL_WAIT: Duration = Duration::from_secs(5);
 /// How long QEMU may take to open its monitor socket.
 const MONITOR_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -316,7 +319,7 @@ impl Machine {
             .map_err(|e| VmError::Infra(format!("cannot draw the VM's session token: {e}")))?;
         let qmp_path = dir.path().join("qmp.sock");
         let mut attempt = 0;
-        let (qemu, client, cid, monitor) = loop {
+        let (qemu, client, cid, monitor, listener) = loop {
             attempt += 1;
             let (listener, channel, port, cid) = match (plan.transport, &daemon) {
                 (Transport::Serial, _) => {
@@ -404,7 +407,7 @@ impl Machine {
             };
             let launched = launch(&cfg, &listener, ctx, plan.timeout, state).await;
             match launched {
-                Ok((qemu, client, monitor)) => break (qemu, client, cid, monitor),
+                Ok((qemu, client, monitor)) => break (qemu, client, cid, monitor, listener),
                 // Kernel vhost-vsock CIDs are host-wide: another VM (of any
                 // process) may hold the one we drew. Draw again.
                 Err(Launch::CidInUse)
@@ -433,6 +436,27 @@ impl Machine {
         client.set_explainer(Box::new(move |raw: &str| w.explain(raw)));
         let w = witnesses.clone();
         client.set_stall_explainer(Box::new(move |silence| w.stalled(silence)));
+        // Over vsock a restarted op server dials in again: the listener stays
+        // open for it (the serial port carries the new hello on its stream).
+        if plan.transport == Transport::Vsock {
+            let listener = Arc::new(listener);
+            let q = Arc::downgrade(&qemu);
+            client.set_redial(Box::new(move || {
+                let listener = listener.clone();
+                let qemu = q.upgrade()?;
+                crate::runtime::block_on(async move {
+                    let accept = async {
+                        let mut s = listener.accept().await?;
+                        transport::handshake(&mut s, token).await?;
+                        Ok::<_, VmError>(s.into_blocking_fd()?)
+                    };
+                    tokio::select! {
+                        r = tokio::time::timeout(REDIAL_WAIT, accept) => r.ok()?.ok(),
+                        _ = qemu.wait() => None,
+                    }
+                })
+            }));
+        }
         // A halted guest (`halt -f`) leaves QEMU up with idle vCPUs: end it,
         // as a power-off would.
         let q = Arc::downgrade(&qemu);
@@ -763,7 +787,7 @@ async fn launch(
         } else {
             transport::handshake(&mut stream, token).await?
         };
-        Ok::<_, VmError>(Client::start(stream.into_blocking_fd()?, hello)?)
+        Ok::<_, VmError>(Client::start(stream.into_blocking_fd()?, hello, token)?)
     };
     // The hello goes out once the vCPUs run (measured with PROVIUM_TRACE,
     // QEMU spawn to the agent's answer: 126-137 ms, against ~150 ms when it

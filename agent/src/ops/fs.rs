@@ -6,10 +6,11 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
 
-use provium_protocol::{DirEntry, EntryType, Reply, StatInfo};
+use provium_protocol::{DirEntry, EntryType, Reply, RequestId, StatInfo, CHUNK_LEN, CH_BODY};
 
 use super::path;
-use crate::error::{io_failure, OpResult};
+use crate::error::{internal, io_failure, OpResult};
+use crate::sender::Sender;
 
 /// `stat(2)` when `follow`, else `lstat(2)` → [`Reply::Stat`].
 pub fn stat(p: &[u8], follow: bool) -> OpResult {
@@ -71,6 +72,38 @@ pub fn entry_type(t: FileType) -> EntryType {
 /// The type comes from `d_type`, or `lstat` where the file system gives none;
 /// entries that cannot be read or typed are skipped.
 pub fn list_dir(p: &[u8]) -> OpResult {
+    entries(p).map(Reply::Entries)
+}
+
+/// A listing of any size for a connection: when its entries would not fit
+/// one chunk, they go ahead as `Data` frames on [`CH_BODY`] (runs of
+/// encoded entries) and the reply carries none.
+pub fn list_dir_to(sender: &Sender, id: RequestId, p: &[u8]) -> OpResult {
+    let all = entries(p)?;
+    let size: usize = all.iter().map(DirEntry::encoded_len_bound).sum();
+    if size <= CHUNK_LEN {
+        return Ok(Reply::Entries(all));
+    }
+    let mut chunk = Vec::with_capacity(CHUNK_LEN + 4096);
+    for e in &all {
+        e.encode_into(&mut chunk)
+            .map_err(|e| internal(format!("cannot encode a directory entry: {e}")))?;
+        if chunk.len() >= CHUNK_LEN {
+            sender
+                .data(id, CH_BODY, &chunk)
+                .map_err(|e| io_failure(&e))?;
+            chunk.clear();
+        }
+    }
+    if !chunk.is_empty() {
+        sender
+            .data(id, CH_BODY, &chunk)
+            .map_err(|e| io_failure(&e))?;
+    }
+    Ok(Reply::Entries(Vec::new()))
+}
+
+fn entries(p: &[u8]) -> Result<Vec<DirEntry>, provium_protocol::Failure> {
     let dir = fs::read_dir(path(p)).map_err(|e| io_failure(&e))?;
     let mut entries = Vec::new();
     for entry in dir {
@@ -83,7 +116,7 @@ pub fn list_dir(p: &[u8]) -> OpResult {
             entry_type: entry_type(file_type),
         });
     }
-    Ok(Reply::Entries(entries))
+    Ok(entries)
 }
 
 /// Creates a directory (mode `perm`, default 0o755, umask applies); with
