@@ -119,6 +119,18 @@ describe("infrastructure failures", function()
     assert.truthy(err:find("host kind " .. host.kind .. ", " .. host.transport .. " transport", 1, true), err)
   end)
 
+  it("closed VMs are not kept forever, recent ones are still found", function()
+    for i = 1, 100 do provium:vm("closed-" .. i, "default"):close() end
+    collectgarbage()
+    collectgarbage()
+    local kept = 0
+    for _, name in ipairs(provium:vm_names()) do
+      if name:find("^closed%-") then kept = kept + 1 end
+    end
+    assert.is_true(kept >= 16 and kept < 100, "kept " .. kept)
+    assert.are.equal("shutdown", provium:vm("closed-100"):state())
+  end)
+
   it("a guest that powers off is shut down, and calls raise", function()
     local vm <close> = guest.boot("victim")
     pcall(vm.run, vm, "poweroff -f")

@@ -103,6 +103,8 @@ M.RunResult = RunResult
 
 --- A VM.
 local Vm = { __name = "provium.Vm" }
+-- Defined with the VM registry below; called once a VM is closed.
+local retire_vm
 Vm.__index = Vm
 
 local function ud_of(self, call)
@@ -130,11 +132,13 @@ end
 --- Powers the guest off and releases QEMU (idempotent).
 function Vm:shutdown()
   check(ud_of(self, "vm:shutdown"):shutdown())
+  retire_vm(self)
 end
 
 --- Same as `shutdown`; also the `<close>` and garbage-collection hook.
 function Vm:close()
   check(ud_of(self, "vm:close"):shutdown())
+  retire_vm(self)
 end
 
 --- Stops the guest's vCPUs (idempotent); guest calls raise until `resume`.
@@ -532,8 +536,43 @@ function Vm:console()
   return setmetatable({ [UD] = ud_of(self, "vm:console") }, Console)
 end
 
--- The VMs of this Lua state, by name and in creation order.
-local vms, order = {}, {}
+-- The VMs of this Lua state, by name and in creation order. VMs that are
+-- not closed are held here; closed ones only weakly (plus the last few, so
+-- that a lookup right after a close still finds them): a suite that
+-- creates a VM per test must not keep every one of them.
+local live = {}
+local closed = setmetatable({}, { __mode = "v" })
+local recently_closed = {}
+local RECENTLY_CLOSED = 16
+local order, ordered, order_limit = {}, {}, 64
+
+local function find_vm(name)
+  return live[name] or closed[name]
+end
+
+-- Called once a VM is closed: keeps it only weakly from now on.
+retire_vm = function(vm)
+  local ok, name = pcall(vm.name, vm)
+  if not ok or live[name] ~= vm then return end
+  live[name] = nil
+  closed[name] = vm
+  recently_closed[#recently_closed + 1] = vm
+  if #recently_closed > RECENTLY_CLOSED then table.remove(recently_closed, 1) end
+end
+
+local function remember_name(name)
+  if ordered[name] then return end
+  ordered[name] = true
+  order[#order + 1] = name
+  if #order > order_limit then
+    local kept = {}
+    for _, n in ipairs(order) do
+      if find_vm(n) then kept[#kept + 1] = n else ordered[n] = nil end
+    end
+    order = kept
+    order_limit = math.max(64, 2 * #order)
+  end
+end
 
 local function module_self(self, call)
   if self ~= M then
@@ -553,11 +592,11 @@ function M:vm(...)
     if type(name) ~= "string" then
       error("provium:vm: name must be a string (got " .. type(name) .. ")", 0)
     end
-    local vm = vms[name]
+    local vm = find_vm(name)
     if not vm then error(string.format("provium:vm: no VM named %q", name), 0) end
     return vm
   end
-  local old = type(name) == "string" and vms[name]
+  local old = type(name) == "string" and find_vm(name)
   if old then
     local state = old:state()
     if state == "created" or state == "booted" or state == "paused" then
@@ -567,8 +606,11 @@ function M:vm(...)
   end
   local ud = check(core.new_vm(name, profile, opts))
   local vm = setmetatable({ [UD] = ud }, Vm)
-  if not old then order[#order + 1] = name end
-  vms[name] = vm
+  if type(name) == "string" then
+    remember_name(name)
+    closed[name] = nil
+    live[name] = vm
+  end
   return vm
 end
 
@@ -577,7 +619,7 @@ function M:boot()
   module_self(self, "provium:boot")
   local list = {}
   for _, name in ipairs(order) do
-    local vm = vms[name]
+    local vm = live[name]
     if vm and vm:state() == "created" then list[#list + 1] = rawget(vm, UD) end
   end
   check(core.boot_many(list))
@@ -589,7 +631,7 @@ function M:vm_names()
   module_self(self, "provium:vm_names")
   local names = {}
   for _, name in ipairs(order) do
-    if vms[name] then names[#names + 1] = name end
+    if find_vm(name) then names[#names + 1] = name end
   end
   return names
 end
@@ -598,7 +640,7 @@ end
 function M:shutdown()
   module_self(self, "provium:shutdown")
   for _, name in ipairs(order) do
-    local vm = vms[name]
+    local vm = live[name]
     if vm then vm:shutdown() end
   end
 end
@@ -614,7 +656,7 @@ local building = {}
 -- VMs the builder created (the snapshot holds what they were).
 local function build_fixture(builder, hex)
   local before = {}
-  for _, vm in pairs(vms) do before[vm] = true end
+  for _, vm in pairs(live) do before[vm] = true end
   local chunk, lerr = loadfile(builder)
   if not chunk then
     error("provium.vm_fixture: cannot load " .. builder .. ": " .. tostring(lerr), 0)
@@ -627,7 +669,7 @@ local function build_fixture(builder, hex)
   -- Snapshots of an enclosing build go to its staging directory again.
   building[#building] = nil
   check(core.fixture_stage(building[#building]))
-  for _, vm in pairs(vms) do
+  for _, vm in pairs(live) do
     if not before[vm] then pcall(vm.close, vm) end
   end
   if not ok then
