@@ -742,7 +742,11 @@ async fn launch(
     let (guard, stdout) = ChildGuard::spawn_keeping(cmd, "QEMU", Some(cfg.memory_fd))
         .map_err(|e| VmError::Spawn("qemu-system-x86_64", e))?;
     if let Some(stdout) = stdout {
-        tokio::spawn(console.clone().capture(stdout));
+        let fd = stdout.into_owned_fd()?;
+        let c = console.clone();
+        std::thread::Builder::new()
+            .name("provium-console".into())
+            .spawn(move || c.capture(std::fs::File::from(fd)))?;
     }
     let qemu = Arc::new(guard);
     trace.mark("QEMU spawned");
