@@ -36,6 +36,7 @@ end
 local function sample()
   return {
     rss = status_field("VmRSS"), -- KiB
+    lua = math.floor(collectgarbage("count")), -- KiB of the Lua heap (part of rss)
     fds = count_fds(),
     threads = status_field("Threads"),
     qemu = count_qemu(),
@@ -126,7 +127,7 @@ local function snap_cycle(vm, i)
 end
 
 print(string.format("soak: %d VMs, %d minutes", #vms, minutes))
-print("minute    rss KiB   fds  threads  qemu      ops  files tails procs workers snaps")
+print("minute    rss KiB   lua KiB   fds  threads  qemu      ops  files tails procs workers snaps")
 local samples = {}
 local t0 = provium.now()
 local next_report = t0 + 60
@@ -153,8 +154,8 @@ while provium.now() - t0 < minutes * 60 do
     next_report = next_report + 60
     local s = sample()
     samples[#samples + 1] = s
-    print(string.format("%6d %10d %5d %8d %5d %8d %6d %5d %5d %7d %5d",
-      #samples, s.rss, s.fds, s.threads, s.qemu, counts.ops, counts.files,
+    print(string.format("%6d %10d %9d %5d %8d %5d %8d %6d %5d %5d %7d %5d",
+      #samples, s.rss, s.lua, s.fds, s.threads, s.qemu, counts.ops, counts.files,
       counts.tails, counts.procs, counts.workers, counts.snaps))
     io.stdout:flush()
   end

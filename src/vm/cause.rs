@@ -18,6 +18,8 @@ use super::process::{describe_exit, ChildGuard};
 const QEMU_GRACE: Duration = Duration::from_millis(1000);
 /// Time for the console task to take QEMU's last output.
 const CONSOLE_DRAIN: Duration = Duration::from_millis(50);
+/// How long a failure message waits for QEMU's monitor.
+const QMP_PATIENCE: Duration = Duration::from_secs(2);
 /// Console lines searched for the guest's last words.
 pub const CONSOLE_LINES: usize = 80;
 
@@ -29,6 +31,8 @@ pub struct Witnesses {
     pub console: Arc<Console>,
     /// QEMU's stderr file.
     pub stderr: PathBuf,
+    /// QEMU's monitor and its socket path, to ask the run state.
+    pub monitor: Option<(super::SharedMonitor, PathBuf)>,
 }
 
 impl Witnesses {
@@ -79,10 +83,25 @@ impl Witnesses {
         if console.contains(HALTED) {
             return format!("{head}; the guest halted");
         }
+        let state = match self.qemu_run_state() {
+            Some(s) => format!(", QEMU reports the VM {s}"),
+            None => String::new(),
+        };
         format!(
-            "{head}; QEMU (pid {pid}) is running: the guest or its agent is frozen, or the \
-             host is overloaded (the VM option stall_timeout sets how long to wait)"
+            "{head}; QEMU (pid {pid}) is running{state}: the guest or its agent is frozen, or \
+             the host is overloaded (the VM option stall_timeout sets how long to wait)"
         )
+    }
+
+    /// QEMU's run state (`running`, `paused`, `guest-panicked`...), if its
+    /// monitor answers quickly and is not busy with another command.
+    fn qemu_run_state(&self) -> Option<String> {
+        let (monitor, path) = self.monitor.as_ref()?;
+        let mut guard = monitor.try_lock().ok()?;
+        if guard.is_none() {
+            *guard = super::qmp::Monitor::connect(path, Instant::now() + QMP_PATIENCE).ok();
+        }
+        guard.as_mut()?.status_within(QMP_PATIENCE).ok()
     }
 }
 

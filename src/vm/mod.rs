@@ -128,6 +128,9 @@ const STATE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a restarted op server has to dial in again (PID 1 restarts it
 /// at once; it dials every 20 ms).
 const REDIAL_WAIT: Duration = Duration::from_secs(5);
+/// A monitor connection several parts use (connected lazily).
+pub type SharedMonitor = Arc<Mutex<Option<Monitor>>>;
+
 /// How long QEMU may take to open its monitor socket.
 const MONITOR_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -143,8 +146,9 @@ pub struct Machine {
     memory: GuestMemory,
     memory_mib: u64,
     cpus: u32,
-    /// Connected on first use (boots do not need it).
-    monitor: Mutex<Option<Monitor>>,
+    /// Connected on first use (boots do not need it); shared with the
+    /// failure attribution, which asks QEMU's run state.
+    monitor: SharedMonitor,
     paused: AtomicBool,
     /// Guest CID (kernel vsock; fixed with vhost-user; 0 for serial).
     cid: u32,
@@ -425,7 +429,9 @@ impl Machine {
         };
 
         trace.mark("agent answered the hello");
+        let monitor: SharedMonitor = Arc::new(Mutex::new(monitor));
         let witnesses = cause::Witnesses {
+            monitor: Some((monitor.clone(), qmp_path.clone())),
             qemu: qemu.clone(),
             daemon: daemon.as_ref().map(|d| d.child.exit_watch()),
             console: console.clone(),
@@ -441,18 +447,31 @@ impl Machine {
         if plan.transport == Transport::Vsock {
             let listener = Arc::new(listener);
             let q = Arc::downgrade(&qemu);
+            let daemon_exit = daemon.as_ref().map(|d| d.child.exit_watch());
             client.set_redial(Box::new(move || {
                 let listener = listener.clone();
                 let qemu = q.upgrade()?;
+                let mut daemon_exit = daemon_exit.clone();
                 crate::runtime::block_on(async move {
                     let accept = async {
                         let mut s = listener.accept().await?;
                         transport::handshake(&mut s, token).await?;
                         Ok::<_, VmError>(s.into_blocking_fd()?)
                     };
+                    // Not past the end of QEMU or of the vsock daemon: then
+                    // nobody will dial in, and the reason is told at once.
+                    let daemon_gone = async {
+                        match daemon_exit.as_mut() {
+                            Some(rx) => {
+                                let _ = rx.wait_for(|s| s.is_some()).await;
+                            }
+                            None => std::future::pending::<()>().await,
+                        }
+                    };
                     tokio::select! {
                         r = tokio::time::timeout(REDIAL_WAIT, accept) => r.ok()?.ok(),
                         _ = qemu.wait() => None,
+                        _ = daemon_gone => None,
                     }
                 })
             }));
@@ -489,7 +508,7 @@ impl Machine {
             memory,
             memory_mib: plan.memory_mib,
             cpus: plan.cpus,
-            monitor: Mutex::new(monitor),
+            monitor,
             paused: AtomicBool::new(false),
             cid,
             token,

@@ -45,6 +45,8 @@ type Conn = Qmp<Stream<BufReader<UnixStream>, UnixStream>>;
 pub struct Monitor {
     conn: Conn,
     ignore_shared: bool,
+    /// The socket, for per-command read timeouts.
+    sock: UnixStream,
 }
 
 impl Monitor {
@@ -71,6 +73,7 @@ impl Monitor {
             .set_read_timeout(Some(COMMAND_TIMEOUT))
             .map_err(connect_err)?;
         let reader = stream.try_clone().map_err(connect_err)?;
+        let sock = stream.try_clone().map_err(connect_err)?;
         let mut conn = Qmp::new(Stream::new(BufReader::new(reader), stream));
         conn.handshake().map_err(|e| QmpError::Command {
             command: "qmp_capabilities",
@@ -79,6 +82,7 @@ impl Monitor {
         Ok(Monitor {
             conn,
             ignore_shared: false,
+            sock,
         })
     }
 
@@ -100,6 +104,15 @@ impl Monitor {
     /// Lets the vCPUs run again.
     pub fn cont(&mut self) -> Result<(), QmpError> {
         self.exec(&qmp::cont {}).map(drop)
+    }
+
+    /// [`Monitor::status`], waiting at most `timeout` for the answer (for
+    /// failure messages, which must not wait long on a wedged QEMU).
+    pub fn status_within(&mut self, timeout: Duration) -> Result<String, QmpError> {
+        let _ = self.sock.set_read_timeout(Some(timeout));
+        let r = self.status();
+        let _ = self.sock.set_read_timeout(Some(COMMAND_TIMEOUT));
+        r
     }
 
     /// The run state as QEMU names it (`running`, `paused`, `inmigrate`...).
