@@ -239,7 +239,9 @@ impl Session {
             HostMsg::Call { id, op } => return self.call(id, op, frame),
             HostMsg::Data { id, chunk, last } => self.uploads.data(&self.sender, id, &chunk, last),
             HostMsg::Cancel { id } => {
-                if !self.inflight.cancel(id) {
+                // A run is both a cancellable call and, with streamed stdin,
+                // an upload: both end.
+                if !self.inflight.cancel(id) || self.uploads.contains(id) {
                     self.uploads.cancel(&self.sender, id);
                 }
                 // A read waiting for the go after its size hint.
@@ -313,8 +315,17 @@ impl Session {
                 return Ok(None);
             }
             Op::Run(spec) => {
+                // Registered like a stream, so that a Cancel kills it.
+                let Some(cancel) = self.cancellable(id)? else {
+                    return Ok(None);
+                };
                 let feed = spec.stdin_more.then(|| self.uploads.stdin(id));
-                self.spawn(id, "run", move |s| ops::run::run(s, id, spec, feed));
+                let inflight = self.inflight.clone();
+                self.spawn(id, "run", move |s| {
+                    let r = ops::run::run(s, id, spec, feed, &cancel);
+                    inflight.end_stream(id);
+                    r
+                });
                 return Ok(None);
             }
             Op::Poweroff => {

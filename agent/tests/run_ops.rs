@@ -313,3 +313,29 @@ fn parallel_runs() {
         "runs were serialised"
     );
 }
+
+#[test]
+fn a_cancel_kills_a_running_command_and_ends_its_call() {
+    let mut h = start();
+    let t0 = std::time::Instant::now();
+    let id = h.start_call(Op::Run(RunSpec {
+        program: b"sh".to_vec(),
+        args: vec![
+            ByteBuf::from(b"-c".to_vec()),
+            ByteBuf::from(b"sleep 30; echo late".to_vec()),
+        ],
+        ..Default::default()
+    }));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    h.send(&HostMsg::Cancel { id });
+    let (_, result) = h.finish_call(id);
+    let f = result.expect_err("a cancelled run fails");
+    assert_eq!(f.errno, libc::ECANCELED, "{f:?}");
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(5),
+        "took {:?}",
+        t0.elapsed()
+    );
+    // The connection goes on.
+    assert_eq!(h.call(Op::Ping), Ok(Reply::Unit));
+}

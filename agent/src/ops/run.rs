@@ -35,6 +35,7 @@ use super::{path, spawn_thread};
 use crate::error::{bad_request, internal, io_failure, OpResult};
 use crate::sender::Sender;
 use crate::sys;
+use crate::trigger::Trigger;
 
 /// How long output pipes may stay open after the process group was killed.
 pub const KILL_GRACE: Duration = Duration::from_millis(250);
@@ -43,10 +44,18 @@ pub const KILL_GRACE: Duration = Duration::from_millis(250);
 const FALLBACK_POLL: Duration = Duration::from_millis(2);
 
 /// Runs `spec` to completion; `feed` carries stdin chunks after `spec.stdin`.
-pub fn run(sender: &Sender, id: RequestId, spec: RunSpec, feed: Option<StdinFeed>) -> OpResult {
+/// The host's `Cancel` (Ctrl-C, a stalled or closed connection) fires
+/// `cancel`: the process group is killed and the call ends.
+pub fn run(
+    sender: &Sender,
+    id: RequestId,
+    spec: RunSpec,
+    feed: Option<StdinFeed>,
+    cancel: &Trigger,
+) -> OpResult {
     let sender = sender.clone();
     let cap = spec.max_output;
-    run_with(spec, feed, move |pid| Sink::Host {
+    run_with(spec, feed, Some(cancel), move |pid| Sink::Host {
         sender,
         id,
         cap,
@@ -58,10 +67,15 @@ pub fn run(sender: &Sender, id: RequestId, spec: RunSpec, feed: Option<StdinFeed
 /// batch, where no `Data` may be sent). Output beyond `limit` bytes (both
 /// pipes together) fails the call with `EFBIG` once the process ended.
 pub fn run_inline(spec: RunSpec, limit: usize) -> OpResult {
-    run_with(spec, None, |_| Sink::Inline { limit })
+    run_with(spec, None, None, |_| Sink::Inline { limit })
 }
 
-fn run_with(spec: RunSpec, feed: Option<StdinFeed>, sink: impl FnOnce(i32) -> Sink) -> OpResult {
+fn run_with(
+    spec: RunSpec,
+    feed: Option<StdinFeed>,
+    cancel: Option<&Trigger>,
+    sink: impl FnOnce(i32) -> Sink,
+) -> OpResult {
     crate::server::await_run_prerequisite();
     let wants_stdin = !spec.stdin.is_empty() || feed.is_some();
     let mut cmd = command(&spec, wants_stdin)?;
@@ -77,13 +91,23 @@ fn run_with(spec: RunSpec, feed: Option<StdinFeed>, sink: impl FnOnce(i32) -> Si
         return Err(internal(format!("cannot start a thread: {e}")));
     }
 
-    let timed_out = match wait_exit(pid, deadline) {
-        Ok(timed_out) => timed_out,
+    let waited = match wait_exit_or(pid, deadline, cancel) {
+        Ok(w) => w,
         Err(e) => {
             abandon(&mut child, pid);
             return Err(internal(format!("waiting for pid {pid}: {e}")));
         }
     };
+    if waited == Waited::Cancelled {
+        collector.wait_pipes(Some(Instant::now() + KILL_GRACE));
+        let _ = collector.finish();
+        let _ = child.wait();
+        return Err(Failure::os(
+            libc::ECANCELED,
+            "run: cancelled by the host, so the process group was killed",
+        ));
+    }
+    let timed_out = waited == Waited::TimedOut;
     if timed_out {
         collector.wait_pipes(Some(Instant::now() + KILL_GRACE));
     } else if !collector.wait_pipes(deadline) {
@@ -240,25 +264,56 @@ fn pump(mut pipe: Box<dyn Read + Send>, index: usize, collector: &Collector) {
 /// Waits for `pid` to exit without reaping it; at `deadline` kills its
 /// group. Returns whether it was killed for the timeout.
 pub(crate) fn wait_exit(pid: i32, deadline: Option<Instant>) -> std::io::Result<bool> {
+    wait_exit_or(pid, deadline, None).map(|w| w == Waited::TimedOut)
+}
+
+/// How waiting for a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Waited {
+    Exited,
+    /// The deadline passed: the group was killed.
+    TimedOut,
+    /// `cancel` fired: the group was killed.
+    Cancelled,
+}
+
+/// [`wait_exit`], also ending (and killing the group) when `cancel` fires.
+pub(crate) fn wait_exit_or(
+    pid: i32,
+    deadline: Option<Instant>,
+    cancel: Option<&Trigger>,
+) -> std::io::Result<Waited> {
     let pidfd = sys::pidfd_open(pid).ok();
+    let cancel_fd = cancel.and_then(|c| c.fd().ok());
     loop {
+        if cancel.is_some_and(Trigger::fired) {
+            if sys::has_exited(pid)? {
+                return Ok(Waited::Exited);
+            }
+            sys::kill_group(pid, libc::SIGKILL);
+            return Ok(Waited::Cancelled);
+        }
         let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         if remaining == Some(Duration::ZERO) {
             if sys::has_exited(pid)? {
-                return Ok(false);
+                return Ok(Waited::Exited);
             }
             sys::kill_group(pid, libc::SIGKILL);
-            return Ok(true);
+            return Ok(Waited::TimedOut);
         }
         match &pidfd {
             Some(fd) => {
-                if sys::poll_readable(fd.as_raw_fd(), remaining)? {
-                    return Ok(false);
+                let mut fds = vec![sys::pollfd(fd.as_raw_fd(), libc::POLLIN)];
+                if let Some(c) = cancel_fd {
+                    fds.push(sys::pollfd(c, libc::POLLIN));
+                }
+                if sys::poll(&mut fds, remaining)? > 0 && fds[0].revents != 0 {
+                    return Ok(Waited::Exited);
                 }
             }
             None => {
                 if sys::has_exited(pid)? {
-                    return Ok(false);
+                    return Ok(Waited::Exited);
                 }
                 let nap = remaining.map_or(FALLBACK_POLL, |r| r.min(FALLBACK_POLL));
                 std::thread::sleep(nap);

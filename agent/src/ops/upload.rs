@@ -115,6 +115,11 @@ impl Uploads {
         }
     }
 
+    /// Whether call `id` has an upload in flight.
+    pub fn contains(&self, id: RequestId) -> bool {
+        self.map.contains_key(&id)
+    }
+
     /// Number of uploads in flight.
     pub fn len(&self) -> usize {
         self.map.len()
