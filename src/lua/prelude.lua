@@ -791,7 +791,30 @@ end
 M.now = core.now
 
 M.version = core.version
+M._VERSION = core.version
 M.protocol_version = core.protocol_version
+
+-- Module functions work with a dot or a colon: `provium.vm(...)` and
+-- `provium:vm(...)` are the same call. The wrappers tail-call, so error
+-- levels still point at the caller.
+do
+  local with_self = { vm = true, boot = true, vm_names = true, shutdown = true }
+  for name, f in pairs(M) do
+    if type(f) == "function" then
+      if with_self[name] then
+        M[name] = function(...)
+          if (...) == M then return f(...) end
+          return f(M, ...)
+        end
+      else
+        M[name] = function(...)
+          if (...) == M then return f(select(2, ...)) end
+          return f(...)
+        end
+      end
+    end
+  end
+end
 M._core = core
 M._UD = UD
 
