@@ -14,6 +14,8 @@
 pub mod agent_bin;
 pub mod config;
 pub mod fixtures;
+#[cfg(test)]
+mod fuzz_config;
 pub mod guest;
 pub mod images;
 pub mod interrupt;

@@ -231,6 +231,8 @@ mod fuzz_tests {
     use super::*;
     use proptest::collection::vec;
     use proptest::prelude::*;
+
+    use crate::fuzz_config::config;
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -317,20 +319,6 @@ mod fuzz_tests {
             1 => Just(Src::Missing),
             1 => Just(Src::LinkToDirectory),
         ]
-    }
-
-    /// `cases` per property, unless `PROPTEST_CASES` asks for a longer run.
-    fn config(cases: u32) -> ProptestConfig {
-        let default = ProptestConfig::default();
-        ProptestConfig {
-            cases: if std::env::var_os("PROPTEST_CASES").is_some() {
-                default.cases
-            } else {
-                cases
-            },
-            failure_persistence: None,
-            ..default
-        }
     }
 
     proptest! {

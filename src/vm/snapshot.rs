@@ -218,6 +218,8 @@ mod fuzz_tests {
     use super::*;
     use proptest::collection::vec;
     use proptest::prelude::*;
+
+    use crate::fuzz_config::config;
     use std::sync::atomic::{AtomicU64, Ordering};
 
     /// A fresh, empty directory per case (removed on drop).
@@ -374,20 +376,6 @@ mod fuzz_tests {
             .filter_map(|l| l.split_once('='))
             .find(|(k, _)| k.trim() == key)
             .map(|(_, v)| v.trim())
-    }
-
-    /// `cases` per property, unless `PROPTEST_CASES` asks for a longer run.
-    fn config(cases: u32) -> ProptestConfig {
-        let default = ProptestConfig::default();
-        ProptestConfig {
-            cases: if std::env::var_os("PROPTEST_CASES").is_some() {
-                default.cases
-            } else {
-                cases
-            },
-            failure_persistence: None,
-            ..default
-        }
     }
 
     /// Found by `fuzz_meta_load_says_what_the_file_says`: 2^32 + 2 was
