@@ -6,6 +6,9 @@
 //!   again at every dial (kernel vhost-vsock: a restored guest gets a new
 //!   CID, and so a port no other copy of the snapshot listens on)
 //! * `provium.debug` (or `provium.debug=1`): verbose logging
+//! * `provium.console` (or `provium.console=1`): the machine has an
+//!   interactive console port (`virtconsole`, `/dev/hvc0`), so the
+//!   virtio_console driver is needed whatever the transport
 
 use provium_protocol::HOST_PORT;
 
@@ -36,6 +39,8 @@ pub struct Config {
     pub port: HostPort,
     /// Verbose logging.
     pub debug: bool,
+    /// The machine has an interactive console port (`provium shell`).
+    pub console: bool,
 }
 
 impl Default for Config {
@@ -44,6 +49,7 @@ impl Default for Config {
             transport: Transport::Vsock,
             port: HostPort::Fixed(HOST_PORT),
             debug: false,
+            console: false,
         }
     }
 }
@@ -68,6 +74,8 @@ impl Config {
                 },
                 ("provium.debug", None | Some("1" | "on" | "true" | "yes")) => cfg.debug = true,
                 ("provium.debug", Some(_)) => cfg.debug = false,
+                ("provium.console", None | Some("1" | "on" | "true" | "yes")) => cfg.console = true,
+                ("provium.console", Some(_)) => cfg.console = false,
                 (k, _) if k.starts_with("provium.") => {
                     log!("ignoring unknown or malformed kernel option {word:?}")
                 }
@@ -75,6 +83,12 @@ impl Config {
             }
         }
         cfg
+    }
+
+    /// Whether the virtio_console driver is needed: the protocol runs over
+    /// a virtio-serial port, or the machine has a console port.
+    pub fn needs_virtio_console(&self) -> bool {
+        self.transport == Transport::Serial || self.console
     }
 
     /// Reads `/proc/cmdline` (defaults when it cannot be read).
@@ -116,6 +130,17 @@ mod tests {
         let cfg = Config::from_cmdline("console=ttyS0 provium.port=cid");
         assert_eq!(cfg.port, HostPort::OwnCid);
         assert_eq!(cfg.transport, Transport::Vsock);
+    }
+
+    #[test]
+    fn a_console_port_needs_virtio_console_over_vsock_too() {
+        let plain = Config::from_cmdline("console=ttyS0 provium.port=cid");
+        assert!(!plain.console && !plain.needs_virtio_console());
+        let shell = Config::from_cmdline("console=ttyS0 provium.port=cid provium.console");
+        assert!(shell.console && shell.needs_virtio_console());
+        assert_eq!(shell.transport, Transport::Vsock);
+        let serial = Config::from_cmdline("provium.transport=serial provium.console=0");
+        assert!(!serial.console && serial.needs_virtio_console());
     }
 
     #[test]

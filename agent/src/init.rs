@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, Transport};
+use crate::config::Config;
 use crate::server::{self, ServerEnv};
 use crate::sys::{self, Forked, WaitStatus};
 
@@ -160,7 +160,8 @@ fn dev_links() {
 /// Modules the machine cannot use are skipped, because every module costs
 /// boot time (tens of ms each under TCG): the virtio PCI transport when the
 /// machine has no PCI devices (QEMU's microvm), and virtio_console unless the
-/// protocol runs over a virtio-serial port.
+/// protocol runs over a virtio-serial port or the machine has a console port
+/// ([`Config::needs_virtio_console`]).
 pub fn load_modules(dir: &Path, cfg: &Config) {
     let has_pci = fs::read_dir("/sys/bus/pci/devices")
         .map(|mut d| d.next().is_some())
@@ -181,7 +182,7 @@ pub fn load_modules(dir: &Path, cfg: &Config) {
             continue;
         }
         let unneeded = (name.starts_with("virtio_pci") && !has_pci)
-            || (name.starts_with("virtio_console") && cfg.transport != Transport::Serial);
+            || (name.starts_with("virtio_console") && !cfg.needs_virtio_console());
         if unneeded {
             debug!("skipping {name}: not needed on this machine");
             continue;

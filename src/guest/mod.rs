@@ -21,7 +21,13 @@
 //!     vmlinux                       hard link to the kernel's vmlinux (copy if that fails)
 //!     initrd.cpio                   newc archive, uncompressed
 //!     manifest.txt                  the inputs the key was computed from
+//!     last-used                     its modification time is the last use ([`usage`])
+//!     pin                           lock file: users hold it shared until they exit
 //! ```
+//!
+//! A new image makes the old ones useless to this build; builders remove all
+//! but the [`gc::AUTO_KEEP_RECENT`] most recently used others (never one in
+//! use), and `provium image gc` does the same on demand ([`gc`]).
 //!
 //! `key` is a blake3 hash over a format version, the kernel package identity (name,
 //! version, hash of the `.deb`), the module files in load order, the BusyBox binary
@@ -30,13 +36,16 @@
 //! lock keeps two processes from downloading or building the same thing twice.
 
 mod cache;
+pub mod gc;
 mod initramfs;
 mod kernel;
 mod modules;
+mod usage;
 mod vmlinux;
 
 use std::path::{Path, PathBuf};
 
+pub use gc::{CachedImage, GcReport};
 pub use initramfs::extra_cpio;
 
 /// The modules every default guest loads, in the order asked for; their
@@ -162,6 +171,20 @@ pub fn cache_dir() -> PathBuf {
 /// `PROVIUM_KERNEL_DEB=/path/to.deb` takes the kernel from a local package instead
 /// of apt; `PROVIUM_EXTRA_MODULES=a,b` adds modules (with their dependencies).
 pub fn default_image(agent: &[u8], progress: &dyn Fn(&str)) -> Result<GuestImage, GuestError> {
+    build_image(&default_spec(), &Init::Agent(agent), progress)
+}
+
+/// The default guest image for `agent` if it is in the cache; never fetches,
+/// builds or writes anything, nor records a use (`None` when it would have
+/// to be built).
+pub fn cached_default_image(agent: &[u8]) -> Result<Option<GuestImage>, GuestError> {
+    let spec = default_spec();
+    check_static_agent(agent)?;
+    let busybox = load_busybox(&spec.busybox)?;
+    find_cached(&spec, &busybox, agent)
+}
+
+fn default_spec() -> ImageSpec {
     let mut wanted: Vec<String> = DEFAULT_MODULES.iter().map(|m| m.to_string()).collect();
     if let Some(extra) = std::env::var_os(EXTRA_MODULES_ENV) {
         for name in extra
@@ -172,15 +195,14 @@ pub fn default_image(agent: &[u8], progress: &dyn Fn(&str)) -> Result<GuestImage
             wanted.push(name.to_string());
         }
     }
-    let spec = ImageSpec {
+    ImageSpec {
         cache: cache_dir(),
         kernel_deb: std::env::var_os(kernel::KERNEL_DEB_ENV)
             .filter(|v| !v.is_empty())
             .map(PathBuf::from),
         modules: wanted,
         busybox: PathBuf::from(BUSYBOX),
-    };
-    build_image(&spec, &Init::Agent(agent), progress)
+    }
 }
 
 /// An image from the default guest's kernel whose `/init` is `script` (run by
@@ -246,13 +268,11 @@ fn build_image(
     let busybox = load_busybox(&spec.busybox)?;
     let init_bytes = init.bytes();
 
-    // Fast path: everything is in the cache already; no lock, no apt, no writes.
-    if let Some(kernel) = kernel::cached(&spec.cache, spec.kernel_deb.as_deref())? {
-        if let Some(mods) = kernel.cached_modules(&spec.modules)? {
-            let key = image_key(&kernel, &mods, &busybox.hash, init_bytes);
-            if let Some(image) = cache::cached_image(&spec.cache, &key, &kernel)? {
-                return Ok(image);
-            }
+    // Fast path: everything is in the cache already; no lock, no apt; the
+    // only writes record the use (see `usage`).
+    if let Some(image) = find_cached(spec, &busybox, init_bytes)? {
+        if usage::note_use(&image_dir(&image)) {
+            return Ok(image);
         }
     }
 
@@ -269,6 +289,8 @@ fn build_image(
     let mods = kernel.ensure_modules(&spec.modules, progress)?;
     let key = image_key(&kernel, &mods, &busybox.hash, init_bytes);
     if let Some(image) = cache::cached_image(&spec.cache, &key, &kernel)? {
+        // Under the lock no cleaner runs: the image stays.
+        usage::note_use(&image_dir(&image));
         return Ok(image);
     }
     let applets = busybox_applets(&spec.busybox)?;
@@ -286,12 +308,49 @@ fn build_image(
     ));
     let manifest = manifest(&key, &kernel, &mods, &busybox.hash, init_bytes, &initrd);
     let image = cache::store_image(&spec.cache, &key, &kernel, &initrd, &manifest)?;
+    usage::note_use(&image_dir(&image));
     progress(&format!(
         "guest image ready: {} (key {})",
-        image.initrd.parent().unwrap_or(&spec.cache).display(),
+        image_dir(&image).display(),
         &key[..16]
     ));
+    // Every new image would otherwise stay forever: keep a few.
+    match gc::collect_in(&spec.cache, gc::AUTO_KEEP_RECENT, &[key]) {
+        Ok(report) if !report.removed.is_empty() => progress(&format!(
+            "removed {} unused guest image(s) ({} KB)",
+            report.removed.len(),
+            report.freed_bytes / 1024
+        )),
+        Ok(_) => {}
+        Err(e) => progress(&format!("could not remove unused guest images: {e}")),
+    }
     Ok(image)
+}
+
+/// The directory of a cached image.
+fn image_dir(image: &GuestImage) -> PathBuf {
+    image
+        .initrd
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The image of `spec` and `init` if the cache has it complete (no lock, no
+/// writes).
+fn find_cached(
+    spec: &ImageSpec,
+    busybox: &Busybox,
+    init: &[u8],
+) -> Result<Option<GuestImage>, GuestError> {
+    let Some(kernel) = kernel::cached(&spec.cache, spec.kernel_deb.as_deref())? else {
+        return Ok(None);
+    };
+    let Some(mods) = kernel.cached_modules(&spec.modules)? else {
+        return Ok(None);
+    };
+    let key = image_key(&kernel, &mods, &busybox.hash, init);
+    cache::cached_image(&spec.cache, &key, &kernel)
 }
 
 /// A module file as it goes into the image.

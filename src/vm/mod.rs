@@ -114,6 +114,16 @@ pub struct BootSpec {
     pub timeout: Duration,
 }
 
+/// Parts of a fresh boot that only some callers want.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BootExtras {
+    /// An interactive console port: a `virtconsole` (`/dev/hvc0` in the
+    /// guest, its driver loaded by the agent) whose host end is a Unix
+    /// socket QEMU listens on ([`Machine::console_port`]). `provium shell`
+    /// runs a shell on it.
+    pub console_port: bool,
+}
+
 /// What to restore.
 pub struct RestoreSpec {
     /// The VM's name.
@@ -154,6 +164,8 @@ pub struct Machine {
     cid: u32,
     /// The secret host-initiated connections show the agent.
     token: proto::SessionToken,
+    /// The host end of the interactive console port, if it has one.
+    console_port: Option<PathBuf>,
     dir: RunDir,
 }
 
@@ -178,6 +190,7 @@ struct Plan<'a> {
     cpus: u32,
     transport: Transport,
     timeout: Duration,
+    extras: BootExtras,
 }
 
 /// A fresh boot's image, or a snapshot's device state to load.
@@ -195,9 +208,17 @@ enum Start<'a> {
 impl Machine {
     /// Boots a VM; returns once the agent answered the versioned handshake.
     pub async fn boot(spec: BootSpec) -> Result<Machine, (VmError, Option<Arc<Console>>)> {
+        Self::boot_with(spec, BootExtras::default()).await
+    }
+
+    /// [`Machine::boot`] with optional parts.
+    pub async fn boot_with(
+        spec: BootSpec,
+        extras: BootExtras,
+    ) -> Result<Machine, (VmError, Option<Arc<Console>>)> {
         let dir = RunDir::create().map_err(|e| (VmError::Io(e), None))?;
         let console = Console::new(&dir.path().join("console.log"));
-        match Self::boot_in(spec, dir, console.clone()).await {
+        match Self::boot_in(spec, extras, dir, console.clone()).await {
             Ok(m) => Ok(m),
             Err(e) => Err((e, Some(console))),
         }
@@ -205,6 +226,7 @@ impl Machine {
 
     async fn boot_in(
         spec: BootSpec,
+        extras: BootExtras,
         dir: RunDir,
         console: Arc<Console>,
     ) -> Result<Machine, VmError> {
@@ -227,6 +249,7 @@ impl Machine {
             cpus: spec.cpus,
             transport: spec.transport,
             timeout: spec.timeout,
+            extras,
         };
         let start = Start::Boot {
             kernel: &spec.kernel,
@@ -291,6 +314,7 @@ impl Machine {
             cpus: meta.cpus,
             transport: meta.transport,
             timeout: spec.timeout,
+            extras: BootExtras::default(),
         };
         let start = Start::Restore {
             state: snapshot::state_path(&spec.snapshot),
@@ -322,6 +346,10 @@ impl Machine {
         let token = transport::fresh_token()
             .map_err(|e| VmError::Infra(format!("cannot draw the VM's session token: {e}")))?;
         let qmp_path = dir.path().join("qmp.sock");
+        let console_port = plan
+            .extras
+            .console_port
+            .then(|| dir.path().join("console-port.sock"));
         let mut attempt = 0;
         let (qemu, client, cid, monitor, listener) = loop {
             attempt += 1;
@@ -379,6 +407,9 @@ impl Machine {
                         (Transport::Vsock, None) => cmdline.push_str(" provium.port=cid"),
                         (Transport::Serial, _) => cmdline.push_str(" provium.transport=serial"),
                     }
+                    if console_port.is_some() {
+                        cmdline.push_str(" provium.console");
+                    }
                     if !cmdline_append.trim().is_empty() {
                         cmdline.push(' ');
                         cmdline.push_str(cmdline_append.trim());
@@ -401,6 +432,7 @@ impl Machine {
                 channel,
                 qmp: &qmp_path,
                 boot,
+                console_port: console_port.as_deref(),
             };
             let ctx = LaunchCtx {
                 dir: &dir,
@@ -512,8 +544,16 @@ impl Machine {
             paused: AtomicBool::new(false),
             cid,
             token,
+            console_port,
             dir,
         })
+    }
+
+    /// The host end (a Unix socket QEMU listens on) of the interactive
+    /// console port, if the machine was booted with one
+    /// ([`BootExtras::console_port`]).
+    pub fn console_port(&self) -> Option<&Path> {
+        self.console_port.as_deref()
     }
 
     /// The agent connection.

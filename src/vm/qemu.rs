@@ -26,7 +26,13 @@ pub struct QemuConfig<'a> {
     pub qmp: &'a Path,
     /// What to boot; `None` waits for a snapshot (`-incoming defer`).
     pub boot: Option<BootImage<'a>>,
+    /// An interactive console port (`virtconsole`, `/dev/hvc0` in the
+    /// guest) whose host end is this Unix socket, QEMU listening.
+    pub console_port: Option<&'a Path>,
 }
+
+/// The name of the interactive console port (`/sys/class/virtio-ports/*/name`).
+pub const CONSOLE_PORT_NAME: &str = "org.provium.console";
 
 /// Kernel, initramfs and command line of a fresh boot.
 pub struct BootImage<'a> {
@@ -127,6 +133,21 @@ pub fn args(cfg: &QemuConfig<'_>) -> Vec<OsString> {
             ));
         }
     }
+    // After the agent's channel: its port, named without a bus, must land
+    // on its own virtio-serial device.
+    if let Some(sock) = cfg.console_port {
+        push("-device");
+        push("virtio-serial-device,id=conbus,max_ports=1");
+        push("-chardev");
+        push(&format!(
+            "socket,id=conport,path={},server=on,wait=off",
+            opt_path(sock)
+        ));
+        push("-device");
+        push(&format!(
+            "virtconsole,bus=conbus.0,chardev=conport,name={CONSOLE_PORT_NAME}"
+        ));
+    }
     match &cfg.boot {
         Some(b) => {
             push("-append");
@@ -142,4 +163,54 @@ pub fn args(cfg: &QemuConfig<'_>) -> Vec<OsString> {
         }
     }
     a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg<'a>(channel: Channel, console_port: Option<&'a Path>) -> QemuConfig<'a> {
+        QemuConfig {
+            name: "t",
+            accel: Accel::Tcg,
+            memory_mib: 256,
+            cpus: 1,
+            memory_fd: 3,
+            channel,
+            qmp: Path::new("/run/x/qmp.sock"),
+            boot: None,
+            console_port,
+        }
+    }
+
+    fn joined(c: &QemuConfig<'_>) -> String {
+        args(c)
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn a_console_port_is_a_virtconsole_on_its_own_bus_after_the_agent_port() {
+        let plain = joined(&cfg(Channel::Serial("/run/x/agent.sock".into()), None));
+        assert!(!plain.contains("virtconsole"), "{plain}");
+        let sock = Path::new("/run/x,y/console-port.sock");
+        let line = joined(&cfg(
+            Channel::Serial("/run/x/agent.sock".into()),
+            Some(sock),
+        ));
+        assert!(
+            line.contains("socket,id=conport,path=/run/x,,y/console-port.sock,server=on,wait=off"),
+            "{line}"
+        );
+        assert!(line.contains("virtconsole,bus=conbus.0,chardev=conport,name=org.provium.console"));
+        let agent = line.find("virtserialport").expect("agent port");
+        assert!(agent < line.find("id=conbus").expect("console bus"));
+        let vsock = joined(&cfg(Channel::Kernel(5000), Some(sock)));
+        assert!(
+            vsock.contains("virtio-serial-device,id=conbus,max_ports=1"),
+            "{vsock}"
+        );
+    }
 }
