@@ -1,0 +1,78 @@
+//! `provium`: the command-line face of the provium library.
+//!
+//! * `provium doctor` — what this host offers guests, and the fixes;
+//! * `provium run [PROFILE] -- CMD...` — a command in a fresh guest;
+//! * `provium shell [PROFILE]` — an interactive shell in a fresh guest;
+//! * `provium image build|list|gc` — the guest image cache;
+//! * `provium fixtures list|clean|dir` — the fixture cache.
+//!
+//! Exit codes: 0 success, 1 failure, 2 usage error; `run` passes the
+//! command's status through (see [`defaults::exit`]).
+
+mod boot;
+mod cli;
+mod defaults;
+mod doctor;
+mod fixtures;
+mod fmt;
+mod image;
+mod run;
+mod shell;
+mod term;
+
+use cli::{Command, FixturesCommand, ImageCommand};
+use defaults::exit;
+
+fn main() {
+    let cli = match cli::parse(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err((e, code)) => {
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    if !matches!(cli.command, Command::Shell(_)) {
+        // Output into a closed pipe (`provium image list | head -1`) ends
+        // us quietly, as it would any other command. The shell keeps the
+        // signal ignored: it must restore the terminal on every path.
+        // SAFETY: sets a signal disposition before any thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
+    let code = match &cli.command {
+        Command::Doctor(args) => doctor::doctor(args),
+        Command::Run(args) => match run::run(args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("provium run: {e}");
+                e.exit_code()
+            }
+        },
+        Command::Shell(args) => report("shell", shell::shell(args)),
+        Command::Image(ImageCommand::Build) => done("image build", image::build()),
+        Command::Image(ImageCommand::List) => done("image list", image::list()),
+        Command::Image(ImageCommand::Gc(args)) => done("image gc", image::collect(args)),
+        Command::Fixtures(FixturesCommand::List) => done("fixtures list", fixtures::list()),
+        Command::Fixtures(FixturesCommand::Clean) => done("fixtures clean", fixtures::clean()),
+        Command::Fixtures(FixturesCommand::Dir) => {
+            fixtures::dir();
+            exit::SUCCESS
+        }
+    };
+    std::process::exit(code);
+}
+
+/// The exit code of a command that yields one, saying why on failure.
+fn report<E: std::fmt::Display>(what: &str, r: Result<i32, E>) -> i32 {
+    match r {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("provium {what}: {e}");
+            exit::FAILURE
+        }
+    }
+}
+
+/// The exit code of a command that succeeds or fails.
+fn done<E: std::fmt::Display>(what: &str, r: Result<(), E>) -> i32 {
+    report(what, r.map(|()| exit::SUCCESS))
+}
