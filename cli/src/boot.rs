@@ -1,6 +1,5 @@
 //! Booting the guest of a profile, and making sure it dies with us.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use provium::transport::Client;
@@ -162,7 +161,7 @@ fn boot_spec(spec: &GuestSpec<'_>) -> Result<BootSpec, BootError> {
     };
     Ok(BootSpec {
         name: spec.name.to_string(),
-        kernel: PathBuf::from(kernel),
+        kernel,
         initrd,
         extra_initrd: None,
         cmdline_append: cmdline,

@@ -326,7 +326,8 @@ mod tests {
         assert!(usage_error(&["run", "-m", "lots", "--", "true"]).contains("not a size"));
         assert!(usage_error(&["run", "--cpus", "0", "--", "true"]).contains("0"));
         assert!(usage_error(&["run", "--cpus", "65", "--", "true"]).contains("65"));
-        assert!(usage_error(&["run", "-t", "-1", "--", "true"]).contains("positive"));
+        assert!(usage_error(&["run", "-t", "0", "--", "true"]).contains("positive"));
+        assert!(usage_error(&["run", "-t", "-1", "--", "true"]).contains("-1"));
         assert!(usage_error(&["run", "-t", "nan", "--", "true"]).contains("positive"));
         assert!(usage_error(&["run", "-e", "=x", "--", "true"]).contains("NAME=VALUE"));
         assert!(usage_error(&["run", "--transport", "pigeon", "--", "true"]).contains("pigeon"));

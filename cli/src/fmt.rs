@@ -85,7 +85,7 @@ mod tests {
         assert_eq!(bytes(3_576_504), "3.4 MiB");
         assert_eq!(bytes(117 << 20), "117 MiB");
         assert_eq!(bytes(20 << 30), "20 GiB");
-        assert_eq!(bytes(u64::MAX), "16384 TiB");
+        assert_eq!(bytes(u64::MAX), "16777216 TiB");
     }
 
     #[test]
