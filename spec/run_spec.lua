@@ -112,7 +112,12 @@ describe("vm:run", function()
     local r = vm:run("echo hi; echo oops >&2; exit 2")
     local ok, err = pcall(r.assert_ok, r)
     assert.is_false(ok)
-    assert.truthy(err:find('command failed: status=exited code=2 stdout="hi\\\n" stderr="oops\\\n"', 1, true), err)
+    -- Names the command and shows its output verbatim, at the caller's line.
+    assert.are.equal(
+      "spec/run_spec.lua:113: command echo hi; echo oops >&2; exit 2 exited with code 2\n"
+        .. "  stdout:\n    hi\n  stderr:\n    oops", err)
+    ok, err = pcall(r.assert_ok, r, "setup step")
+    assert.truthy(err:find(": setup step: command echo hi", 1, true), err)
     local good = vm:run("true")
     assert.are.equal(good, good:assert_ok())
     assert.truthy(tostring(r):find("RunResult{", 1, true))

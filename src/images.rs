@@ -19,7 +19,7 @@ pub struct ExtraFile {
 static DEFAULT: Mutex<Option<Arc<GuestImage>>> = Mutex::new(None);
 
 /// Prints progress of long work (downloads, image builds) on stderr.
-fn progress(line: &str) {
+pub fn progress(line: &str) {
     let stderr = std::io::stderr();
     if stderr.is_terminal() {
         eprintln!("\x1b[2mprovium:\x1b[0m {line}");

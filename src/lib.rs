@@ -24,8 +24,9 @@ pub mod runtime;
 pub mod transport;
 pub mod vm;
 
-/// Entry point for `require("provium")`.
-#[mlua::lua_module]
-fn provium(lua: &mlua::Lua) -> mlua::Result<mlua::Table> {
+/// Entry point for `require("provium.core")` (`luaopen_provium_core`); the
+/// Lua modules of `lua/provium/` build the public API on it.
+#[mlua::lua_module(name = "provium_core")]
+fn provium_core(lua: &mlua::Lua) -> mlua::Result<mlua::Table> {
     lua::open(lua)
 }

@@ -614,6 +614,25 @@ impl UserData for VmHandle {
             let bytes = this.console().map(|c| c.contents()).unwrap_or_default();
             ret(lua, lua.create_string(&bytes).map_err(ApiError::from))
         });
+        m.add_method("console_lines", |lua, this, n: Value| {
+            let r = (|| {
+                let n = match n {
+                    Value::Nil => TAIL_LINES,
+                    v => args::integer(&v)
+                        .filter(|n| (1..=100_000).contains(n))
+                        .map(|n| n as usize)
+                        .ok_or_else(|| {
+                            ApiError::msg(format!(
+                                "console:tail: n must be an integer in 1..100000 (got {})",
+                                args::show(&v)
+                            ))
+                        })?,
+                };
+                let text = this.console().map(|c| c.tail(n)).unwrap_or_default();
+                Ok(lua.create_string(&text)?)
+            })();
+            ret(lua, r)
+        });
         m.add_method("console_tail", |lua, this, ()| {
             let r = match this.console() {
                 Some(c) => lua
