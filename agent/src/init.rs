@@ -124,7 +124,10 @@ const CONSOLE_LOGLEVEL: libc::c_int = 7;
 /// kernel command line is the user's choice and stays.
 fn full_console_log() {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    if cmdline.split_whitespace().any(|w| w.starts_with("loglevel=")) {
+    if cmdline
+        .split_whitespace()
+        .any(|w| w.starts_with("loglevel="))
+    {
         return;
     }
     // SYSLOG_ACTION_CONSOLE_LEVEL (8) takes the level as its length argument.

@@ -123,10 +123,12 @@ local function read(vm, path)
   return nil, data
 end
 
+-- File contents for a message: indented, the first 2000 bytes.
 local function show(s, max)
   max = max or 2000
-  if #s > max then return s:sub(1, max) .. string.format("\n... (%d bytes in all)", #s) end
-  return s
+  local cut = ""
+  if #s > max then s, cut = s:sub(1, max), string.format("\n    ... (%d bytes in all)", #s) end
+  return "    " .. s:gsub("\n$", ""):gsub("\n", "\n    ") .. cut
 end
 
 local function file_check(name, check)

@@ -134,7 +134,8 @@ fn read_host_file(lua: &Lua, call: &str, path: &Value) -> ApiResult<(mlua::Strin
     use std::os::unix::fs::PermissionsExt;
     let p = args::path(call, "host_path", path)?;
     let p = std::path::Path::new(std::ffi::OsStr::from_bytes(&p));
-    let fail = |e: std::io::Error| ApiError::msg(format!("{call}: cannot read {}: {e}", p.display()));
+    let fail =
+        |e: std::io::Error| ApiError::msg(format!("{call}: cannot read {}: {e}", p.display()));
     let meta = std::fs::metadata(p).map_err(fail)?;
     if meta.is_dir() {
         return Err(ApiError::msg(format!(
@@ -143,5 +144,8 @@ fn read_host_file(lua: &Lua, call: &str, path: &Value) -> ApiResult<(mlua::Strin
         )));
     }
     let data = std::fs::read(p).map_err(fail)?;
-    Ok((lua.create_string(&data)?, meta.permissions().mode() & 0o7777))
+    Ok((
+        lua.create_string(&data)?,
+        meta.permissions().mode() & 0o7777,
+    ))
 }

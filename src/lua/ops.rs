@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use mlua::{ffi, IntoLua, IntoLuaMulti, Lua, MultiValue, Table, Value};
 use provium_protocol::{
-    FileAttrs, Failure, Nested, Op, Reply, RunOutcome, RunSpec, StatInfo, SyscallSpec, CHUNK_LEN,
+    Failure, FileAttrs, Nested, Op, Reply, RunOutcome, RunSpec, StatInfo, SyscallSpec, CHUNK_LEN,
 };
 use serde_bytes::ByteBuf;
 
@@ -94,8 +94,8 @@ impl Request {
 }
 
 /// Builds operation `op` from Lua arguments (the batchable operations).
-pub fn build(prefix: &str, op: &str, rest: &[Value]) -> ApiResult<Request> {
-    let name = format!("{prefix}:{op}");
+pub fn build(t: &Target, op: &str, rest: &[Value]) -> ApiResult<Request> {
+    let name = format!("{}:{op}", t.prefix);
     let call = name.as_str();
     Ok(match op {
         "read_file" => {
@@ -203,7 +203,7 @@ pub fn build(prefix: &str, op: &str, rest: &[Value]) -> ApiResult<Request> {
             Request::new(call, op, Kind::Unit, Some(path))
         }
         "run" => {
-            let spec = run_spec(call, arg(rest, 0), arg(rest, 1), rest.len())?;
+            let spec = run_spec(call, arg(rest, 0), arg(rest, 1), rest.len(), t.run_timeout)?;
             let program = spec.program.clone();
             let command = command_line(&spec);
             let mut r = Request::new(call, Op::Run(spec), Kind::Run, Some(program));
@@ -219,7 +219,8 @@ pub fn build(prefix: &str, op: &str, rest: &[Value]) -> ApiResult<Request> {
         "ping" => Request::new(call, Op::Ping, Kind::Unit, None),
         other => {
             return Err(ApiError::msg(format!(
-                "{prefix}: unknown operation {other:?}"
+                "{}: unknown operation {other:?}",
+                t.prefix
             )))
         }
     })
@@ -300,7 +301,7 @@ pub fn dispatch(lua: &Lua, t: &Target, op: &str, rest: &[Value]) -> ApiResult<Mu
     if op == "batch" {
         return batch(lua, t, arg(rest, 0));
     }
-    let mut req = build(t.prefix, op, rest)?;
+    let mut req = build(t, op, rest)?;
     if req.kind == Kind::Bytes {
         return super::readinto::read_file(lua, t, req);
     }
@@ -343,7 +344,7 @@ fn batch(lua: &Lua, t: &Target, list: &Value) -> ApiResult<MultiValue> {
         let rest: Vec<Value> = (2..=n)
             .map(|i| entry.raw_get::<Value>(i))
             .collect::<mlua::Result<_>>()?;
-        reqs.push(build(t.prefix, &name, &rest)?);
+        reqs.push(build(t, &name, &rest)?);
     }
     let out = lua.create_table_with_capacity(reqs.len(), 0)?;
     if reqs.is_empty() {
@@ -538,7 +539,15 @@ pub const DEFAULT_RUN_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 /// `run("cmd")` (sh -c), `run("prog", {"a", "b"})` (direct exec),
 /// `run("prog", {args=, env=, env_clear=, cwd=, stdin=, timeout=})` (direct
 /// exec with `args`, else `sh -c "prog"`).
-pub fn run_spec(call: &str, cmd: &Value, second: &Value, nargs: usize) -> ApiResult<RunSpec> {
+/// The RunSpec of `run`/`run_async` arguments; `run_timeout` is the
+/// deadline of a `run` that names none.
+pub fn run_spec(
+    call: &str,
+    cmd: &Value,
+    second: &Value,
+    nargs: usize,
+    run_timeout: Option<std::time::Duration>,
+) -> ApiResult<RunSpec> {
     let mut spec = run_spec_forms(call, cmd, second, nargs)?;
     // `run` returns all output at once: capped. A Process keeps its output
     // in the guest and streams it.
@@ -554,7 +563,7 @@ pub fn run_spec(call: &str, cmd: &Value, second: &Value, nargs: usize) -> ApiRes
         _ => false,
     };
     if is_run && !timed {
-        spec.timeout_ms = Some(DEFAULT_RUN_TIMEOUT.as_millis() as u64);
+        spec.timeout_ms = run_timeout.map(|d| d.as_millis().max(1) as u64);
     }
     spec.max_output = match (&cap, is_run) {
         (Value::Nil, true) => Some(DEFAULT_RUN_OUTPUT_CAP),

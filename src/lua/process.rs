@@ -93,7 +93,13 @@ impl ProcessUd {
                 }
             }
         }
-        let spec = ops::run_spec(&call, ops::arg(rest, 0), ops::arg(rest, 1), rest.len())?;
+        let spec = ops::run_spec(
+            &call,
+            ops::arg(rest, 0),
+            ops::arg(rest, 1),
+            rest.len(),
+            t.run_timeout,
+        )?;
         let program = spec.program.clone();
         let command = ops::command_line(&spec);
         let done = t.roundtrip(&call, Op::RunAsync(spec))?;
@@ -229,7 +235,7 @@ impl UserData for ProcessUd {
         m.add_method("wait", |lua, this, timeout: Value| {
             let r = (|| {
                 let t = if timeout.is_nil() {
-                    Some(super::ops::DEFAULT_RUN_TIMEOUT)
+                    this.t.run_timeout
                 } else if timeout == Value::Boolean(false) {
                     None
                 } else {

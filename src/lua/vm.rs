@@ -44,6 +44,8 @@ pub struct VmConfig {
     /// How long the agent may stay silent while a call waits (`None`:
     /// forever); see [`crate::transport::liveness`].
     pub stall_timeout: Option<Duration>,
+    /// Default deadline of `run` and `proc:wait` (`opts.run_timeout`).
+    pub run_timeout: Option<Duration>,
 }
 
 /// A VM as Lua holds it.
@@ -102,13 +104,34 @@ impl VmHandle {
         let mut cpus = None;
         let mut transport = None;
         let mut stall_timeout = Some(crate::transport::liveness::DEFAULT_STALL);
+        let mut run_timeout = Some(super::ops::DEFAULT_RUN_TIMEOUT);
         if let Some(t) = args::opt_table(CALL, "opts", opts)? {
             args::check_keys(
                 CALL,
                 "opts",
                 &t,
-                &["memory", "cpus", "transport", "stall_timeout"],
+                &[
+                    "memory",
+                    "cpus",
+                    "transport",
+                    "stall_timeout",
+                    "run_timeout",
+                ],
             )?;
+            match t.raw_get::<Value>("run_timeout")? {
+                Value::Nil => {}
+                Value::Boolean(false) => run_timeout = None,
+                v => {
+                    let d = args::duration(CALL, "opts.run_timeout", &v)?;
+                    if d.is_zero() {
+                        return Err(ApiError::msg(format!(
+                            "{CALL}: opts.run_timeout must be more than 0, or false for none (got {})",
+                            args::show(&v)
+                        )));
+                    }
+                    run_timeout = Some(d);
+                }
+            }
             match t.raw_get::<Value>("stall_timeout")? {
                 Value::Nil => {}
                 Value::Boolean(false) => stall_timeout = None,
@@ -188,6 +211,7 @@ impl VmHandle {
                 cpus,
                 transport,
                 stall_timeout,
+                run_timeout,
             },
             state: Mutex::new(State::Created),
             last_console: Mutex::new(None),
@@ -230,6 +254,7 @@ impl VmHandle {
                 label: format!("vm \"{}\"", self.cfg.name),
                 prefix: "vm",
                 worker: None,
+                run_timeout: self.cfg.run_timeout,
             })
         })
     }
