@@ -60,6 +60,8 @@ build = {
          ["provium.fixtures"] = "lua/provium/fixtures.lua",
          ["provium.busted"] = "lua/provium/busted.lua",
          ["provium.assertions"] = "lua/provium/assertions.lua",
+         -- LuaLS types (never loaded at run time).
+         ["provium._meta"] = "lua/provium/_meta.lua",
       },
    },
 }

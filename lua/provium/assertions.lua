@@ -30,7 +30,7 @@ say:set(KEY, "%s")
 
 local function console_of(ud)
   if not ud then return "" end
-  local s = Console.section(ud, 20)
+  local s = Console._section(ud, 20)
   return s == "" and "" or ("\n" .. s)
 end
 
@@ -58,7 +58,7 @@ local function ok(state, arguments)
   local passed = r:ok()
   local msg = arguments[2]
   if state.mod then
-    fail_with(arguments, r:report(msg) .. console_of(RunResult.vm_ud(r)))
+    fail_with(arguments, r:report(msg) .. console_of(RunResult._vm_ud(r)))
   else
     fail_with(arguments, string.format("%scommand %s succeeded, but was expected to fail",
       msg and (msg .. ": ") or "", r.command or "?"))
@@ -77,7 +77,7 @@ local function exit_code(state, arguments)
   local msg = arguments[3]
   local head = string.format("%sexpected exit code %d, ", msg and (msg .. ": ") or "", want)
   if state.mod then
-    fail_with(arguments, head .. r:report() .. console_of(RunResult.vm_ud(r)))
+    fail_with(arguments, head .. r:report() .. console_of(RunResult._vm_ud(r)))
   else
     fail_with(arguments, string.format("%sexpected an exit code other than %d from command %s",
       msg and (msg .. ": ") or "", want, r.command or "?"))

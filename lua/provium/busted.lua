@@ -30,7 +30,7 @@ local function console_tails()
       local ud = rawget(vm, object.UD)
       local state_ok, state = ud:state()
       if state_ok and state ~= "created" and state ~= "shutdown" then
-        local s = Console.section(ud, M.console_lines)
+        local s = Console._section(ud, M.console_lines)
         if s ~= "" then parts[#parts + 1] = s end
       end
     end
@@ -42,7 +42,7 @@ end
 --- Appends the console tails to a failure or error message (busted calls
 -- this through the file's `rewriteMessage` hook).
 function M.rewrite_message(msg)
-  if type(msg) ~= "string" or msg:find(Console.MARK, 1, true) then return msg end
+  if type(msg) ~= "string" or msg:find(Console._MARK, 1, true) then return msg end
   local ok, tails = pcall(console_tails)
   if not ok then return msg end
   return msg .. tails

@@ -41,21 +41,21 @@ Console.__tostring = function(self)
 end
 
 --- Marks where a console tail starts in a message.
-Console.MARK = "--- guest console"
+Console._MARK = "--- guest console"
 
 --- A message section with the console tail of the VM whose core userdata
 -- is `ud`: `--- guest console of vm "name" (last n lines) ---` and the
 -- lines; "" when the VM has printed nothing.
-function Console.section(ud, n)
+function Console._section(ud, n)
   n = n or 30
   local ok, text = ud:console_lines(n)
   if not ok or text == nil or text:match("^%s*$") then return "" end
   local _, name = ud:name()
-  return string.format("%s of vm %q (last %d lines) ---\n%s", Console.MARK, tostring(name), n, text)
+  return string.format("%s of vm %q (last %d lines) ---\n%s", Console._MARK, tostring(name), n, text)
 end
 
 --- The Console of the VM whose core userdata is `ud`.
-function Console.of(ud)
+function Console._of(ud)
   return setmetatable({ [UD] = ud }, Console)
 end
 

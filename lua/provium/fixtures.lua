@@ -28,7 +28,7 @@ end
 -- staging directory; closes the VMs the builder created (the snapshot holds
 -- what they were).
 local function build(builder, hex)
-  local before = set_of(Vm.live())
+  local before = set_of(Vm._live())
   local chunk, lerr = loadfile(builder)
   if not chunk then
     errors.raisef("provium.vm_fixture: cannot load %s: %s", builder, tostring(lerr))
@@ -41,7 +41,7 @@ local function build(builder, hex)
   -- Snapshots of an enclosing build go to its staging directory again.
   building[#building] = nil
   check(core.fixture_stage(building[#building]))
-  for _, vm in ipairs(Vm.live()) do
+  for _, vm in ipairs(Vm._live()) do
     if not before[vm] then pcall(vm.close, vm) end
   end
   if not ok then
@@ -105,7 +105,7 @@ function M.vm_fixture(path)
     if not ok then error(err, 0) end
   end
   fixture_count = fixture_count + 1
-  local vm = Vm.create(string.format("fixture:%s#%d", path, fixture_count), "default")
+  local vm = Vm._create(string.format("fixture:%s#%d", path, fixture_count), "default")
   vm:restore(dir)
   return vm
 end

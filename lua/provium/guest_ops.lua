@@ -41,7 +41,7 @@ function M.install(C, label)
 
   local raw_run = op("run")
   function C:run(...)
-    return RunResult.adopt(raw_run(self, ...), object.vm_of(self))
+    return RunResult._adopt(raw_run(self, ...), object.vm_of(self))
   end
   local raw_open = op("open_file")
   function C:open_file(...) return track(wrap(File, raw_open(self, ...)), self, "file") end
@@ -74,7 +74,7 @@ function M.install(C, label)
     local results = check(ud:call("batch", recorded))
     for i, r in ipairs(results) do
       if type(r.err) == "table" then setmetatable(r.err, errors.GuestError) end
-      if recorded[i][1] == "run" and r.ok then RunResult.adopt(r.ok, object.vm_of(self)) end
+      if recorded[i][1] == "run" and r.ok then RunResult._adopt(r.ok, object.vm_of(self)) end
     end
     return results
   end

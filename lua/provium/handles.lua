@@ -52,7 +52,7 @@ local Process = object.resource_class("Process", "proc",
 -- `timed_out = true`.
 function Process:wait(timeout)
   local ud = object.own(self, Process, "proc:wait")
-  return RunResult.adopt(errors.check(ud:wait(timeout)), object.vm_of(self))
+  return RunResult._adopt(errors.check(ud:wait(timeout)), object.vm_of(self))
 end
 Process.__tostring = function(self)
   local _, what = rawget(self, UD):describe()

@@ -24,19 +24,19 @@ local M = {}
 
 --- Creates a VM (`provium.vm(name, profile, opts?)`) or looks one up
 -- (`provium.vm(name)`).
-function M.vm(...) return Vm.create(...) end
+function M.vm(...) return Vm._create(...) end
 
 --- Boots every created VM concurrently; returns provium.
 function M.boot()
-  Vm.boot_all()
+  Vm._boot_all()
   return M
 end
 
 --- Names of the VMs of this Lua state, in creation order.
-function M.vm_names() return Vm.names() end
+function M.vm_names() return Vm._names() end
 
 --- Shuts every VM down.
-function M.shutdown() Vm.shutdown_all() end
+function M.shutdown() Vm._shutdown_all() end
 
 --- Runs `fn(...)` and closes every File, Tail, Process and Worker it
 -- created, in reverse order, even when it raises.

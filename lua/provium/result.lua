@@ -15,13 +15,13 @@ RunResult.__index = RunResult
 local vm_of = setmetatable({}, { __mode = "k" })
 
 --- Makes `t` a RunResult of the VM whose core userdata is `vm_ud`.
-function RunResult.adopt(t, vm_ud)
+function RunResult._adopt(t, vm_ud)
   if vm_ud then vm_of[t] = vm_ud end
   return setmetatable(t, RunResult)
 end
 
 --- The core userdata of the VM that ran `r`, if known.
-function RunResult.vm_ud(r)
+function RunResult._vm_ud(r)
   return vm_of[r]
 end
 

@@ -27,7 +27,7 @@ end
 
 --- A Snapshot object around core userdata `ud` (not scope-registered: a
 -- snapshot outlives tests).
-function Snapshot.wrap(ud)
+function Snapshot._wrap(ud)
   return setmetatable({ [UD] = ud }, Snapshot)
 end
 

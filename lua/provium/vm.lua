@@ -57,7 +57,7 @@ local function remember_name(name)
 end
 
 --- Creates a VM, or (with a name alone) looks one up.
-function Vm.create(...)
+function Vm._create(...)
   local n = select("#", ...)
   local name, profile, opts = ...
   if n == 0 then errors.raisef("provium:vm: expected a name") end
@@ -85,7 +85,7 @@ function Vm.create(...)
 end
 
 --- Live VMs, in creation order.
-function Vm.live()
+function Vm._live()
   local list = {}
   for _, name in ipairs(order) do
     if live[name] then list[#list + 1] = live[name] end
@@ -94,7 +94,7 @@ function Vm.live()
 end
 
 --- Names of the VMs of this Lua state (live or recently closed), in creation order.
-function Vm.names()
+function Vm._names()
   local names = {}
   for _, name in ipairs(order) do
     if find(name) then names[#names + 1] = name end
@@ -103,17 +103,17 @@ function Vm.names()
 end
 
 --- Boots every created VM concurrently.
-function Vm.boot_all()
+function Vm._boot_all()
   local list = {}
-  for _, vm in ipairs(Vm.live()) do
+  for _, vm in ipairs(Vm._live()) do
     if vm:state() == "created" then list[#list + 1] = rawget(vm, UD) end
   end
   check(core.boot_many(list))
 end
 
 --- Shuts every live VM down.
-function Vm.shutdown_all()
-  for _, vm in ipairs(Vm.live()) do vm:shutdown() end
+function Vm._shutdown_all()
+  for _, vm in ipairs(Vm._live()) do vm:shutdown() end
 end
 
 -- Methods ---------------------------------------------------------------------
@@ -168,7 +168,7 @@ function Vm:snapshot(path)
       "vm:snapshot: vm %q has %d open file(s) and %d open tail(s); close them before snapshotting:\n%s",
       name, files, tails, table.concat(lines, "\n"))
   end
-  return Snapshot.wrap(check(ud:snapshot(path)))
+  return Snapshot._wrap(check(ud:snapshot(path)))
 end
 
 --- Starts this VM from a snapshot (a Snapshot or its directory); returns the
@@ -185,7 +185,7 @@ end
 
 --- The serial console → Console.
 function Vm:console()
-  return Console.of(ud_of(self, "vm:console"))
+  return Console._of(ud_of(self, "vm:console"))
 end
 
 --- Starts a worker → Worker. `opts`: `{uid=, gid=, groups={...}, cwd=,
