@@ -124,12 +124,29 @@ describe("documentation examples", function()
       local list = examples(path)
       assert.truthy(#list > 0, "no examples in " .. path)
       for _, ex in ipairs(list) do
+        if ex.code:find('require("provium.busted")', 1, true) then
+          -- A spec file: run it with busted, as a user would.
+          local dir = os.tmpname()
+          os.remove(dir)
+          assert(os.execute("mkdir -p " .. dir))
+          local f = assert(io.open(dir .. "/example_spec.lua", "w"))
+          f:write(ex.code)
+          f:close()
+          local p = assert(io.popen("cd " .. dir .. " && busted --lua=lua5.4 -o plainTerminal example_spec.lua 2>&1"))
+          local out = p:read("a")
+          p:close()
+          os.execute("rm -rf " .. dir)
+          assert(out:find(" 0 failures / 0 errors", 1, true) and not out:find("\n0 successes"),
+            ex.where .. " failed under busted:\n" .. out)
+          goto continue
+        end
         -- What an example prints is not checked (and not shown between the dots).
         local env = setmetatable({ provium = provium, vm = vm, print = function() end }, { __index = _G })
         local chunk, err = load(ex.code, "=" .. ex.where, "t", env)
         assert(chunk, err)
         local ok, run_err = pcall(provium.scope, chunk)
         assert(ok, ex.where .. ": " .. tostring(run_err))
+        ::continue::
       end
     end)
   end

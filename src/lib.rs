@@ -19,6 +19,7 @@ mod fuzz_config;
 pub mod guest;
 pub mod images;
 pub mod interrupt;
+pub mod log;
 pub mod lua;
 pub mod runtime;
 pub mod transport;
@@ -28,5 +29,6 @@ pub mod vm;
 /// Lua modules of `lua/provium/` build the public API on it.
 #[mlua::lua_module(name = "provium_core")]
 fn provium_core(lua: &mlua::Lua) -> mlua::Result<mlua::Table> {
+    log::init();
     lua::open(lua)
 }

@@ -83,7 +83,7 @@ function M.vm_fixture(path)
     if dir then
       local ok, why = core.fixture_check(dir)
       if not ok then
-        core.progress("warning: rebuilding fixture " .. builder .. ": " .. tostring(why))
+        core.warn("rebuilding fixture " .. builder .. ": " .. tostring(why))
         check(core.fixture_discard(key.hex, tostring(why)))
         dir = nil
       end

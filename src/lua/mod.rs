@@ -119,7 +119,14 @@ pub fn open(lua: &Lua) -> mlua::Result<Table> {
     core.set(
         "progress",
         lua.create_function(|_, line: String| {
-            crate::images::progress(&line);
+            tracing::info!("{line}");
+            Ok(())
+        })?,
+    )?;
+    core.set(
+        "warn",
+        lua.create_function(|_, line: String| {
+            tracing::warn!("{line}");
             Ok(())
         })?,
     )?;

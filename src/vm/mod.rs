@@ -755,7 +755,17 @@ async fn launch(
         token,
     } = ctx;
     let mut cmd = Command::new(qemu::binary());
-    cmd.args(qemu::args(cfg))
+    let args = qemu::args(cfg);
+    tracing::debug!(
+        "vm {:?}: starting {} {}",
+        cfg.name,
+        qemu::binary().to_string_lossy(),
+        args.iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    cmd.args(args)
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.path().join("qemu.stderr"))?);
     let (guard, stdout) = ChildGuard::spawn_keeping(cmd, "QEMU", Some(cfg.memory_fd))
@@ -812,7 +822,7 @@ async fn launch(
         };
         Ok::<_, VmError>(Client::start(stream.into_blocking_fd()?, hello, token)?)
     };
-    // The hello goes out once the vCPUs run (measured with PROVIUM_TRACE,
+    // The hello goes out once the vCPUs run (measured with PROVIUM_LOG=debug,
     // QEMU spawn to the agent's answer: 126-137 ms, against ~150 ms when it
     // was written while the guest was still stopped).
     let both = async {
@@ -955,7 +965,7 @@ impl RawEndpoint {
     }
 }
 
-/// Boot phase timings on stderr when `PROVIUM_TRACE` is set.
+/// Boot phase timings, as debug events (`PROVIUM_LOG=debug`).
 #[derive(Clone)]
 struct Trace {
     start: Option<std::time::Instant>,
@@ -964,7 +974,7 @@ struct Trace {
 
 impl Trace {
     fn new(name: &str) -> Trace {
-        let on = std::env::var_os("PROVIUM_TRACE").is_some_and(|v| !v.is_empty());
+        let on = tracing::enabled!(tracing::Level::DEBUG);
         Trace {
             start: on.then(std::time::Instant::now),
             name: Arc::from(name),
@@ -977,8 +987,8 @@ impl Trace {
 
     fn mark(&self, what: &str) {
         if let Some(t) = self.start {
-            eprintln!(
-                "provium: vm {:?}: {:7.1} ms  {what}",
+            tracing::debug!(
+                "vm {:?}: {:7.1} ms  {what}",
                 self.name,
                 t.elapsed().as_secs_f64() * 1e3
             );
