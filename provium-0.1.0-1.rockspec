@@ -41,6 +41,8 @@ build = {
    -- it embeds) and the provium command; the script stages them in
    -- target/rock/. It honours CARGO_TARGET_DIR.
    build_command = "sh scripts/build-rock",
+   -- `luarocks doc provium` shows the API reference.
+   copy_directories = { "docs" },
    install = {
       lib = {
          ["provium.core"] = "target/rock/core.so",
