@@ -837,6 +837,12 @@ async fn launch(
         if err.contains("unable to set guest cid") {
             return Launch::CidInUse;
         }
+        let tail = console.tail(crate::vm::console::TAIL_LINES);
+        if let Some(what) = cause::kernel_panic(&tail) {
+            return Launch::Failed(VmError::Infra(format!(
+                "the guest kernel panicked before the agent answered: {what} ({host})"
+            )));
+        }
         Launch::Failed(VmError::Infra(format!(
             "QEMU {} before the agent answered ({host}){}",
             process::describe_exit(&status),
