@@ -32,7 +32,13 @@ fn build_agent(root: &Path) -> PathBuf {
         "cargo:rerun-if-changed={}",
         root.join("Cargo.lock").display()
     );
-    let target_dir = root.join("target").join("agent");
+    // Next to the outer build's artefacts: CARGO_TARGET_DIR when set.
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
+    let target_dir = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|d| if d.is_absolute() { d } else { root.join(d) })
+        .unwrap_or_else(|| root.join("target"))
+        .join("agent");
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)

@@ -1,4 +1,5 @@
 -- Running processes in the real default guest.
+local provium = require("provium")
 local guest = require("spec.support.guest")
 
 describe("vm:run", function()
@@ -112,7 +113,12 @@ describe("vm:run", function()
     local r = vm:run("echo hi; echo oops >&2; exit 2")
     local ok, err = pcall(r.assert_ok, r)
     assert.is_false(ok)
-    assert.truthy(err:find('command failed: status=exited code=2 stdout="hi\\\n" stderr="oops\\\n"', 1, true), err)
+    -- Names the command and shows its output verbatim, at the caller's line.
+    assert.are.equal(
+      "spec/run_spec.lua:114: command echo hi; echo oops >&2; exit 2 exited with code 2\n"
+        .. "  stdout:\n    hi\n  stderr:\n    oops", err)
+    ok, err = pcall(r.assert_ok, r, "setup step")
+    assert.truthy(err:find(": setup step: command echo hi", 1, true), err)
     local good = vm:run("true")
     assert.are.equal(good, good:assert_ok())
     assert.truthy(tostring(r):find("RunResult{", 1, true))
@@ -122,5 +128,30 @@ describe("vm:run", function()
     for i = 1, 200 do
       assert.are.equal(tostring(i) .. "\n", vm:run("echo", { tostring(i) }).stdout)
     end
+  end)
+end)
+
+describe("default deadlines", function()
+  it("run and proc:wait use the VM's run_timeout when the call names none", function()
+    local vm <close> = guest.boot("deadline", { run_timeout = 1 })
+    local t0 = provium.now()
+    local r = vm:run("sleep 1000")
+    assert.is_true(r.timed_out)
+    assert.are.equal("timed_out", r.status)
+    assert.is_true(provium.now() - t0 < 10)
+    local p = vm:run_async("sleep 1000")
+    assert.is_true(p:wait().timed_out)
+    -- The call's own timeout wins.
+    r = vm:run("sleep 2; echo done", { timeout = 30 })
+    assert.are.equal("done\n", r.stdout)
+  end)
+
+  it("checks run_timeout", function()
+    local err = guest.error_of(provium.vm, "bad-deadline", "default", { run_timeout = 0 })
+    assert.truthy(err:find("provium:vm: opts.run_timeout must be more than 0, or false for none (got 0)", 1, true), err)
+    err = guest.error_of(provium.vm, "bad-deadline", "default", { run_timout = 5 })
+    assert.truthy(err:find('unknown option "run_timout" (did you mean "run_timeout"?)', 1, true), err)
+    local vm <close> = provium.vm("no-deadline", "default", { run_timeout = false })
+    assert.are.equal("created", vm:state())
   end)
 end)

@@ -90,3 +90,15 @@ describe("provium.scope and batches", function()
     assert.are.equal("ENOENT", guest.error_of(vm.stat, vm, "/tmp/never").code)
   end)
 end)
+
+describe("globals", function()
+  it("provium defines no global but _provium_close_test_scope", function()
+    local out = assert(io.popen([[lua5.4 -e '
+      local before = {}
+      for k in pairs(_G) do before[k] = true end
+      require("provium")
+      require("provium.assertions")
+      for k in pairs(_G) do if not before[k] then print(k) end end' 2>&1]])):read("a")
+    assert.are.equal("_provium_close_test_scope\n", out)
+  end)
+end)

@@ -2,7 +2,6 @@
 //! process, cached on disk by [`crate::guest`]), profile initrds with the agent
 //! added on top, and the extra cpio segment of `vm:boot{files=...}`.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -18,14 +17,10 @@ pub struct ExtraFile {
 
 static DEFAULT: Mutex<Option<Arc<GuestImage>>> = Mutex::new(None);
 
-/// Prints progress of long work (downloads, image builds) on stderr.
-fn progress(line: &str) {
-    let stderr = std::io::stderr();
-    if stderr.is_terminal() {
-        eprintln!("\x1b[2mprovium:\x1b[0m {line}");
-    } else {
-        eprintln!("provium: {line}");
-    }
+/// Reports progress of long work (downloads, image builds): an `info`
+/// event, on stderr by default (see [`crate::log`]).
+pub fn progress(line: &str) {
+    tracing::info!("{line}");
 }
 
 /// The default guest image, built or found in the cache on first use.

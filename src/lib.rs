@@ -19,13 +19,16 @@ mod fuzz_config;
 pub mod guest;
 pub mod images;
 pub mod interrupt;
+pub mod log;
 pub mod lua;
 pub mod runtime;
 pub mod transport;
 pub mod vm;
 
-/// Entry point for `require("provium")`.
-#[mlua::lua_module]
-fn provium(lua: &mlua::Lua) -> mlua::Result<mlua::Table> {
+/// Entry point for `require("provium.core")` (`luaopen_provium_core`); the
+/// Lua modules of `lua/provium/` build the public API on it.
+#[mlua::lua_module(name = "provium_core")]
+fn provium_core(lua: &mlua::Lua) -> mlua::Result<mlua::Table> {
+    log::init();
     lua::open(lua)
 }

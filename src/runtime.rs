@@ -25,7 +25,7 @@ pub fn handle() -> &'static Handle {
                     Ok(rt) => rt,
                     Err(e) => {
                         // Nothing can work without the runtime; say why loudly.
-                        eprintln!("provium: cannot start the I/O runtime: {e}");
+                        tracing::error!("cannot start the I/O runtime: {e}");
                         std::process::abort();
                     }
                 };
@@ -34,11 +34,11 @@ pub fn handle() -> &'static Handle {
             })
             .map(|_| ())
             .unwrap_or_else(|e| {
-                eprintln!("provium: cannot start the I/O thread: {e}");
+                tracing::error!("cannot start the I/O thread: {e}");
                 std::process::abort();
             });
         rx.recv().unwrap_or_else(|_| {
-            eprintln!("provium: the I/O thread died while starting");
+            tracing::error!("the I/O thread died while starting");
             std::process::abort();
         })
     })
@@ -59,7 +59,7 @@ where
         Ok(v) => v,
         // The task can only vanish if the runtime thread died, which aborts.
         Err(_) => {
-            eprintln!("provium: the I/O runtime stopped");
+            tracing::error!("the I/O runtime stopped");
             std::process::abort();
         }
     }
@@ -90,7 +90,7 @@ where
                 }
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                eprintln!("provium: the I/O runtime stopped");
+                tracing::error!("the I/O runtime stopped");
                 std::process::abort();
             }
         }

@@ -291,12 +291,13 @@ impl Session {
             } => ops::fs::mkdir(&path, parents, perm),
             Op::Unlink { path } => ops::fs::unlink(&path),
             Op::Rename { from, to } => ops::fs::rename(&from, &to),
+            Op::Chmod { path, mode } => ops::fs::chmod(&path, mode),
             Op::WriteFile {
                 path,
-                perm,
+                attrs,
                 data,
                 more,
-            } => match self.uploads.write_file(id, &path, perm, &data, more) {
+            } => match self.uploads.write_file(id, &path, attrs, &data, more) {
                 Some(result) => result,
                 None => return Ok(None),
             },

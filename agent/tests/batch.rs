@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use common::{bb, bytes, start, TempDir};
 use provium_protocol::{
-    decode, encode, read_frame, AgentMsg, ExitStatus, FailureKind, HostMsg, Op, Reply, RequestId,
-    RunSpec, StreamSource, SyscallSpec, TailStart,
+    decode, encode, read_frame, AgentMsg, ExitStatus, FailureKind, FileAttrs, HostMsg, Op, Reply,
+    RequestId, RunSpec, StreamSource, SyscallSpec, TailStart,
 };
 
 /// The timing test runs alone (tests of a binary run in parallel).
@@ -28,7 +28,7 @@ fn mixed_batch_with_a_failure_in_the_middle() {
     let ops = vec![
         Op::WriteFile {
             path: bytes(&a),
-            perm: None,
+            attrs: FileAttrs::default(),
             data: bb("batched"),
             more: false,
         },

@@ -6,7 +6,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use common::{bytes, start, TempDir};
 use provium_protocol::{
-    EntryType, FailureKind, HostMsg, Op, Reply, CHUNK_LEN, CH_BODY, CH_SIZE_HINT,
+    EntryType, FailureKind, FileAttrs, HostMsg, Op, Reply, CHUNK_LEN, CH_BODY, CH_SIZE_HINT,
 };
 use serde_bytes::ByteBuf;
 
@@ -172,7 +172,7 @@ fn write_file_single_and_perm() {
     let p = dir.path("a");
     let r = h.call(Op::WriteFile {
         path: bytes(&p),
-        perm: None,
+        attrs: FileAttrs::default(),
         data: ByteBuf::from(b"one".to_vec()),
         more: false,
     });
@@ -182,19 +182,29 @@ fn write_file_single_and_perm() {
         std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
         0o644
     );
-    // Truncates an existing file; perm only applies on creation.
+    // Truncates an existing file; perm applies to it too, umask or not.
     let r = h.call(Op::WriteFile {
         path: bytes(&p),
-        perm: Some(0o600),
+        attrs: FileAttrs {
+            perm: Some(0o600),
+            ..FileAttrs::default()
+        },
         data: ByteBuf::from(b"2".to_vec()),
         more: false,
     });
     assert_eq!(r, Ok(Reply::Unit));
     assert_eq!(std::fs::read(&p).unwrap(), b"2");
+    assert_eq!(
+        std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+        0o600
+    );
     let q = dir.path("b");
     h.call(Op::WriteFile {
         path: bytes(&q),
-        perm: Some(0o600),
+        attrs: FileAttrs {
+            perm: Some(0o600),
+            ..FileAttrs::default()
+        },
         data: ByteBuf::new(),
         more: false,
     })
@@ -206,7 +216,7 @@ fn write_file_single_and_perm() {
     let err = h
         .call(Op::WriteFile {
             path: bytes(&dir.path("no/such/dir")),
-            perm: None,
+            attrs: FileAttrs::default(),
             data: ByteBuf::new(),
             more: false,
         })
@@ -222,7 +232,7 @@ fn write_file_in_chunks() {
     let parts: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 100_000 + i as usize]).collect();
     let id = h.start_call(Op::WriteFile {
         path: bytes(&p),
-        perm: None,
+        attrs: FileAttrs::default(),
         data: ByteBuf::from(parts[0].clone()),
         more: true,
     });
@@ -242,7 +252,7 @@ fn write_file_in_chunks() {
     // An upload can end with an empty last chunk.
     let id = h.start_call(Op::WriteFile {
         path: bytes(&p),
-        perm: None,
+        attrs: FileAttrs::default(),
         data: ByteBuf::from(b"x".to_vec()),
         more: true,
     });
@@ -261,7 +271,7 @@ fn failed_upload_is_answered_once() {
     let dir = TempDir::new("uploadfail");
     let id = h.start_call(Op::WriteFile {
         path: bytes(&dir.path("missing/f")),
-        perm: None,
+        attrs: FileAttrs::default(),
         data: ByteBuf::from(b"x".to_vec()),
         more: true,
     });
@@ -281,7 +291,7 @@ fn failed_upload_is_answered_once() {
     if std::path::Path::new("/dev/full").exists() {
         let id = h.start_call(Op::WriteFile {
             path: b"/dev/full".to_vec(),
-            perm: None,
+            attrs: FileAttrs::default(),
             data: ByteBuf::new(),
             more: true,
         });
@@ -307,7 +317,7 @@ fn cancelled_upload_is_answered() {
     let dir = TempDir::new("cancel");
     let id = h.start_call(Op::WriteFile {
         path: bytes(&dir.path("f")),
-        perm: None,
+        attrs: FileAttrs::default(),
         data: ByteBuf::from(b"x".to_vec()),
         more: true,
     });
@@ -452,4 +462,79 @@ fn rename() {
         })
         .unwrap_err();
     assert_eq!(err.errno, libc::ENOENT);
+}
+
+#[test]
+fn chmod_sets_exact_mode() {
+    let mut h = start();
+    let dir = TempDir::new("chmod");
+    let p = dir.path("f");
+    std::fs::write(&p, b"x").unwrap();
+    let r = h.call(Op::Chmod {
+        path: bytes(&p),
+        mode: 0o4751,
+    });
+    assert_eq!(r, Ok(Reply::Unit));
+    assert_eq!(
+        std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+        0o4751
+    );
+    // Only the permission bits count.
+    h.call(Op::Chmod {
+        path: bytes(&p),
+        mode: 0o100600,
+    })
+    .unwrap();
+    assert_eq!(
+        std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+        0o600
+    );
+    let err = h
+        .call(Op::Chmod {
+            path: bytes(&dir.path("missing")),
+            mode: 0o644,
+        })
+        .unwrap_err();
+    assert_eq!(err.errno, libc::ENOENT);
+}
+
+#[test]
+fn write_file_owner() {
+    let mut h = start();
+    let dir = TempDir::new("owner");
+    let p = dir.path("f");
+    // Our own uid/gid always work, root or not.
+    let uid = unsafe { libc::geteuid() };
+    let gid = unsafe { libc::getegid() };
+    h.call(Op::WriteFile {
+        path: bytes(&p),
+        attrs: FileAttrs {
+            perm: Some(0o640),
+            uid: Some(uid),
+            gid: Some(gid),
+        },
+        data: ByteBuf::from(b"o".to_vec()),
+        more: false,
+    })
+    .unwrap();
+    let md = std::fs::metadata(&p).unwrap();
+    assert_eq!(
+        (md.uid(), md.gid(), md.permissions().mode() & 0o7777),
+        (uid, gid, 0o640)
+    );
+    if uid != 0 {
+        // Giving a file away takes privilege.
+        let err = h
+            .call(Op::WriteFile {
+                path: bytes(&p),
+                attrs: FileAttrs {
+                    uid: Some(0),
+                    ..FileAttrs::default()
+                },
+                data: ByteBuf::new(),
+                more: false,
+            })
+            .unwrap_err();
+        assert_eq!(err.errno, libc::EPERM);
+    }
 }

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::{bb, bytes, expect_ack, is_root, mode, start, use_agent_binary, Host, TempDir};
 use provium_protocol::{
-    AgentMsg, ExitStatus, Failure, FailureKind, HandleId, HostMsg, Op, Reply, RunOutcome, RunSpec,
-    StreamSource, SyscallSpec, TailStart, WorkerSpec, CH_BODY, CH_STDOUT,
+    AgentMsg, ExitStatus, Failure, FailureKind, FileAttrs, HandleId, HostMsg, Op, Reply,
+    RunOutcome, RunSpec, StreamSource, SyscallSpec, TailStart, WorkerSpec, CH_BODY, CH_STDOUT,
 };
 
 fn spawn(h: &mut Host, spec: WorkerSpec) -> Result<HandleId, Failure> {
@@ -362,7 +362,7 @@ fn streams_and_large_output_are_relayed() {
         worker: w,
         op: Box::new(Op::WriteFile {
             path: bytes(&q),
-            perm: None,
+            attrs: FileAttrs::default(),
             data: bb("part1 "),
             more: true,
         }),

@@ -1,10 +1,10 @@
 //! `provium image build|list|gc`: the guest image cache.
 
-use std::io::IsTerminal;
 use std::time::SystemTime;
 
 use provium::agent_bin::AGENT;
 use provium::guest::{self, gc, CachedImage, GuestError};
+use provium::images;
 
 use crate::cli::GcArgs;
 use crate::fmt;
@@ -27,18 +27,9 @@ fn cache_err(source: GuestError) -> ImageError {
     }
 }
 
-/// Progress of a build, on stderr.
-fn progress(line: &str) {
-    if std::io::stderr().is_terminal() {
-        eprintln!("\x1b[2mprovium:\x1b[0m {line}");
-    } else {
-        eprintln!("provium: {line}");
-    }
-}
-
 /// Builds the default image (or finds it) and says where it is.
 pub fn build() -> Result<(), ImageError> {
-    let image = guest::default_image(AGENT, &progress).map_err(cache_err)?;
+    let image = guest::default_image(AGENT, &images::progress).map_err(cache_err)?;
     println!(
         "default guest image {} (kernel {}, {})",
         fmt::short_key(&image.key),
@@ -139,7 +130,7 @@ pub fn collect(args: &GcArgs) -> Result<(), ImageError> {
         println!("would free {}", fmt::bytes(bytes));
         return Ok(());
     }
-    let report = gc::collect_garbage(args.keep, &protect, &progress).map_err(cache_err)?;
+    let report = gc::collect_garbage(args.keep, &protect, &images::progress).map_err(cache_err)?;
     for i in &report.removed {
         line("removed", i);
     }

@@ -31,6 +31,9 @@ fn main() {
             std::process::exit(code);
         }
     };
+    // Progress of long work (image builds) and warnings on stderr, as the
+    // rock prints them; PROVIUM_LOG filters them.
+    provium::log::init();
     if !matches!(cli.command, Command::Shell(_)) {
         // Output into a closed pipe (`provium image list | head -1`) ends
         // us quietly, as it would any other command. The shell keeps the

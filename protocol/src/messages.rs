@@ -220,8 +220,8 @@ pub enum Op {
     WriteFile {
         #[serde(with = "serde_bytes")]
         path: Vec<u8>,
-        /// Mode for a newly created file (default 0o644, umask applies).
-        perm: Option<u32>,
+        /// Mode and owner the file gets (see [`FileAttrs`]).
+        attrs: FileAttrs,
         data: ByteBuf,
         more: bool,
     },
@@ -334,6 +334,29 @@ pub enum Op {
     WorkerSignal { worker: HandleId, signal: i32 },
     /// Ends the worker's channel and reaps it → [`Reply::Exit`].
     WorkerJoin { worker: HandleId },
+
+    // ---- Added in protocol 4 (at the end: the variant indexes above are
+    // relied on by the agent's zero-copy parsers) ----
+    /// `chmod(2)` (follows symlinks) to exactly `mode` (the bits of 0o7777).
+    /// → [`Reply::Unit`].
+    Chmod {
+        #[serde(with = "serde_bytes")]
+        path: Vec<u8>,
+        mode: u32,
+    },
+}
+
+/// Mode and owner of a file that `WriteFile` writes.
+///
+/// Without `perm` a new file gets 0o644 (umask applies) and an existing one
+/// keeps its mode; with `perm` the file ends with exactly those bits (umask
+/// does not apply). `uid`/`gid` change the owner (`fchown`, before the mode,
+/// so set-id bits survive).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileAttrs {
+    pub perm: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
 }
 
 /// How to open a file. At least one of `read`, `write`, `append` must be set.

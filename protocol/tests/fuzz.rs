@@ -224,10 +224,15 @@ fn leaf_op() -> impl Strategy<Value = Op> {
         )
             .prop_map(|(path, perm, data, more)| Op::WriteFile {
                 path,
-                perm,
+                attrs: FileAttrs {
+                    perm,
+                    uid: perm.map(|p| p >> 3),
+                    gid: None
+                },
                 data,
                 more
             }),
+        (bytes(16), any::<u32>()).prop_map(|(path, mode)| Op::Chmod { path, mode }),
         bytes(16).prop_map(|path| Op::ListDir { path }),
         (bytes(16), any::<bool>(), proptest::option::of(any::<u32>())).prop_map(
             |(path, parents, perm)| Op::Mkdir {

@@ -193,6 +193,40 @@ pub fn field_int(
     }
 }
 
+/// A permission mode: an integer in 0..0o7777, or an octal string (`"0755"`,
+/// `"755"`, `"0o755"`): Lua has no octal literals, and `perm = 0755` is the
+/// decimal 755.
+pub fn mode(call: &str, name: &str, v: &Value) -> ApiResult<u32> {
+    let parsed = match v {
+        Value::String(s) => {
+            let text = s.to_string_lossy();
+            let digits = text.strip_prefix("0o").unwrap_or(&text);
+            (!digits.is_empty())
+                .then(|| u32::from_str_radix(digits, 8).ok())
+                .flatten()
+        }
+        other => integer(other).and_then(|i| u32::try_from(i).ok()),
+    };
+    match parsed {
+        Some(m) if m <= 0o7777 => Ok(m),
+        _ => Err(bad(
+            call,
+            name,
+            "a mode: an integer in 0..4095 or an octal string such as \"0755\"",
+            v,
+        )),
+    }
+}
+
+/// An optional mode field `key` of table `t` (see [`mode`]).
+pub fn field_mode(call: &str, t: &Table, key: &str, tname: &str) -> ApiResult<Option<u32>> {
+    let v = t.raw_get::<Value>(key)?;
+    if v.is_nil() {
+        return Ok(None);
+    }
+    mode(call, &format!("{tname}.{key}"), &v).map(Some)
+}
+
 /// Parses a duration: seconds as a number, or a string `"500ms"`, `"5s"`,
 /// `"5m"`, `"2h"` (a bare numeric string is seconds).
 pub fn duration(call: &str, name: &str, v: &Value) -> ApiResult<Duration> {

@@ -60,7 +60,7 @@ pub fn open_mode(call: &str, v: &Value) -> ApiResult<OpenMode> {
         create: b("create")?,
         truncate: b("truncate")?,
         exclusive: b("exclusive")?,
-        perm: args::field_int(call, t, "perm", "mode", 0, 0o7777)?.map(|p| p as u32),
+        perm: args::field_mode(call, t, "perm", "mode")?,
     };
     if !(mode.read || mode.write || mode.append) {
         return Err(ApiError::msg(format!(

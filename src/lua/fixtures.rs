@@ -64,7 +64,7 @@ fn lock(lua: &Lua, hex: String, label: String) -> ApiResult<AnyUserData> {
                 .flatten()
                 .map(|s| format!(" (being built by {s})"))
                 .unwrap_or_default();
-            eprintln!("provium: waiting for fixture {label}{who}");
+            tracing::info!("waiting for fixture {label}{who}");
             c.lock(&hex).map_err(err)?
         }
     };
@@ -241,8 +241,8 @@ pub fn register(lua: &Lua, core: &Table) -> mlua::Result<()> {
                     .evict(cap)
                     .map_err(|e| ApiError::msg(format!("{CALL}: evicting: {e}")))?;
                 for e in &gone {
-                    eprintln!(
-                        "provium: fixture cache over {cap} bytes: evicted {} ({} bytes)",
+                    tracing::info!(
+                        "fixture cache over {cap} bytes: evicted {} ({} bytes)",
                         e.path.display(),
                         e.bytes_on_disk
                     );

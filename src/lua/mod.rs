@@ -1,5 +1,6 @@
-//! Lua bindings: core userdata and functions in Rust, the public classes in
-//! `prelude.lua` (see [`errors`] for why the split).
+//! Lua bindings: the native module `provium.core` (core userdata and
+//! functions). The public classes are Lua modules in `lua/provium/` that
+//! build on it (see [`errors`] for why the split).
 
 pub mod args;
 pub mod bench;
@@ -18,12 +19,12 @@ pub mod worker;
 
 use mlua::{AnyUserData, Lua, Table, Value};
 
-use errors::{ret, ApiError};
+use std::os::unix::ffi::OsStrExt;
+
+use errors::{ret, ApiError, ApiResult};
 use vm::VmHandle;
 
-const PRELUDE: &str = include_str!("prelude.lua");
-
-/// Builds the `provium` module table.
+/// Builds the `provium.core` module table.
 pub fn open(lua: &Lua) -> mlua::Result<Table> {
     let core = lua.create_table()?;
     core.set(
@@ -96,9 +97,62 @@ pub fn open(lua: &Lua) -> mlua::Result<Table> {
         })?,
     )?;
     fixtures::register(lua, &core)?;
+    core.set(
+        "read_host_file",
+        lua.create_function(|lua, (call, path): (String, Value)| {
+            ret(lua, read_host_file(lua, &call, &path))
+        })?,
+    )?;
+    core.set(
+        "check_options",
+        lua.create_function(
+            |lua, (call, name, opts, known): (String, String, Value, Vec<String>)| {
+                let known: Vec<&str> = known.iter().map(String::as_str).collect();
+                let r = args::opt_table(&call, &name, &opts).and_then(|t| match t {
+                    Some(t) => args::check_keys(&call, &name, &t, &known).map(|()| true),
+                    None => Ok(true),
+                });
+                ret(lua, r)
+            },
+        )?,
+    )?;
+    core.set(
+        "progress",
+        lua.create_function(|_, line: String| {
+            tracing::info!("{line}");
+            Ok(())
+        })?,
+    )?;
+    core.set(
+        "warn",
+        lua.create_function(|_, line: String| {
+            tracing::warn!("{line}");
+            Ok(())
+        })?,
+    )?;
     core.set("version", env!("CARGO_PKG_VERSION"))?;
     core.set("protocol_version", provium_protocol::PROTOCOL_VERSION)?;
-    lua.load(PRELUDE)
-        .set_name("=provium/prelude.lua")
-        .call(core)
+    Ok(core)
+}
+
+/// `core.read_host_file(call, path)` → the bytes and permission bits of a
+/// host file (push_file's source).
+fn read_host_file(lua: &Lua, call: &str, path: &Value) -> ApiResult<(mlua::String, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let p = args::path(call, "host_path", path)?;
+    let p = std::path::Path::new(std::ffi::OsStr::from_bytes(&p));
+    let fail =
+        |e: std::io::Error| ApiError::msg(format!("{call}: cannot read {}: {e}", p.display()));
+    let meta = std::fs::metadata(p).map_err(fail)?;
+    if meta.is_dir() {
+        return Err(ApiError::msg(format!(
+            "{call}: {} is a directory; push_file copies one file",
+            p.display()
+        )));
+    }
+    let data = std::fs::read(p).map_err(fail)?;
+    Ok((
+        lua.create_string(&data)?,
+        meta.permissions().mode() & 0o7777,
+    ))
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use mlua::{ffi, IntoLua, IntoLuaMulti, Lua, MultiValue, Table, Value};
 use provium_protocol::{
-    Failure, Nested, Op, Reply, RunOutcome, RunSpec, StatInfo, SyscallSpec, CHUNK_LEN,
+    Failure, FileAttrs, Nested, Op, Reply, RunOutcome, RunSpec, StatInfo, SyscallSpec, CHUNK_LEN,
 };
 use serde_bytes::ByteBuf;
 
@@ -61,6 +61,8 @@ pub struct Request {
     pub path: Option<Vec<u8>>,
     /// `read_file`: the most bytes the host accepts (`None`: no cap).
     pub limit: Option<u64>,
+    /// `run`: the command line, for the RunResult's `command`.
+    pub command: Option<String>,
 }
 
 /// Default cap of `read_file` (`opts.max_size`): a runaway read (a device,
@@ -76,6 +78,7 @@ impl Request {
             shown: None,
             path,
             limit: None,
+            command: None,
         }
     }
 
@@ -91,8 +94,8 @@ impl Request {
 }
 
 /// Builds operation `op` from Lua arguments (the batchable operations).
-pub fn build(prefix: &str, op: &str, rest: &[Value]) -> ApiResult<Request> {
-    let name = format!("{prefix}:{op}");
+pub fn build(t: &Target, op: &str, rest: &[Value]) -> ApiResult<Request> {
+    let name = format!("{}:{op}", t.prefix);
     let call = name.as_str();
     Ok(match op {
         "read_file" => {
@@ -120,7 +123,7 @@ pub fn build(prefix: &str, op: &str, rest: &[Value]) -> ApiResult<Request> {
             let data = args::bytes(call, "data", arg(rest, 1))?;
             let op = Op::WriteFile {
                 path: path.clone(),
-                perm: None,
+                attrs: file_attrs(call, arg(rest, 2))?,
                 data: ByteBuf::from(data),
                 more: false,
             };
@@ -157,7 +160,7 @@ pub fn build(prefix: &str, op: &str, rest: &[Value]) -> ApiResult<Request> {
             if let Some(o) = args::opt_table(call, "opts", arg(rest, 1))? {
                 args::check_keys(call, "opts", &o, &["parents", "perm"])?;
                 parents = args::field_bool(call, &o, "parents", "opts")?;
-                perm = args::field_int(call, &o, "perm", "opts", 0, 0o7777)?.map(|p| p as u32);
+                perm = args::field_mode(call, &o, "perm", "opts")?;
             }
             let op = Op::Mkdir {
                 path: path.clone(),
@@ -190,10 +193,22 @@ pub fn build(prefix: &str, op: &str, rest: &[Value]) -> ApiResult<Request> {
             r.shown = Some(format!("{call}({}, {})", quote(&from), quote(&to)));
             r
         }
+        "chmod" => {
+            let path = args::path(call, "path", arg(rest, 0))?;
+            let mode = args::mode(call, "mode", arg(rest, 1))?;
+            let op = Op::Chmod {
+                path: path.clone(),
+                mode,
+            };
+            Request::new(call, op, Kind::Unit, Some(path))
+        }
         "run" => {
-            let spec = run_spec(call, arg(rest, 0), arg(rest, 1), rest.len())?;
+            let spec = run_spec(call, arg(rest, 0), arg(rest, 1), rest.len(), t.run_timeout)?;
             let program = spec.program.clone();
-            Request::new(call, Op::Run(spec), Kind::Run, Some(program))
+            let command = command_line(&spec);
+            let mut r = Request::new(call, Op::Run(spec), Kind::Run, Some(program));
+            r.command = Some(command);
+            r
         }
         "syscall" => Request::new(
             call,
@@ -204,7 +219,8 @@ pub fn build(prefix: &str, op: &str, rest: &[Value]) -> ApiResult<Request> {
         "ping" => Request::new(call, Op::Ping, Kind::Unit, None),
         other => {
             return Err(ApiError::msg(format!(
-                "{prefix}: unknown operation {other:?}"
+                "{}: unknown operation {other:?}",
+                t.prefix
             )))
         }
     })
@@ -247,7 +263,7 @@ pub fn convert(
             list.into_lua_multi(lua)?
         }
         (Kind::Run, Reply::Run(o)) => {
-            run_result(lua, o, &mut out, &mut err)?.into_lua_multi(lua)?
+            run_result(lua, o, &mut out, &mut err, req.command.as_deref())?.into_lua_multi(lua)?
         }
         (Kind::Syscall, Reply::Syscall { ret, errno, bufs }) => {
             syscall_table(lua, ret, errno, bufs)?.into_lua_multi(lua)?
@@ -278,13 +294,14 @@ pub fn dispatch(lua: &Lua, t: &Target, op: &str, rest: &[Value]) -> ApiResult<Mu
                 )))
             }
         };
-        write_file(t, &call, path, &data.as_bytes())?;
+        let attrs = file_attrs(&call, arg(rest, 2))?;
+        write_file(t, &call, path, attrs, &data.as_bytes())?;
         return Ok(MultiValue::new());
     }
     if op == "batch" {
         return batch(lua, t, arg(rest, 0));
     }
-    let mut req = build(t.prefix, op, rest)?;
+    let mut req = build(t, op, rest)?;
     if req.kind == Kind::Bytes {
         return super::readinto::read_file(lua, t, req);
     }
@@ -327,7 +344,7 @@ fn batch(lua: &Lua, t: &Target, list: &Value) -> ApiResult<MultiValue> {
         let rest: Vec<Value> = (2..=n)
             .map(|i| entry.raw_get::<Value>(i))
             .collect::<mlua::Result<_>>()?;
-        reqs.push(build(t.prefix, &name, &rest)?);
+        reqs.push(build(t, &name, &rest)?);
     }
     let out = lua.create_table_with_capacity(reqs.len(), 0)?;
     if reqs.is_empty() {
@@ -367,14 +384,36 @@ fn batch(lua: &Lua, t: &Target, list: &Value) -> ApiResult<MultiValue> {
     Ok(out.into_lua_multi(lua)?)
 }
 
-fn write_file(t: &Target, call: &str, path: Vec<u8>, data: &[u8]) -> ApiResult<()> {
+/// write_file's options: `{perm=, uid=, gid=}`.
+fn file_attrs(call: &str, opts: &Value) -> ApiResult<FileAttrs> {
+    let Some(o) = args::opt_table(call, "opts", opts)? else {
+        return Ok(FileAttrs::default());
+    };
+    args::check_keys(call, "opts", &o, &["perm", "uid", "gid"])?;
+    let id = |key| -> ApiResult<Option<u32>> {
+        Ok(args::field_int(call, &o, key, "opts", 0, i64::from(u32::MAX - 1))?.map(|v| v as u32))
+    };
+    Ok(FileAttrs {
+        perm: args::field_mode(call, &o, "perm", "opts")?,
+        uid: id("uid")?,
+        gid: id("gid")?,
+    })
+}
+
+fn write_file(
+    t: &Target,
+    call: &str,
+    path: Vec<u8>,
+    attrs: FileAttrs,
+    data: &[u8],
+) -> ApiResult<()> {
     let (first, rest) = data.split_at(data.len().min(CHUNK_LEN));
     let more = !rest.is_empty();
     let pending = t.call(
         call,
         Op::WriteFile {
             path: path.clone(),
-            perm: None,
+            attrs,
             data: ByteBuf::from(first),
             more,
         },
@@ -500,7 +539,15 @@ pub const DEFAULT_RUN_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 /// `run("cmd")` (sh -c), `run("prog", {"a", "b"})` (direct exec),
 /// `run("prog", {args=, env=, env_clear=, cwd=, stdin=, timeout=})` (direct
 /// exec with `args`, else `sh -c "prog"`).
-pub fn run_spec(call: &str, cmd: &Value, second: &Value, nargs: usize) -> ApiResult<RunSpec> {
+/// The RunSpec of `run`/`run_async` arguments; `run_timeout` is the
+/// deadline of a `run` that names none.
+pub fn run_spec(
+    call: &str,
+    cmd: &Value,
+    second: &Value,
+    nargs: usize,
+    run_timeout: Option<std::time::Duration>,
+) -> ApiResult<RunSpec> {
     let mut spec = run_spec_forms(call, cmd, second, nargs)?;
     // `run` returns all output at once: capped. A Process keeps its output
     // in the guest and streams it.
@@ -516,7 +563,7 @@ pub fn run_spec(call: &str, cmd: &Value, second: &Value, nargs: usize) -> ApiRes
         _ => false,
     };
     if is_run && !timed {
-        spec.timeout_ms = Some(DEFAULT_RUN_TIMEOUT.as_millis() as u64);
+        spec.timeout_ms = run_timeout.map(|d| d.as_millis().max(1) as u64);
     }
     spec.max_output = match (&cap, is_run) {
         (Value::Nil, true) => Some(DEFAULT_RUN_OUTPUT_CAP),
@@ -712,16 +759,43 @@ fn string_list(call: &str, name: &str, t: &Table) -> ApiResult<Vec<ByteBuf>> {
     Ok(out)
 }
 
-/// The fields of a RunResult (the prelude adds its methods).
+/// The command line a RunSpec stands for, for messages: the string of
+/// `run("cmd")` as given, else the program and its arguments, each quoted
+/// for a shell when it needs it.
+pub fn command_line(spec: &RunSpec) -> String {
+    if spec.program == b"sh" && spec.args.len() == 2 && spec.args[0].as_slice() == b"-c" {
+        return String::from_utf8_lossy(&spec.args[1]).into_owned();
+    }
+    std::iter::once(spec.program.as_slice())
+        .chain(spec.args.iter().map(|a| a.as_slice()))
+        .map(shell_word)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn shell_word(w: &[u8]) -> String {
+    let plain = |b: &u8| b.is_ascii_alphanumeric() || b"_./=:,+-@%".contains(b);
+    let text = String::from_utf8_lossy(w);
+    if !w.is_empty() && w.iter().all(plain) {
+        return text.into_owned();
+    }
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+/// The fields of a RunResult (the Lua class adds its methods).
 fn run_result(
     lua: &Lua,
     o: RunOutcome,
     out: &mut Vec<u8>,
     err: &mut Vec<u8>,
+    command: Option<&str>,
 ) -> mlua::Result<Table> {
     out.extend_from_slice(&o.stdout);
     err.extend_from_slice(&o.stderr);
-    let t = lua.create_table_with_capacity(0, 6)?;
+    let t = lua.create_table_with_capacity(0, 7)?;
+    if let Some(c) = command {
+        t.raw_set("command", c)?;
+    }
     t.raw_set("stdout", lua.create_string(&*out)?)?;
     t.raw_set("stderr", lua.create_string(&*err)?)?;
     match o.status {

@@ -68,6 +68,8 @@ pub struct ProcessUd {
     handle: HandleId,
     pid: u32,
     program: Vec<u8>,
+    /// The command line, for the RunResult's `command`.
+    command: String,
     state: Mutex<ProcState>,
 }
 
@@ -91,8 +93,15 @@ impl ProcessUd {
                 }
             }
         }
-        let spec = ops::run_spec(&call, ops::arg(rest, 0), ops::arg(rest, 1), rest.len())?;
+        let spec = ops::run_spec(
+            &call,
+            ops::arg(rest, 0),
+            ops::arg(rest, 1),
+            rest.len(),
+            t.run_timeout,
+        )?;
         let program = spec.program.clone();
+        let command = ops::command_line(&spec);
         let done = t.roundtrip(&call, Op::RunAsync(spec))?;
         match done.result {
             Ok(Reply::Process { handle, pid }) => Ok(ProcessUd {
@@ -100,6 +109,7 @@ impl ProcessUd {
                 handle,
                 pid,
                 program,
+                command,
                 state: Mutex::new(ProcState::Running),
             }),
             Ok(_) => Err(ApiError::msg(format!("{call}: unexpected reply"))),
@@ -163,6 +173,7 @@ impl ProcessUd {
             shown: Some(format!("{call}() on pid {}", self.pid)),
             path: None,
             limit: None,
+            command: Some(self.command.clone()),
         };
         let r = ops::run_one(lua, &self.t, req);
         self.set_state(ProcState::Waited);
@@ -224,7 +235,7 @@ impl UserData for ProcessUd {
         m.add_method("wait", |lua, this, timeout: Value| {
             let r = (|| {
                 let t = if timeout.is_nil() {
-                    Some(super::ops::DEFAULT_RUN_TIMEOUT)
+                    this.t.run_timeout
                 } else if timeout == Value::Boolean(false) {
                     None
                 } else {

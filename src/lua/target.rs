@@ -20,6 +20,9 @@ pub struct Target {
     pub prefix: &'static str,
     /// Set for a worker: every op is wrapped in `Op::InWorker`.
     pub worker: Option<HandleId>,
+    /// Deadline of `run` and `proc:wait` when the call names none (the VM
+    /// option `run_timeout`); `None`: no deadline.
+    pub run_timeout: Option<std::time::Duration>,
 }
 
 impl Target {

@@ -44,6 +44,8 @@ pub struct VmConfig {
     /// How long the agent may stay silent while a call waits (`None`:
     /// forever); see [`crate::transport::liveness`].
     pub stall_timeout: Option<Duration>,
+    /// Default deadline of `run` and `proc:wait` (`opts.run_timeout`).
+    pub run_timeout: Option<Duration>,
 }
 
 /// A VM as Lua holds it.
@@ -102,13 +104,34 @@ impl VmHandle {
         let mut cpus = None;
         let mut transport = None;
         let mut stall_timeout = Some(crate::transport::liveness::DEFAULT_STALL);
+        let mut run_timeout = Some(super::ops::DEFAULT_RUN_TIMEOUT);
         if let Some(t) = args::opt_table(CALL, "opts", opts)? {
             args::check_keys(
                 CALL,
                 "opts",
                 &t,
-                &["memory", "cpus", "transport", "stall_timeout"],
+                &[
+                    "memory",
+                    "cpus",
+                    "transport",
+                    "stall_timeout",
+                    "run_timeout",
+                ],
             )?;
+            match t.raw_get::<Value>("run_timeout")? {
+                Value::Nil => {}
+                Value::Boolean(false) => run_timeout = None,
+                v => {
+                    let d = args::duration(CALL, "opts.run_timeout", &v)?;
+                    if d.is_zero() {
+                        return Err(ApiError::msg(format!(
+                            "{CALL}: opts.run_timeout must be more than 0, or false for none (got {})",
+                            args::show(&v)
+                        )));
+                    }
+                    run_timeout = Some(d);
+                }
+            }
             match t.raw_get::<Value>("stall_timeout")? {
                 Value::Nil => {}
                 Value::Boolean(false) => stall_timeout = None,
@@ -188,6 +211,7 @@ impl VmHandle {
                 cpus,
                 transport,
                 stall_timeout,
+                run_timeout,
             },
             state: Mutex::new(State::Created),
             last_console: Mutex::new(None),
@@ -230,6 +254,7 @@ impl VmHandle {
                 label: format!("vm \"{}\"", self.cfg.name),
                 prefix: "vm",
                 worker: None,
+                run_timeout: self.cfg.run_timeout,
             })
         })
     }
@@ -613,6 +638,25 @@ impl UserData for VmHandle {
         m.add_method("console_log", |lua, this, ()| {
             let bytes = this.console().map(|c| c.contents()).unwrap_or_default();
             ret(lua, lua.create_string(&bytes).map_err(ApiError::from))
+        });
+        m.add_method("console_lines", |lua, this, n: Value| {
+            let r = (|| {
+                let n = match n {
+                    Value::Nil => TAIL_LINES,
+                    v => args::integer(&v)
+                        .filter(|n| (1..=100_000).contains(n))
+                        .map(|n| n as usize)
+                        .ok_or_else(|| {
+                            ApiError::msg(format!(
+                                "console:tail: n must be an integer in 1..100000 (got {})",
+                                args::show(&v)
+                            ))
+                        })?,
+                };
+                let text = this.console().map(|c| c.tail(n)).unwrap_or_default();
+                Ok(lua.create_string(&text)?)
+            })();
+            ret(lua, r)
         });
         m.add_method("console_tail", |lua, this, ()| {
             let r = match this.console() {

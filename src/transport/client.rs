@@ -135,6 +135,10 @@ impl Client {
     /// (their replies would have come from the process that ended).
     fn agent_restarted(&self) {
         let mut s = self.lock();
+        tracing::debug!(
+            in_flight = s.pending.len(),
+            "the guest agent's op server restarted"
+        );
         for (_, tx) in s.pending.drain() {
             let _ = tx.send(Event::Reply(Err(Failure::other(
                 proto::FailureKind::Internal,
@@ -262,6 +266,7 @@ impl Client {
             }
             WriteEnd::Stalled(silence) => {
                 let reason = self.stall_reason(silence);
+                tracing::debug!("stall after {silence:?} of silence: {reason}");
                 self.close(&reason);
                 return TransportError::Closed(self.reason_or(&reason));
             }
@@ -321,6 +326,7 @@ impl Client {
             let silence = self.live.silence(start);
             if silence >= stall {
                 let reason = self.stall_reason(silence);
+                tracing::debug!("stall after {silence:?} of silence: {reason}");
                 self.close(&reason);
                 return Next::Closed;
             }
@@ -486,6 +492,7 @@ fn serve_reads(
                     Some(explain) if client.closed_reason().is_none() => explain(&raw),
                     _ => raw,
                 };
+                tracing::debug!("the agent connection ended: {reason}");
                 client.close(&reason);
                 return;
             }

@@ -129,6 +129,18 @@ pub fn guest_ended(console: &str) -> bool {
         || console.contains("reboot: Restarting system")
 }
 
+/// What the guest kernel's panic line says, when the console has one.
+pub fn kernel_panic(console: &str) -> Option<&str> {
+    let line = console
+        .lines()
+        .find(|l| l.contains("Kernel panic - not syncing"))?;
+    Some(
+        line.split_once("Kernel panic - not syncing")
+            .map(|(_, rest)| rest.trim_start_matches([':', ' ']).trim())
+            .unwrap_or(""),
+    )
+}
+
 /// The attribution itself (pure, for tests): the guest's kernel first, then
 /// the vsock daemon, then QEMU, then the connection's own words.
 pub fn attribute(
@@ -138,14 +150,7 @@ pub fn attribute(
     daemon: Option<ExitStatus>,
     qemu_stderr: &str,
 ) -> String {
-    if let Some(line) = console
-        .lines()
-        .find(|l| l.contains("Kernel panic - not syncing"))
-    {
-        let what = line
-            .split_once("Kernel panic - not syncing")
-            .map(|(_, rest)| rest.trim_start_matches([':', ' ']).trim())
-            .unwrap_or("");
+    if let Some(what) = kernel_panic(console) {
         return format!("the guest kernel panicked: {what}");
     }
     if let Some(status) = daemon {

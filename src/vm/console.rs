@@ -33,6 +33,13 @@ pub type HaltHook = Box<dyn Fn() + Send + Sync>;
 /// Lines of console shown in error messages.
 pub const TAIL_LINES: usize = 30;
 
+/// Console lines that say nothing about the guest under test, left out of
+/// console tails: artefacts of the `microvm` machine every guest shares.
+pub const NOISE: &[&str] = &[
+    // microvm has no PCI host bridge; the kernel says so at KERN_ERR.
+    "PCI: Fatal: No config space access function found",
+];
+
 /// A captured console.
 pub struct Console {
     log: Mutex<Log>,
@@ -189,13 +196,18 @@ impl Console {
         self.lock().bytes.clone()
     }
 
-    /// The last `lines` lines, as text.
+    /// The last `lines` lines, as text, without [`NOISE`] lines and
+    /// carriage returns.
     pub fn tail(&self, lines: usize) -> String {
         let log = self.lock();
         // Enough bytes for any reasonable number of lines, not all 4 MiB.
         let from = log.bytes.len().saturating_sub(lines.saturating_mul(512));
         let text = String::from_utf8_lossy(&log.bytes[from..]);
-        let all: Vec<&str> = text.lines().collect();
+        let all: Vec<&str> = text
+            .lines()
+            .map(|l| l.trim_end_matches('\r'))
+            .filter(|l| !NOISE.iter().any(|n| l.contains(n)))
+            .collect();
         let start = all.len().saturating_sub(lines);
         all[start..].join("\n")
     }

@@ -795,7 +795,17 @@ async fn launch(
         token,
     } = ctx;
     let mut cmd = Command::new(qemu::binary());
-    cmd.args(qemu::args(cfg))
+    let args = qemu::args(cfg);
+    tracing::debug!(
+        "vm {:?}: starting {} {}",
+        cfg.name,
+        qemu::binary().to_string_lossy(),
+        args.iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    cmd.args(args)
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.path().join("qemu.stderr"))?);
     let (guard, stdout) = ChildGuard::spawn_keeping(cmd, "QEMU", Some(cfg.memory_fd))
@@ -852,7 +862,7 @@ async fn launch(
         };
         Ok::<_, VmError>(Client::start(stream.into_blocking_fd()?, hello, token)?)
     };
-    // The hello goes out once the vCPUs run (measured with PROVIUM_TRACE,
+    // The hello goes out once the vCPUs run (measured with PROVIUM_LOG=debug,
     // QEMU spawn to the agent's answer: 126-137 ms, against ~150 ms when it
     // was written while the guest was still stopped).
     let both = async {
@@ -866,6 +876,12 @@ async fn launch(
         let err = std::fs::read_to_string(dir.path().join("qemu.stderr")).unwrap_or_default();
         if err.contains("unable to set guest cid") {
             return Launch::CidInUse;
+        }
+        let tail = console.tail(crate::vm::console::TAIL_LINES);
+        if let Some(what) = cause::kernel_panic(&tail) {
+            return Launch::Failed(VmError::Infra(format!(
+                "the guest kernel panicked before the agent answered: {what} ({host})"
+            )));
         }
         Launch::Failed(VmError::Infra(format!(
             "QEMU {} before the agent answered ({host}){}",
@@ -995,7 +1011,7 @@ impl RawEndpoint {
     }
 }
 
-/// Boot phase timings on stderr when `PROVIUM_TRACE` is set.
+/// Boot phase timings, as debug events (`PROVIUM_LOG=debug`).
 #[derive(Clone)]
 struct Trace {
     start: Option<std::time::Instant>,
@@ -1004,7 +1020,7 @@ struct Trace {
 
 impl Trace {
     fn new(name: &str) -> Trace {
-        let on = std::env::var_os("PROVIUM_TRACE").is_some_and(|v| !v.is_empty());
+        let on = tracing::enabled!(tracing::Level::DEBUG);
         Trace {
             start: on.then(std::time::Instant::now),
             name: Arc::from(name),
@@ -1017,8 +1033,8 @@ impl Trace {
 
     fn mark(&self, what: &str) {
         if let Some(t) = self.start {
-            eprintln!(
-                "provium: vm {:?}: {:7.1} ms  {what}",
+            tracing::debug!(
+                "vm {:?}: {:7.1} ms  {what}",
                 self.name,
                 t.elapsed().as_secs_f64() * 1e3
             );

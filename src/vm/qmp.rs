@@ -87,6 +87,7 @@ impl Monitor {
     }
 
     fn exec<C: qapi::Command>(&mut self, cmd: &C) -> Result<C::Ok, QmpError> {
+        tracing::debug!("QMP {}", C::NAME);
         let r = self.conn.execute(cmd).map_err(|e| QmpError::Command {
             command: C::NAME,
             message: e.to_string(),

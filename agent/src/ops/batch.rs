@@ -4,7 +4,7 @@
 //! An entry must complete with its reply alone: no `Data` before it, no
 //! frames after it, nothing that only makes sense as the connection's last
 //! act. Allowed: `Ping`, `Stat`, `ReadFile`, `WriteFile` (without `more`),
-//! `ListDir`, `Mkdir`, `Unlink`, `Rename`, `Run` (without `stdin_more`),
+//! `ListDir`, `Mkdir`, `Unlink`, `Rename`, `Chmod`, `Run` (without `stdin_more`),
 //! `Syscall`, the file-handle ops (`OpenFile`, `FileRead`, `FileWrite`,
 //! `FileSeek`, `Ioctl`, `Close` of any handle) and the process ops that
 //! answer at once (`RunAsync`, `ProcSignal`, `ProcStatus`, `ProcStdin`,
@@ -200,10 +200,10 @@ fn one(op: Op, left: usize) -> OpResult {
         Op::ReadFile { path } => read_file(&path, left),
         Op::WriteFile {
             path,
-            perm,
+            attrs,
             data,
             more: false,
-        } => upload::write_whole(&path, perm, &data),
+        } => upload::write_whole(&path, attrs, &data),
         Op::ListDir { path } => fs::list_dir(&path),
         Op::Mkdir {
             path,
@@ -212,6 +212,7 @@ fn one(op: Op, left: usize) -> OpResult {
         } => fs::mkdir(&path, parents, perm),
         Op::Unlink { path } => fs::unlink(&path),
         Op::Rename { from, to } => fs::rename(&from, &to),
+        Op::Chmod { path, mode } => fs::chmod(&path, mode),
         Op::Run(spec) if !spec.stdin_more => run::run_inline(spec, left),
         Op::Syscall(spec) => rawcall::syscall(spec),
         Op::OpenFile { path, mode } => file::open(&path, &mode),
@@ -261,6 +262,7 @@ pub fn op_name(op: &Op) -> &'static str {
         Op::Mkdir { .. } => "Mkdir",
         Op::Unlink { .. } => "Unlink",
         Op::Rename { .. } => "Rename",
+        Op::Chmod { .. } => "Chmod",
         Op::Run(spec) if spec.stdin_more => "Run with stdin_more",
         Op::Run(_) => "Run",
         Op::Poweroff => "Poweroff",
@@ -378,7 +380,7 @@ mod fuzz_tests {
     use super::*;
     use proptest::collection::vec;
     use proptest::prelude::*;
-    use provium_protocol::{encode, HandleId, HostMsg, RunSpec, Whence};
+    use provium_protocol::{encode, FileAttrs, HandleId, HostMsg, RunSpec, Whence};
 
     /// The batch loop of `run_encoded` without running anything: the
     /// entries of an encoded op list, or `None` when it is malformed.
@@ -408,7 +410,7 @@ mod fuzz_tests {
             1 => (bytes(16), proptest::option::of(any::<u32>()), bytes(64), any::<bool>()).prop_map(
                 |(path, perm, data, more)| Op::WriteFile {
                     path,
-                    perm,
+                    attrs: FileAttrs { perm, uid: None, gid: None },
                     data: data.into(),
                     more,
                 }

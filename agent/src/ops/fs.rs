@@ -4,7 +4,7 @@
 use std::fs::{self, DirBuilder, FileType, Metadata};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 
 use provium_protocol::{DirEntry, EntryType, Reply, RequestId, StatInfo, CHUNK_LEN, CH_BODY};
 
@@ -149,6 +149,13 @@ fn is_dir_error(e: &io::Error) -> bool {
 
 fn is_dir(p: &[u8]) -> bool {
     fs::symlink_metadata(path(p)).is_ok_and(|m| m.is_dir())
+}
+
+/// `chmod(2)` to exactly `mode & 0o7777` (follows symlinks).
+pub fn chmod(p: &[u8], mode: u32) -> OpResult {
+    fs::set_permissions(path(p), fs::Permissions::from_mode(mode & 0o7777))
+        .map(|()| Reply::Unit)
+        .map_err(|e| io_failure(&e))
 }
 
 /// `rename(2)`.

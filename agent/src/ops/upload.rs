@@ -10,10 +10,10 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::IntoRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::sync::mpsc;
 
-use provium_protocol::{Reply, RequestId};
+use provium_protocol::{FileAttrs, Reply, RequestId};
 
 use super::path;
 use crate::error::{errno_failure, io_failure, OpResult};
@@ -34,19 +34,19 @@ pub struct Uploads {
 }
 
 impl Uploads {
-    /// Handles `Op::WriteFile`: creates or truncates the file (mode `perm`,
-    /// default 0o644, for a new file) and writes `data`. Without `more` the
+    /// Handles `Op::WriteFile`: creates or truncates the file, gives it
+    /// `attrs` (see [`FileAttrs`]) and writes `data`. Without `more` the
     /// call is complete and its result is returned; with `more` the file stays
     /// open for the following `Data` frames and `None` is returned.
     pub fn write_file(
         &mut self,
         id: RequestId,
         p: &[u8],
-        perm: Option<u32>,
+        attrs: FileAttrs,
         data: &[u8],
         more: bool,
     ) -> Option<OpResult> {
-        let mut file = match create(p, perm) {
+        let mut file = match create(p, attrs) {
             Ok(file) => file,
             Err(e) => return Some(Err(io_failure(&e))),
         };
@@ -131,20 +131,27 @@ impl Uploads {
     }
 }
 
-/// Creates or truncates `p` for writing (mode `perm`, default 0o644, for a
-/// new file).
-fn create(p: &[u8], perm: Option<u32>) -> io::Result<File> {
-    OpenOptions::new()
+/// Creates or truncates `p` for writing and gives it `attrs`: the owner
+/// first (`fchown` clears set-id bits), then exactly `perm` (no umask).
+fn create(p: &[u8], attrs: FileAttrs) -> io::Result<File> {
+    let file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(perm.unwrap_or(0o644))
-        .open(path(p))
+        .mode(attrs.perm.unwrap_or(0o644) & 0o7777)
+        .open(path(p))?;
+    if attrs.uid.is_some() || attrs.gid.is_some() {
+        std::os::unix::fs::fchown(&file, attrs.uid, attrs.gid)?;
+    }
+    if let Some(perm) = attrs.perm {
+        file.set_permissions(std::fs::Permissions::from_mode(perm & 0o7777))?;
+    }
+    Ok(file)
 }
 
 /// `Op::WriteFile` whose data is complete (no `Data` frames follow).
-pub fn write_whole(p: &[u8], perm: Option<u32>, data: &[u8]) -> OpResult {
-    let mut file = create(p, perm).map_err(|e| io_failure(&e))?;
+pub fn write_whole(p: &[u8], attrs: FileAttrs, data: &[u8]) -> OpResult {
+    let mut file = create(p, attrs).map_err(|e| io_failure(&e))?;
     file.write_all(data).map_err(|e| io_failure(&e))?;
     close(file)
 }
