@@ -12,8 +12,16 @@ const BIN: &str = env!("CARGO_BIN_EXE_provium");
 /// One guest at a time: the machines running these tests have 2 cores.
 static ONE_GUEST: Mutex<()> = Mutex::new(());
 
+/// Takes the one-guest lock, with the default image built (its progress
+/// lines would otherwise be in the first booting test's stderr).
 fn one_guest() -> std::sync::MutexGuard<'static, ()> {
-    ONE_GUEST.lock().unwrap_or_else(|e| e.into_inner())
+    static IMAGE: std::sync::Once = std::sync::Once::new();
+    let guard = ONE_GUEST.lock().unwrap_or_else(|e| e.into_inner());
+    IMAGE.call_once(|| {
+        let built = output(&mut provium(&["image", "build"]));
+        assert_eq!(built.status.code(), Some(0), "{}", text(&built.stderr));
+    });
+    guard
 }
 
 fn provium(args: &[&str]) -> Command {
