@@ -31,9 +31,6 @@ fn main() {
             std::process::exit(code);
         }
     };
-    // Progress of long work (image builds) and warnings on stderr, as the
-    // rock prints them; PROVIUM_LOG filters them.
-    provium::log::init();
     if !matches!(cli.command, Command::Shell(_)) {
         // Output into a closed pipe (`provium image list | head -1`) ends
         // us quietly, as it would any other command. The shell keeps the
@@ -41,6 +38,9 @@ fn main() {
         // SAFETY: sets a signal disposition before any thread exists.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
+    // Progress of long work (image builds) and warnings on stderr, as the
+    // rock prints them; PROVIUM_LOG filters them.
+    provium::log::init();
     let code = match &cli.command {
         Command::Doctor(args) => doctor::doctor(args),
         Command::Run(args) => match run::run(args) {
@@ -50,7 +50,13 @@ fn main() {
                 e.exit_code()
             }
         },
-        Command::Shell(args) => report("shell", shell::shell(args)),
+        Command::Shell(args) => match shell::shell(args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("provium shell: {e}");
+                e.exit_code()
+            }
+        },
         Command::Image(ImageCommand::Build) => done("image build", image::build()),
         Command::Image(ImageCommand::List) => done("image list", image::list()),
         Command::Image(ImageCommand::Gc(args)) => done("image gc", image::collect(args)),

@@ -98,6 +98,17 @@ pub enum ShellError {
     Setup(&'static str, std::io::Error),
 }
 
+impl ShellError {
+    /// The exit code that stands for this failure: 130 for Ctrl-C during
+    /// the boot, else 1.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ShellError::Boot(BootError::Interrupted) => exit::SIGNAL_BASE + SIGINT,
+            _ => exit::FAILURE,
+        }
+    }
+}
+
 /// How a session ended.
 #[derive(Debug)]
 enum Ending {
