@@ -13,8 +13,8 @@ const AFTER_HELP: &str = "\
 Exit status: 0 success, 1 failure (the message says what failed and how to fix it),
 2 usage error. `provium run` exits with the guest command's status instead.
 
-Environment: PROVIUM_ACCEL=kvm|tcg, PROVIUM_VSOCK=kernel|vhost-user, PROVIUM_QEMU,
-PROVIUM_CONFIG (profiles), XDG_CACHE_HOME (caches), PROVIUM_FIXTURE_CACHE.";
+Environment: PROVIUM_LOG (log filter), PROVIUM_ACCEL=kvm|tcg, PROVIUM_VSOCK=kernel|vhost-user,
+PROVIUM_QEMU, PROVIUM_CONFIG (profiles), XDG_CACHE_HOME (caches), PROVIUM_FIXTURE_CACHE.";
 
 /// Boot real Linux guests under QEMU: run commands and shells in them, check
 /// the host, manage provium's caches.
