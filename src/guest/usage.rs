@@ -122,8 +122,9 @@ pub(crate) struct Exclusive {
     _file: File,
 }
 
-/// Takes the exclusive hold on the image in `dir`; `None` when some process
-/// uses the image (this one included).
+/// Takes the exclusive hold on the image in `dir` (creating its pin file,
+/// so that a user arriving meanwhile finds the hold); `None` when some
+/// process uses the image (this one included).
 pub(crate) fn try_exclusive(dir: &Path) -> io::Result<Option<Exclusive>> {
     if PINS
         .lock()
@@ -141,13 +142,25 @@ pub(crate) fn try_exclusive(dir: &Path) -> io::Result<Option<Exclusive>> {
     }
 }
 
-/// Whether some process uses the image in `dir` right now.
+/// Whether some process uses the image in `dir` right now. Only looks:
+/// an image without a pin file has never been pinned.
 pub(crate) fn in_use(dir: &Path) -> bool {
-    match try_exclusive(dir) {
-        Ok(Some(_hold)) => false,
-        Ok(None) => true,
-        // Cannot tell (read-only cache): nothing can remove it either.
-        Err(_) => false,
+    if PINS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .is_some_and(|p| p.contains_key(dir))
+    {
+        return true;
+    }
+    let Ok(file) = File::open(dir.join(PIN)) else {
+        return false;
+    };
+    match FileExt::try_lock(&file) {
+        Ok(()) => false,
+        Err(TryLockError::WouldBlock) => true,
+        // Cannot tell (a file system without locks): nothing can remove it.
+        Err(TryLockError::Error(_)) => false,
     }
 }
 
@@ -178,6 +191,14 @@ mod tests {
         assert!(last_used(&dir).expect("stamp") >= built);
         assert!(in_use(&dir), "this process holds the pin");
         assert!(try_exclusive(&dir).expect("probe").is_none());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn looking_leaves_no_pin_file() {
+        let dir = image_dir("looking");
+        assert!(!in_use(&dir));
+        assert!(!dir.join(PIN).exists());
         let _ = fs::remove_dir_all(&dir);
     }
 
