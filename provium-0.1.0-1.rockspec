@@ -44,6 +44,9 @@ build = {
    -- `luarocks doc provium` shows the API reference.
    copy_directories = { "docs" },
    install = {
+      bin = {
+         provium = "target/rock/provium",
+      },
       lib = {
          ["provium.core"] = "target/rock/core.so",
       },
