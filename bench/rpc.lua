@@ -28,6 +28,11 @@ local function timed(fn, out)
 end
 
 local echo, stat, ping, sstat = {}, {}, {}, {}
+local core = provium._core
+local ping_op
+for i, def in ipairs(core.ops) do
+  if def.name == "ping" then ping_op = i end
+end
 -- warm-up
 assert(ud:_raw_echo(200, 64, 0))
 for _ = 1, 200 do vm:stat("/") svm:stat("/") end
@@ -36,7 +41,7 @@ for _ = 1, rounds do
   assert(ok, xs)
   table.move(xs, 1, #xs, #echo + 1, echo)
   timed(function() vm:stat("/") end, stat)
-  timed(function() ud:call("ping") end, ping)
+  timed(function() core.call(ud, ping_op) end, ping)
   timed(function() svm:stat("/") end, sstat)
 end
 

@@ -25,6 +25,13 @@ pub mod runtime;
 pub mod transport;
 pub mod vm;
 
+// The rock is a Lua module: it takes Lua's symbols from the interpreter that
+// loads it. Unit tests have no interpreter, so they link the system Lua 5.4
+// (liblua5.4-dev, which scripts/setup installs).
+#[cfg(test)]
+#[link(name = "lua5.4")]
+extern "C" {}
+
 /// Entry point for `require("provium.core")` (`luaopen_provium_core`); the
 /// Lua modules of `lua/provium/` build the public API on it.
 #[mlua::lua_module(name = "provium_core")]

@@ -16,9 +16,17 @@ local UD = object.UD
 
 local M = {}
 
---- Operations that are one request each and may be batched.
-M.BATCHABLE = { "read_file", "write_file", "stat", "listdir", "mkdir", "unlink", "rename",
-  "chmod", "run", "syscall" }
+-- The guest operations, as the core's registry lists them:
+-- { {name=, batch=, vm=, worker=, returns=, file_arg=}, ... }; a row's
+-- index is how a call names it.
+local OPS = core.ops
+local core_call, core_batch = core.call, core.batch
+
+--- Names of the operations a batch records.
+M.BATCHABLE = {}
+for _, def in ipairs(OPS) do
+  if def.batch then M.BATCHABLE[#M.BATCHABLE + 1] = def.name end
+end
 
 -- File objects passed where a handle id is expected (fd_stream, ioctl).
 local function unwrap_file(v)
@@ -26,55 +34,72 @@ local function unwrap_file(v)
   return v
 end
 
+-- How a method's result becomes an object, by the row's `returns`.
+local function wrapper(returns, classes)
+  if returns == "values" then return nil end
+  if returns == "run_result" then
+    return function(self, r) return RunResult._adopt(r, object.vm_of(self)) end
+  end
+  local class = classes[returns]
+  return function(self, ud) return track(wrap(class, ud), self, returns) end
+end
+
 --- Adds the guest operations to class `C`; `label` ("vm", "worker") names
--- them in messages.
-function M.install(C, label)
-  local function op(name)
-    local call = label .. ":" .. name
-    return function(self, ...)
-      return check(own(self, C, call):call(name, ...))
+-- them in messages and picks the rows offered there. `classes` maps a row's
+-- `returns` to the class that wraps it (`worker` for VMs).
+function M.install(C, label, classes)
+  classes = setmetatable(classes or {}, { __index = { file = File, tail = Tail, process = Process } })
+  for index, def in ipairs(OPS) do
+    if def[label] then
+      local call = label .. ":" .. def.name
+      local after = wrapper(def.returns, classes)
+      local method
+      if def.file_arg and after then
+        method = function(self, f, ...)
+          return after(self, check(core_call(own(self, C, call), index, unwrap_file(f), ...)))
+        end
+      elseif def.file_arg then
+        method = function(self, f, ...)
+          return check(core_call(own(self, C, call), index, unwrap_file(f), ...))
+        end
+      elseif after then
+        method = function(self, ...)
+          return after(self, check(core_call(own(self, C, call), index, ...)))
+        end
+      else
+        method = function(self, ...)
+          return check(core_call(own(self, C, call), index, ...))
+        end
+      end
+      C[def.name] = method
     end
   end
-  for _, name in ipairs(M.BATCHABLE) do
-    if name ~= "run" then C[name] = op(name) end
-  end
-
-  local raw_run = op("run")
-  function C:run(...)
-    return RunResult._adopt(raw_run(self, ...), object.vm_of(self))
-  end
-  local raw_open = op("open_file")
-  function C:open_file(...) return track(wrap(File, raw_open(self, ...)), self, "file") end
-  local raw_tail = op("tail_file")
-  function C:tail_file(...) return track(wrap(Tail, raw_tail(self, ...)), self, "tail") end
-  local raw_fd_stream = op("fd_stream")
-  function C:fd_stream(f, ...)
-    return track(wrap(Tail, raw_fd_stream(self, unwrap_file(f), ...)), self, "tail")
-  end
-  local raw_ioctl = op("ioctl")
-  function C:ioctl(f, ...) return raw_ioctl(self, unwrap_file(f), ...) end
-  local raw_async = op("run_async")
-  function C:run_async(...) return track(wrap(Process, raw_async(self, ...)), self, "process") end
 
   function C:batch(fn)
     local ud = own(self, C, label .. ":batch")
     errors.want(label .. ":batch", "fn", fn, "function")
     local recorded = {}
     local b = {}
-    for _, name in ipairs(M.BATCHABLE) do
-      b[name] = function(_, ...)
-        -- { name, args..., n = 1 + #args }
-        local entry = table.pack(name, ...)
-        if name == "mkdir" and type(entry[3]) == "boolean" then entry[3] = { parents = entry[3] } end
-        recorded[#recorded + 1] = entry
-        return #recorded
+    for index, def in ipairs(OPS) do
+      if def.batch then
+        b[def.name] = function(_, ...)
+          -- { index, args..., n = 1 + #args }
+          local entry = table.pack(index, ...)
+          if def.name == "mkdir" and type(entry[3]) == "boolean" then entry[3] = { parents = entry[3] } end
+          recorded[#recorded + 1] = entry
+          return #recorded
+        end
       end
     end
     fn(b)
-    local results = check(ud:call("batch", recorded))
+    local results = check(core_batch(ud, recorded))
+    local run_index
+    for index, def in ipairs(OPS) do
+      if def.name == "run" then run_index = index end
+    end
     for i, r in ipairs(results) do
       if type(r.err) == "table" then setmetatable(r.err, errors.GuestError) end
-      if recorded[i][1] == "run" and r.ok then RunResult._adopt(r.ok, object.vm_of(self)) end
+      if recorded[i][1] == run_index and r.ok then RunResult._adopt(r.ok, object.vm_of(self)) end
     end
     return results
   end
@@ -95,7 +120,7 @@ function M.install(C, label)
     if path:sub(1, 1) ~= "/" then path = errors.caller_dir() .. "/" .. path end
     local data, mode = check(core.read_host_file(call, path))
     if attrs.perm == nil then attrs.perm = mode end
-    return check(ud:call("write_file", guest_path, data, attrs))
+    return self:write_file(guest_path, data, attrs)
   end
 end
 

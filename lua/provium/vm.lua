@@ -188,15 +188,8 @@ function Vm:console()
   return Console._of(ud_of(self, "vm:console"))
 end
 
---- Starts a worker → Worker. `opts`: `{uid=, gid=, groups={...}, cwd=,
--- unshare={"mount", "net", "pid", "ipc", "uts"}}`.
-function Vm:spawn_worker(...)
-  local ud = ud_of(self, "vm:spawn_worker")
-  local w = object.wrap(Worker, check(ud:call("spawn_worker", ...)))
-  return object.track(w, self, "worker")
-end
-
-guest_ops.install(Vm, "vm")
+-- The guest operations (spawn_worker among them).
+guest_ops.install(Vm, "vm", { worker = Worker })
 
 Vm.__close = function(self) self:close() end
 Vm.__tostring = function(self)

@@ -66,6 +66,16 @@ pub fn path(call: &str, name: &str, v: &Value) -> ApiResult<Vec<u8>> {
     Ok(p)
 }
 
+/// A Lua string literal for messages: `"/etc/x"`.
+pub fn quote(b: &[u8]) -> String {
+    format!("{:?}", String::from_utf8_lossy(b))
+}
+
+/// Argument `i` (nil when absent).
+pub fn arg(rest: &[Value], i: usize) -> &Value {
+    rest.get(i).unwrap_or(&Value::Nil)
+}
+
 /// An optional table argument.
 pub fn opt_table(call: &str, name: &str, v: &Value) -> ApiResult<Option<Table>> {
     match v {

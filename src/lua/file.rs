@@ -10,8 +10,8 @@ use provium_protocol::{
 use serde_bytes::ByteBuf;
 
 use super::args;
+use super::args::{arg, quote};
 use super::errors::{guest_failure, ret, ApiError, ApiResult};
-use super::ops::quote;
 use super::tail::TailUd;
 use super::target::Target;
 
@@ -82,12 +82,11 @@ pub fn open_mode(call: &str, v: &Value) -> ApiResult<OpenMode> {
 
 impl FileUd {
     /// Opens `path` on `t`.
-    pub fn open(t: &Target, rest: &[Value]) -> ApiResult<FileUd> {
-        let call = format!("{}:open_file", t.prefix);
-        let path = args::path(&call, "path", super::ops::arg(rest, 0))?;
-        let mode = open_mode(&call, super::ops::arg(rest, 1))?;
+    pub fn open(call: &str, t: &Target, rest: &[Value]) -> ApiResult<FileUd> {
+        let path = args::path(call, "path", arg(rest, 0))?;
+        let mode = open_mode(call, arg(rest, 1))?;
         let done = t.roundtrip(
-            &call,
+            call,
             Op::OpenFile {
                 path: path.clone(),
                 mode,
@@ -102,7 +101,7 @@ impl FileUd {
             }),
             Ok(_) => Err(ApiError::msg(format!("{call}: unexpected reply"))),
             Err(f) => Err(guest_failure(
-                &call,
+                call,
                 format!("{call}({})", quote(&path)),
                 Some(&path),
                 f,
@@ -221,10 +220,8 @@ fn whence(call: &str, v: &Value) -> ApiResult<Whence> {
 }
 
 /// `ioctl(handle, cmd, data?, opts?)` on a file handle of `t`.
-pub fn ioctl(lua: &Lua, t: &Target, rest: &[Value]) -> ApiResult<Table> {
-    let call = format!("{}:ioctl", t.prefix);
-    let call = call.as_str();
-    let handle = match super::ops::arg(rest, 0) {
+pub fn ioctl(lua: &Lua, call: &str, t: &Target, rest: &[Value]) -> ApiResult<Table> {
+    let handle = match arg(rest, 0) {
         Value::Nil => return Err(ApiError::msg(format!("{call}: missing fd"))),
         Value::UserData(ud) => match ud.borrow::<FileUd>() {
             Ok(f) => HandleId(f.handle_for(call, t)?),
@@ -247,7 +244,7 @@ pub fn ioctl(lua: &Lua, t: &Target, rest: &[Value]) -> ApiResult<Table> {
     if handle.0 == 0 {
         return Err(ApiError::msg(format!("{call}: file is closed")));
     }
-    let cmd = match super::ops::arg(rest, 1) {
+    let cmd = match arg(rest, 1) {
         Value::Nil => return Err(ApiError::msg(format!("{call}: missing cmd"))),
         v => args::integer(v).ok_or_else(|| {
             ApiError::msg(format!(
@@ -256,13 +253,13 @@ pub fn ioctl(lua: &Lua, t: &Target, rest: &[Value]) -> ApiResult<Table> {
             ))
         })? as u64,
     };
-    let data = match super::ops::arg(rest, 2) {
+    let data = match arg(rest, 2) {
         Value::Nil => Vec::new(),
         v => args::bytes(call, "data", v)?,
     };
     let mut bufs = Vec::new();
     let mut ptr_offsets = Vec::new();
-    if let Some(o) = args::opt_table(call, "opts", super::ops::arg(rest, 3))? {
+    if let Some(o) = args::opt_table(call, "opts", arg(rest, 3))? {
         args::check_keys(call, "opts", &o, &["bufs", "ptr_offsets"])?;
         if let Some(b) = args::opt_table(call, "opts.bufs", &o.raw_get::<Value>("bufs")?)? {
             for i in 1..=b.raw_len() {

@@ -4,13 +4,14 @@
 
 pub mod args;
 pub mod bench;
+pub mod console;
 pub mod errors;
 pub mod file;
 pub mod fixtures;
-pub mod objects;
 pub mod ops;
 pub mod process;
 pub mod readinto;
+pub mod registry;
 pub mod snapshot;
 pub mod tail;
 pub mod target;
@@ -94,6 +95,29 @@ pub fn open(lua: &Lua) -> mlua::Result<Table> {
                 .get_or_init(std::time::Instant::now)
                 .elapsed()
                 .as_secs_f64())
+        })?,
+    )?;
+    core.set("ops", registry::lua_rows(lua)?)?;
+    core.set(
+        "call",
+        lua.create_function(|lua, mv: mlua::MultiValue| {
+            let mut it = mv.into_iter();
+            let r = match (it.next(), it.next()) {
+                (Some(Value::UserData(ud)), Some(op)) => {
+                    let rest: Vec<Value> = it.collect();
+                    registry::call(lua, &ud, &op, &rest)
+                }
+                _ => Err(ApiError::msg(
+                    "provium.core.call: expected (vm_or_worker, op, ...)",
+                )),
+            };
+            ret(lua, r)
+        })?,
+    )?;
+    core.set(
+        "batch",
+        lua.create_function(|lua, (ud, list): (AnyUserData, Value)| {
+            ret(lua, registry::batch(lua, &ud, &list))
         })?,
     )?;
     fixtures::register(lua, &core)?;

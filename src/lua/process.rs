@@ -8,8 +8,11 @@ use provium_protocol::{HandleId, Op, Reply, StreamSource, CH_STDERR, CH_STDOUT};
 use serde_bytes::ByteBuf;
 
 use super::args;
+use super::args::{arg, quote};
 use super::errors::{guest_failure, ret, ApiError, ApiResult};
-use super::ops::{self, Kind, Request};
+use super::ops::reply::run_one;
+use super::ops::request::{Kind, Request};
+use super::ops::run::{command_line, run_spec};
 use super::tail::TailUd;
 use super::target::Target;
 
@@ -82,9 +85,8 @@ enum ProcState {
 
 impl ProcessUd {
     /// `run_async(cmd, args_or_opts?)`.
-    pub fn start(t: &Target, rest: &[Value]) -> ApiResult<ProcessUd> {
-        let call = format!("{}:run_async", t.prefix);
-        if let Value::Table(o) = ops::arg(rest, 1) {
+    pub fn start(call: &str, t: &Target, rest: &[Value]) -> ApiResult<ProcessUd> {
+        if let Value::Table(o) = arg(rest, 1) {
             for key in ["timeout", "timeout_ms"] {
                 if !o.raw_get::<Value>(key)?.is_nil() {
                     return Err(ApiError::msg(format!(
@@ -93,16 +95,10 @@ impl ProcessUd {
                 }
             }
         }
-        let spec = ops::run_spec(
-            &call,
-            ops::arg(rest, 0),
-            ops::arg(rest, 1),
-            rest.len(),
-            t.run_timeout,
-        )?;
+        let spec = run_spec(call, arg(rest, 0), arg(rest, 1), rest.len(), t.run_timeout)?;
         let program = spec.program.clone();
-        let command = ops::command_line(&spec);
-        let done = t.roundtrip(&call, Op::RunAsync(spec))?;
+        let command = command_line(&spec);
+        let done = t.roundtrip(call, Op::RunAsync(spec))?;
         match done.result {
             Ok(Reply::Process { handle, pid }) => Ok(ProcessUd {
                 t: t.clone(),
@@ -114,8 +110,8 @@ impl ProcessUd {
             }),
             Ok(_) => Err(ApiError::msg(format!("{call}: unexpected reply"))),
             Err(f) => Err(guest_failure(
-                &call,
-                format!("{call}({})", ops::quote(&program)),
+                call,
+                format!("{call}({})", quote(&program)),
                 Some(&program),
                 f,
             )),
@@ -143,11 +139,7 @@ impl ProcessUd {
         done.result.map_err(|f| {
             guest_failure(
                 call,
-                format!(
-                    "{call}() on pid {} ({})",
-                    self.pid,
-                    ops::quote(&self.program)
-                ),
+                format!("{call}() on pid {} ({})", self.pid, quote(&self.program)),
                 None,
                 f,
             )
@@ -175,7 +167,7 @@ impl ProcessUd {
             limit: None,
             command: Some(self.command.clone()),
         };
-        let r = ops::run_one(lua, &self.t, req);
+        let r = run_one(lua, &self.t, req);
         self.set_state(ProcState::Waited);
         r
     }

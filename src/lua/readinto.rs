@@ -19,8 +19,10 @@ use std::ptr;
 use mlua::{ffi, IntoLuaMulti, Lua, MultiValue};
 use provium_protocol::{Reply, CH_BODY, CH_SIZE_HINT};
 
+use super::args::quote;
 use super::errors::{ApiError, ApiResult};
-use super::ops::{convert, Request};
+use super::ops::reply::convert;
+use super::ops::request::Request;
 use super::target::Target;
 use crate::transport::client::{Event, Next, PendingCall};
 
@@ -51,11 +53,7 @@ pub fn read_file(lua: &Lua, t: &Target, req: Request) -> ApiResult<MultiValue> {
 /// Cancels the read and says that `size` bytes exceed its cap.
 fn over_cap(t: &Target, req: &Request, pending: &PendingCall, size: u64) -> ApiError {
     t.client.cancel(pending.id);
-    let path = req
-        .path
-        .as_deref()
-        .map(super::ops::quote)
-        .unwrap_or_default();
+    let path = req.path.as_deref().map(quote).unwrap_or_default();
     ApiError::msg(format!(
         "{}({path}): the file is larger than the cap of {} ({size} bytes or more); \
          raise it with opts.max_size, or max_size = false for none",

@@ -223,14 +223,14 @@ impl TailUd {
                     return Err(ApiError::msg(format!(
                         "{call} timed out after {:.1} s waiting for {}; seen: {}",
                         timeout.as_secs_f64(),
-                        super::ops::quote(delim),
+                        super::args::quote(delim),
                         seen(&st.pending)
                     )))
                 }
                 Got::End => {
                     return Err(ApiError::msg(format!(
                         "{call}: stream EOF before {}; seen: {}",
-                        super::ops::quote(delim),
+                        super::args::quote(delim),
                         seen(&st.pending)
                     )))
                 }
@@ -286,9 +286,9 @@ fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
 fn seen(b: &[u8]) -> String {
     const MAX: usize = 400;
     if b.len() <= MAX {
-        super::ops::quote(b)
+        super::args::quote(b)
     } else {
-        format!("…{}", super::ops::quote(&b[b.len() - MAX..]))
+        format!("…{}", super::args::quote(&b[b.len() - MAX..]))
     }
 }
 

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use provium_protocol::{HandleId, Op};
 
+use super::console::console_note;
 use super::errors::{ApiError, ApiResult};
-use super::vm::console_note;
 use crate::transport::{client::PendingCall, Client, Completed, TransportError};
 use crate::vm::console::Console;
 

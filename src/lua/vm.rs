@@ -7,11 +7,11 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use mlua::{MultiValue, Table, UserData, UserDataMethods, Value};
+use mlua::{Table, UserData, UserDataMethods, Value};
 
 use super::args;
+use super::console::{console_expect, console_note};
 use super::errors::{ret, ApiError, ApiResult};
-use super::ops;
 use super::target::Target;
 use crate::images as guest;
 use crate::runtime;
@@ -104,7 +104,7 @@ impl VmHandle {
         let mut cpus = None;
         let mut transport = None;
         let mut stall_timeout = Some(crate::transport::liveness::DEFAULT_STALL);
-        let mut run_timeout = Some(super::ops::DEFAULT_RUN_TIMEOUT);
+        let mut run_timeout = Some(super::ops::run::DEFAULT_RUN_TIMEOUT);
         if let Some(t) = args::opt_table(CALL, "opts", opts)? {
             args::check_keys(
                 CALL,
@@ -240,7 +240,8 @@ impl VmHandle {
     }
 
     /// The client of a booted VM, or the state error for `call`.
-    fn target(&self, call: &str) -> ApiResult<Target> {
+    /// The agent endpoint of the booted VM, for `call`.
+    pub fn target(&self, call: &str) -> ApiResult<Target> {
         self.with_machine(call, |m| {
             if m.is_paused() {
                 return Err(ApiError::msg(format!(
@@ -591,15 +592,6 @@ fn console_note_of(console: Option<&Console>) -> String {
     console.map(console_note).unwrap_or_default()
 }
 
-pub fn console_note(console: &Console) -> String {
-    let tail = console.tail(TAIL_LINES);
-    if tail.trim().is_empty() {
-        String::from("\n(the guest console is empty)")
-    } else {
-        format!("\n--- guest console (last {TAIL_LINES} lines) ---\n{tail}")
-    }
-}
-
 impl UserData for VmHandle {
     fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
         m.add_method("name", |lua, this, ()| ret(lua, Ok(this.cfg.name.clone())));
@@ -690,7 +682,7 @@ impl UserData for VmHandle {
                             this.cfg.name
                         )));
                     };
-                    ops::console_expect(&console, &pat, timeout)
+                    console_expect(&console, &pat, timeout)
                 })();
                 ret(lua, r)
             },
@@ -724,13 +716,6 @@ impl UserData for VmHandle {
                 ret(lua, r)
             },
         );
-        m.add_method("call", |lua, this, mv: MultiValue| {
-            let r = super::objects::split_call("vm", mv).and_then(|(op, rest)| {
-                let target = this.target(&op)?;
-                super::objects::dispatch(lua, &target, &op, &rest)
-            });
-            ret(lua, r)
-        });
     }
 }
 

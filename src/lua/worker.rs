@@ -3,13 +3,12 @@
 
 use std::sync::Mutex;
 
-use mlua::{MultiValue, UserData, UserDataMethods, Value};
+use mlua::{UserData, UserDataMethods, Value};
 use provium_protocol::{HandleId, Op, Reply, WorkerSpec};
 use serde_bytes::ByteBuf;
 
 use super::args;
 use super::errors::{guest_failure, ret, ApiError, ApiResult};
-use super::objects;
 use super::process::signal;
 use super::target::Target;
 
@@ -80,10 +79,9 @@ fn spec(call: &str, v: &Value) -> ApiResult<WorkerSpec> {
 
 impl WorkerUd {
     /// `vm:spawn_worker(opts?)`.
-    pub fn spawn(t: &Target, rest: &[Value]) -> ApiResult<WorkerUd> {
-        let call = format!("{}:spawn_worker", t.prefix);
-        let spec = spec(&call, super::ops::arg(rest, 0))?;
-        let done = t.roundtrip(&call, Op::SpawnWorker(spec))?;
+    pub fn spawn(call: &str, t: &Target, rest: &[Value]) -> ApiResult<WorkerUd> {
+        let spec = spec(call, super::args::arg(rest, 0))?;
+        let done = t.roundtrip(call, Op::SpawnWorker(spec))?;
         match done.result {
             Ok(Reply::Handle(handle)) => {
                 let mut inner = t.clone();
@@ -98,7 +96,7 @@ impl WorkerUd {
                 })
             }
             Ok(_) => Err(ApiError::msg(format!("{call}: unexpected reply"))),
-            Err(f) => Err(guest_failure(&call, format!("{call}()"), None, f)),
+            Err(f) => Err(guest_failure(call, format!("{call}()"), None, f)),
         }
     }
 
@@ -106,7 +104,13 @@ impl WorkerUd {
         *self.closed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn live(&self, call: &str) -> ApiResult<()> {
+    /// The worker's agent endpoint.
+    pub fn target(&self) -> &Target {
+        &self.inner
+    }
+
+    /// Fails unless the worker can take calls.
+    pub fn live(&self, call: &str) -> ApiResult<()> {
         if self.is_closed() {
             Err(ApiError::msg(format!("{call}: worker is closed")))
         } else {
@@ -174,18 +178,6 @@ impl Drop for WorkerUd {
 
 impl UserData for WorkerUd {
     fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
-        m.add_method("call", |lua, this, mv: MultiValue| {
-            let r = objects::split_call("worker", mv).and_then(|(op, rest)| {
-                this.live(&format!("worker:{op}"))?;
-                if op == "spawn_worker" {
-                    return Err(ApiError::msg(
-                        "worker:spawn_worker: workers cannot spawn workers; use vm:spawn_worker",
-                    ));
-                }
-                objects::dispatch(lua, &this.inner, &op, &rest)
-            });
-            ret(lua, r)
-        });
         m.add_method("kill", |lua, this, sig: Value| {
             let r = (|| {
                 this.live("worker:kill")?;

@@ -1,59 +1,16 @@
-//! Operations that return objects (files, tails, processes, workers), on top
-//! of the plain operations of [`super::ops`].
+//! Streams: `tail_file` and `fd_stream` (both return a Tail).
 
-use mlua::{IntoLuaMulti, Lua, MultiValue, Value};
+use mlua::Value;
 use provium_protocol::{HandleId, Op, StreamSource, TailStart};
 
-use super::args;
-use super::errors::{ApiError, ApiResult};
-use super::file::{self, FileUd};
-use super::ops::{self, arg, quote};
-use super::process::ProcessUd;
-use super::tail::TailUd;
-use super::target::Target;
-use super::worker::WorkerUd;
+use crate::lua::args::{self, arg, quote};
+use crate::lua::errors::{ApiError, ApiResult};
+use crate::lua::file::FileUd;
+use crate::lua::tail::TailUd;
+use crate::lua::target::Target;
 
-/// Splits the arguments of a core `call(name, ...)` into the operation name
-/// and its Lua arguments.
-pub fn split_call(who: &str, mv: MultiValue) -> ApiResult<(String, Vec<Value>)> {
-    let mut it = mv.into_iter();
-    let op = match it.next() {
-        Some(Value::String(s)) => s.to_str()?.to_string(),
-        _ => {
-            return Err(ApiError::msg(format!(
-                "{who}: internal: operation name missing"
-            )))
-        }
-    };
-    Ok((op, it.collect()))
-}
-
-/// Runs operation `op` on `t`.
-pub fn dispatch(lua: &Lua, t: &Target, op: &str, rest: &[Value]) -> ApiResult<MultiValue> {
-    Ok(match op {
-        "open_file" => lua
-            .create_userdata(FileUd::open(t, rest)?)?
-            .into_lua_multi(lua)?,
-        "tail_file" => lua
-            .create_userdata(tail_file(t, rest)?)?
-            .into_lua_multi(lua)?,
-        "fd_stream" => lua
-            .create_userdata(fd_stream(t, rest)?)?
-            .into_lua_multi(lua)?,
-        "run_async" => lua
-            .create_userdata(ProcessUd::start(t, rest)?)?
-            .into_lua_multi(lua)?,
-        "ioctl" => file::ioctl(lua, t, rest)?.into_lua_multi(lua)?,
-        "spawn_worker" => lua
-            .create_userdata(WorkerUd::spawn(t, rest)?)?
-            .into_lua_multi(lua)?,
-        _ => return ops::dispatch(lua, t, op, rest),
-    })
-}
-
-fn tail_file(t: &Target, rest: &[Value]) -> ApiResult<TailUd> {
-    let call = format!("{}:tail_file", t.prefix);
-    let call = call.as_str();
+/// `tail_file(path, {start=}?)`.
+pub fn tail_file(call: &str, t: &Target, rest: &[Value]) -> ApiResult<TailUd> {
     let path = args::path(call, "path", arg(rest, 0))?;
     let mut start = TailStart::End;
     if let Some(o) = args::opt_table(call, "opts", arg(rest, 1))? {
@@ -107,9 +64,8 @@ fn tail_file(t: &Target, rest: &[Value]) -> ApiResult<TailUd> {
     )
 }
 
-fn fd_stream(t: &Target, rest: &[Value]) -> ApiResult<TailUd> {
-    let call = format!("{}:fd_stream", t.prefix);
-    let call = call.as_str();
+/// `fd_stream(file_or_handle)`.
+pub fn fd_stream(call: &str, t: &Target, rest: &[Value]) -> ApiResult<TailUd> {
     let handle = match arg(rest, 0) {
         Value::UserData(ud) => match ud.borrow::<FileUd>() {
             Ok(f) => f.handle_for(call, t)?,
