@@ -168,7 +168,7 @@ function Vm:snapshot(path)
       "vm:snapshot: vm %q has %d open file(s) and %d open tail(s); close them before snapshotting:\n%s",
       name, files, tails, table.concat(lines, "\n"))
   end
-  return Snapshot._wrap(check(ud:snapshot(path)))
+  return Snapshot._wrap(check(core.snapshot(ud, path)))
 end
 
 --- Starts this VM from a snapshot (a Snapshot or its directory); returns the
@@ -179,7 +179,7 @@ function Vm:restore(snap, opts)
   local ud = ud_of(self, "vm:restore")
   local arg = snap
   if getmetatable(snap) == Snapshot then arg = rawget(snap, UD) end
-  check(ud:restore(arg, opts))
+  check(core.restore(ud, arg, opts))
   return self
 end
 

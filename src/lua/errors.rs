@@ -2,7 +2,7 @@
 //!
 //! Rust callbacks never raise: mlua would wrap the value in its own userdata,
 //! and Lua code expects plain strings and error tables. Every core function
-//! returns `true, results...` or `false, err`; the Lua prelude raises `err`
+//! returns `true, results...` or `false, err`; the Lua modules (`lua/provium/errors.lua`) raise `err`
 //! (a string for argument, state and infrastructure errors; a table with
 //! `op`, `path`, `errno`, `code`, `message` for guest OS failures).
 

@@ -1,7 +1,7 @@
 //! The core functions behind `provium.vm_fixture` and `provium.fixtures`:
 //! keys, cache lookups, build locks and installs (see [`crate::fixtures`]).
 //! The build itself (running the builder, closing its VMs, restoring the
-//! entry) is Lua, in the prelude.
+//! entry) is Lua, in `lua/provium/fixtures.lua`.
 
 use std::path::{Path, PathBuf};
 

@@ -16,6 +16,7 @@ pub mod snapshot;
 pub mod tail;
 pub mod target;
 pub mod vm;
+pub mod vm_options;
 pub mod worker;
 
 use mlua::{AnyUserData, Lua, Table, Value};
@@ -119,6 +120,20 @@ pub fn open(lua: &Lua) -> mlua::Result<Table> {
         lua.create_function(|lua, (ud, list): (AnyUserData, Value)| {
             ret(lua, registry::batch(lua, &ud, &list))
         })?,
+    )?;
+    core.set(
+        "snapshot",
+        lua.create_function(|lua, (vm, path): (mlua::UserDataRef<VmHandle>, Value)| {
+            ret(lua, snapshot::take(lua, &vm, &path))
+        })?,
+    )?;
+    core.set(
+        "restore",
+        lua.create_function(
+            |lua, (vm, snap, opts): (mlua::UserDataRef<VmHandle>, Value, Value)| {
+                ret(lua, snapshot::restore(&vm, &snap, &opts))
+            },
+        )?,
     )?;
     fixtures::register(lua, &core)?;
     core.set(

@@ -1,51 +1,28 @@
-//! The core VM userdata behind the Lua `Vm` class of the prelude.
+//! The core VM userdata behind the Lua `Vm` class (`lua/provium/vm.lua`).
 //!
 //! Each method returns `true, results...` or `false, err` (see
-//! [`super::errors`]); the prelude raises. Lifecycle: `created` → `booted`
+//! [`super::errors`]); the Lua class raises. Lifecycle: `created` → `booted`
 //! (→ `dead` when QEMU or the agent goes away) → `shutdown`.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use mlua::{Table, UserData, UserDataMethods, Value};
+use mlua::{UserData, UserDataMethods, Value};
 
 use super::args;
 use super::console::{console_expect, console_note};
 use super::errors::{ret, ApiError, ApiResult};
 use super::target::Target;
-use crate::images as guest;
+use super::vm_options::{VmConfig, DEFAULT_BOOT_TIMEOUT};
 use crate::runtime;
 use crate::vm::console::{Console, TAIL_LINES};
-use crate::vm::{BootSpec, Machine, RestoreSpec, Transport};
-
-/// Default guest memory.
-pub const DEFAULT_MEMORY_MIB: u64 = 256;
-/// Smallest memory a guest may be given.
-const MIN_MEMORY_MIB: u64 = 64;
-/// Default time from starting QEMU to the agent's hello.
-const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+use crate::vm::{BootSpec, Machine, RestoreSpec};
 
 /// Lifecycle state.
 enum State {
     Created,
     Booted(Box<Machine>),
     Shutdown,
-}
-
-/// Options fixed at creation.
-#[derive(Clone)]
-pub struct VmConfig {
-    pub name: String,
-    pub profile: String,
-    pub memory_mib: u64,
-    pub cpus: u32,
-    /// `None`: the host's default ([`Transport::host_default`]).
-    pub transport: Option<Transport>,
-    /// How long the agent may stay silent while a call waits (`None`:
-    /// forever); see [`crate::transport::liveness`].
-    pub stall_timeout: Option<Duration>,
-    /// Default deadline of `run` and `proc:wait` (`opts.run_timeout`).
-    pub run_timeout: Option<Duration>,
 }
 
 /// A VM as Lua holds it.
@@ -56,166 +33,20 @@ pub struct VmHandle {
     last_console: Mutex<Option<Arc<Console>>>,
 }
 
-/// The host's RAM (`MemTotal`), in MiB.
-fn host_memory_mib() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024)
-}
-
 impl VmHandle {
     /// Validates creation options: `provium:vm(name, profile, opts)`.
     pub fn new(name: &Value, profile: &Value, opts: &Value) -> ApiResult<VmHandle> {
-        const CALL: &str = "provium:vm";
-        let name = match name {
-            Value::String(s) if !s.as_bytes().is_empty() => match s.to_str() {
-                Ok(n) => n.to_string(),
-                Err(_) => {
-                    return Err(ApiError::msg(format!(
-                        "{CALL}: name must be UTF-8 text (got {})",
-                        args::show(name)
-                    )))
-                }
-            },
-            other => {
-                return Err(ApiError::msg(format!(
-                    "{CALL}: name must be a non-empty string (got {})",
-                    args::show(other)
-                )))
-            }
-        };
-        if name.chars().any(char::is_control) {
-            return Err(ApiError::msg(format!(
-                "{CALL}: name must not contain control characters or NUL bytes (got {name:?})"
-            )));
-        }
-        let profile = match profile {
-            Value::Nil => "default".to_string(),
-            Value::String(s) => s.to_str()?.to_string(),
-            other => {
-                return Err(ApiError::msg(format!(
-                    "{CALL}: profile must be a string (got {})",
-                    args::show(other)
-                )))
-            }
-        };
-        let mut memory = None;
-        let mut cpus = None;
-        let mut transport = None;
-        let mut stall_timeout = Some(crate::transport::liveness::DEFAULT_STALL);
-        let mut run_timeout = Some(super::ops::run::DEFAULT_RUN_TIMEOUT);
-        if let Some(t) = args::opt_table(CALL, "opts", opts)? {
-            args::check_keys(
-                CALL,
-                "opts",
-                &t,
-                &[
-                    "memory",
-                    "cpus",
-                    "transport",
-                    "stall_timeout",
-                    "run_timeout",
-                ],
-            )?;
-            match t.raw_get::<Value>("run_timeout")? {
-                Value::Nil => {}
-                Value::Boolean(false) => run_timeout = None,
-                v => {
-                    let d = args::duration(CALL, "opts.run_timeout", &v)?;
-                    if d.is_zero() {
-                        return Err(ApiError::msg(format!(
-                            "{CALL}: opts.run_timeout must be more than 0, or false for none (got {})",
-                            args::show(&v)
-                        )));
-                    }
-                    run_timeout = Some(d);
-                }
-            }
-            match t.raw_get::<Value>("stall_timeout")? {
-                Value::Nil => {}
-                Value::Boolean(false) => stall_timeout = None,
-                v => {
-                    let d = args::duration(CALL, "opts.stall_timeout", &v)?;
-                    if d < Duration::from_secs(1) {
-                        return Err(ApiError::msg(format!(
-                            "{CALL}: opts.stall_timeout must be at least 1 s, or false for none (got {})",
-                            args::show(&v)
-                        )));
-                    }
-                    stall_timeout = Some(d);
-                }
-            }
-            let m: Value = t.raw_get("memory")?;
-            if !m.is_nil() {
-                memory = Some(args::size(CALL, "opts.memory", &m)?);
-            }
-            cpus = args::field_int(CALL, &t, "cpus", "opts", 1, 64)?.map(|c| c as u32);
-            let tr: Value = t.raw_get("transport")?;
-            match &tr {
-                Value::Nil => {}
-                Value::String(s) if s.as_bytes() == b"vsock" => transport = Some(Transport::Vsock),
-                Value::String(s) if s.as_bytes() == b"serial" => {
-                    transport = Some(Transport::Serial)
-                }
-                other => {
-                    return Err(ApiError::msg(format!(
-                        "{CALL}: opts.transport must be \"vsock\" or \"serial\" (got {})",
-                        args::show(other)
-                    )))
-                }
-            }
-        }
-        let mut memory_mib = match memory {
-            Some(bytes) => bytes.div_ceil(1 << 20),
-            None => DEFAULT_MEMORY_MIB,
-        };
-        let mut cpus = cpus.unwrap_or(0);
-        if profile != "default" {
-            let p = crate::config::profile(&profile)
-                .map_err(|e| ApiError::msg(format!("{CALL}(\"{name}\"): {e}")))?;
-            if memory.is_none() {
-                if let Some(m) = p.memory {
-                    let bytes = args::parse_size_str(m.trim()).ok_or_else(|| {
-                        ApiError::msg(format!(
-                            "{CALL}(\"{name}\"): profile {profile:?}: memory must be a size like \"512M\" (got {m:?})"
-                        ))
-                    })?;
-                    memory_mib = bytes.div_ceil(1 << 20);
-                }
-            }
-            if cpus == 0 {
-                cpus = p.cpus.unwrap_or(1);
-            }
-        }
-        if cpus == 0 {
-            cpus = 1;
-        }
-        if let Some(host_mib) = host_memory_mib() {
-            if memory_mib > host_mib {
-                return Err(ApiError::msg(format!(
-                    "{CALL}: opts.memory {memory_mib}M exceeds this host's memory ({host_mib}M)"
-                )));
-            }
-        }
-        if memory_mib < MIN_MEMORY_MIB {
-            return Err(ApiError::msg(format!(
-                "{CALL}: opts.memory must be at least {MIN_MEMORY_MIB}M (got {memory_mib}M)"
-            )));
-        }
         Ok(VmHandle {
-            cfg: VmConfig {
-                name,
-                profile,
-                memory_mib,
-                cpus,
-                transport,
-                stall_timeout,
-                run_timeout,
-            },
+            cfg: VmConfig::parse(name, profile, opts)?,
             state: Mutex::new(State::Created),
             last_console: Mutex::new(None),
         })
+    }
+
+    /// Resolves the profile into a boot spec (builds the default image on
+    /// first use, with progress on stderr).
+    pub fn boot_spec(&self, opts: &Value) -> ApiResult<BootSpec> {
+        self.cfg.boot_spec(opts)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -400,88 +231,6 @@ impl VmHandle {
         }
     }
 
-    /// Resolves the profile into a boot spec (builds the default image on
-    /// first use, with progress on stderr).
-    pub fn boot_spec(&self, opts: &Value) -> ApiResult<BootSpec> {
-        const CALL: &str = "vm:boot";
-        let mut append = String::new();
-        let mut timeout = DEFAULT_BOOT_TIMEOUT;
-        let mut files: Vec<guest::ExtraFile> = Vec::new();
-        if let Some(t) = args::opt_table(CALL, "opts", opts)? {
-            args::check_keys(
-                CALL,
-                "opts",
-                &t,
-                &["kernel_cmdline_append", "files", "timeout"],
-            )?;
-            match t.raw_get::<Value>("kernel_cmdline_append")? {
-                Value::Nil => {}
-                Value::String(s) => append = s.to_str()?.to_string(),
-                other => {
-                    return Err(ApiError::msg(format!(
-                        "{CALL}: opts.kernel_cmdline_append must be a string (got {})",
-                        args::show(&other)
-                    )))
-                }
-            }
-            let tv: Value = t.raw_get("timeout")?;
-            if !tv.is_nil() {
-                timeout = args::duration(CALL, "opts.timeout", &tv)?;
-            }
-            match t.raw_get::<Value>("files")? {
-                Value::Nil => {}
-                Value::Table(list) => files = extra_files(CALL, &list)?,
-                other => {
-                    return Err(ApiError::msg(format!(
-                    "{CALL}: opts.files must be an array of {{path=, content=, mode=}} (got {})",
-                    args::show(&other)
-                )))
-                }
-            }
-        }
-        let (kernel, initrd, mut cmdline) = if self.cfg.profile == "default" {
-            let image = guest::default_image_cached().map_err(|e| {
-                ApiError::msg(format!("{CALL}: cannot prepare the default guest: {e}"))
-            })?;
-            (image.kernel.clone(), image.initrd.clone(), String::new())
-        } else {
-            let p = crate::config::profile(&self.cfg.profile)
-                .map_err(|e| ApiError::msg(format!("{CALL}: {e}")))?;
-            let initrd = guest::profile_initrd(p.initrd.as_deref()).map_err(|e| {
-                ApiError::msg(format!("{CALL}: profile {:?}: {e}", self.cfg.profile))
-            })?;
-            (p.kernel, initrd, p.cmdline)
-        };
-        if !append.is_empty() {
-            cmdline.push(' ');
-            cmdline.push_str(&append);
-        }
-        let extra_initrd = if files.is_empty() {
-            None
-        } else {
-            Some(
-                guest::extra_cpio(&files)
-                    .map_err(|e| ApiError::msg(format!("{CALL}: opts.files: {e}")))?,
-            )
-        };
-        Ok(BootSpec {
-            name: self.cfg.name.clone(),
-            kernel,
-            initrd,
-            extra_initrd,
-            cmdline_append: cmdline,
-            memory_mib: self.cfg.memory_mib,
-            cpus: self.cfg.cpus,
-            transport: match self.cfg.transport {
-                Some(t) => t,
-                None => {
-                    Transport::host_default().map_err(|e| ApiError::msg(format!("{CALL}: {e}")))?
-                }
-            },
-            timeout,
-        })
-    }
-
     /// Checks that the VM can boot now.
     pub fn check_bootable(&self) -> ApiResult<()> {
         let name = &self.cfg.name;
@@ -556,35 +305,6 @@ impl Drop for VmHandle {
     }
 }
 
-fn extra_files(call: &str, list: &Table) -> ApiResult<Vec<guest::ExtraFile>> {
-    let mut out = Vec::new();
-    for (i, entry) in list.clone().sequence_values::<Value>().enumerate() {
-        let name = format!("opts.files[{}]", i + 1);
-        let Value::Table(e) = entry? else {
-            return Err(ApiError::msg(format!(
-                "{call}: {name} must be a table {{path=, content=, mode=}}"
-            )));
-        };
-        args::check_keys(call, &name, &e, &["path", "content", "mode"])?;
-        let path = args::path(call, &format!("{name}.path"), &e.raw_get("path")?)?;
-        let path = String::from_utf8(path)
-            .map_err(|_| ApiError::msg(format!("{call}: {name}.path must be UTF-8")))?;
-        if !path.starts_with('/') {
-            return Err(ApiError::msg(format!(
-                "{call}: {name}.path must be absolute (got {path:?})"
-            )));
-        }
-        let content = args::bytes(call, &format!("{name}.content"), &e.raw_get("content")?)?;
-        let mode = args::field_int(call, &e, "mode", &name, 0, 0o7777)?.unwrap_or(0o644) as u32;
-        out.push(guest::ExtraFile {
-            path,
-            content,
-            mode,
-        });
-    }
-    Ok(out)
-}
-
 /// `\n--- guest console (last N lines) ---\n...` or nothing.
 /// [`console_note`] of a console that may not exist (a start that failed
 /// before QEMU ran): empty then.
@@ -615,14 +335,6 @@ impl UserData for VmHandle {
         });
         m.add_method("pause", |lua, this, ()| ret(lua, this.pause()));
         m.add_method("resume", |lua, this, ()| ret(lua, this.resume()));
-        m.add_method("snapshot", |lua, this, path: Value| {
-            let r = super::snapshot::take(lua, this, &path);
-            ret(lua, r)
-        });
-        m.add_method("restore", |lua, this, (snap, opts): (Value, Value)| {
-            let r = super::snapshot::restore(this, &snap, &opts);
-            ret(lua, r)
-        });
         m.add_method("shutdown", |lua, this, ()| {
             this.shutdown();
             ret(lua, Ok(()))
