@@ -28,30 +28,26 @@
 use std::fs::File;
 use std::io::Read;
 
+use provium_protocol::wire::{
+    AGENT_REPLY, HOST_CALL, OP_BATCH, OP_STAT, REPLY_BATCH, REPLY_STAT, RESULT_OK,
+};
 use provium_protocol::{Failure, Op, Reply, RequestId, StatInfo, FRAME_HEADER_LEN};
 use serde_bytes::ByteBuf;
 
 use super::{file, fs, path, process, rawcall, run, upload};
 use crate::error::{bad_request, internal, io_failure, OpResult};
-use crate::sender::{encode_into, finish_frame, push_varint, Sender, OK_VARIANT, REPLY_VARIANT};
+use crate::sender::{encode_into, finish_frame, push_varint, Sender};
 
 /// Bytes of bulky results (file bodies, process output, buffers) one batch
 /// reply may carry; the frame limit is 4 MiB.
 pub const INLINE_LIMIT: usize = 3 * 1024 * 1024;
 
-/// Variant index of [`provium_protocol::HostMsg::Call`].
-const CALL_VARIANT: u8 = 2;
-/// Variant index of [`Op::Batch`].
-const OP_BATCH_VARIANT: u8 = 24;
-/// Variant index of [`Reply::Batch`].
-const REPLY_BATCH_VARIANT: u8 = 11;
-
 /// The call id and the encoded op list of a `Call { op: Batch(ops) }`
 /// frame body; `None` for any other frame.
 pub fn parse_call(body: &[u8]) -> Option<(RequestId, &[u8])> {
-    let rest = body.strip_prefix(&[CALL_VARIANT])?;
+    let rest = body.strip_prefix(&[HOST_CALL])?;
     let (id, rest) = postcard::take_from_bytes::<RequestId>(rest).ok()?;
-    let ops = rest.strip_prefix(&[OP_BATCH_VARIANT])?;
+    let ops = rest.strip_prefix(&[OP_BATCH])?;
     Some((id, ops))
 }
 
@@ -73,10 +69,10 @@ fn run_encoded(id: RequestId, ops: &[u8]) -> Result<Vec<u8>, Failure> {
         postcard::take_from_bytes::<u64>(ops).map_err(|_| bad_request("batch: no op count"))?;
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(&[0; FRAME_HEADER_LEN]);
-    out.push(REPLY_VARIANT);
+    out.push(AGENT_REPLY);
     push_varint(&mut out, id.0);
-    out.push(OK_VARIANT);
-    out.push(REPLY_BATCH_VARIANT);
+    out.push(RESULT_OK);
+    out.push(REPLY_BATCH);
     push_varint(&mut out, count);
     let mut left = INLINE_LIMIT;
     for i in 0..count {
@@ -128,17 +124,12 @@ fn take_entry(b: &[u8]) -> Option<(Entry<'_>, &[u8])> {
     Some((Entry::Op(op), tail))
 }
 
-/// Variant index of [`Reply::Stat`].
-const REPLY_STAT_VARIANT: u8 = 1;
-/// Variant index of [`Op::Stat`].
-const OP_STAT_VARIANT: u8 = 1;
-
 /// An encoded `Op::Stat { path, follow }` taken apart in place →
 /// `(path, follow, rest)`; `None` for anything else (serde then decodes it,
 /// or reports it malformed). By hand for the reason given at `push_stat`,
 /// and so that the path is borrowed from the frame instead of allocated.
 fn take_stat(b: &[u8]) -> Option<(&[u8], bool, &[u8])> {
-    let rest = b.strip_prefix(&[OP_STAT_VARIANT])?;
+    let rest = b.strip_prefix(&[OP_STAT])?;
     let (len, rest) = postcard::take_from_bytes::<u32>(rest).ok()?;
     let len = usize::try_from(len).ok()?;
     if rest.len() <= len {
@@ -161,8 +152,8 @@ fn take_stat(b: &[u8]) -> Option<(&[u8], bool, &[u8])> {
 fn push_stat(out: &mut Vec<u8>, st: &StatInfo) {
     let zigzag = |v: i64| ((v << 1) ^ (v >> 63)) as u64;
     out.reserve(2 + 13 * 10);
-    out.push(OK_VARIANT);
-    out.push(REPLY_STAT_VARIANT);
+    out.push(RESULT_OK);
+    out.push(REPLY_STAT);
     for v in [
         st.size,
         u64::from(st.mode),
@@ -519,7 +510,7 @@ mod fuzz_tests {
                 }
                 (None, Some((Op::Stat { .. }, _))) => {
                     // Only a tag not in its shortest form is left to serde.
-                    prop_assert!(b[0] != OP_STAT_VARIANT, "a Stat the hand decoder refuses");
+                    prop_assert!(b[0] != OP_STAT, "a Stat the hand decoder refuses");
                 }
                 (None, _) => {}
             }
@@ -563,9 +554,9 @@ mod fuzz_tests {
                 }
                 None => {
                     if let Some(HostMsg::Call { id, op: Op::Batch(_) }) = full {
-                        let mut head = vec![CALL_VARIANT];
+                        let mut head = vec![HOST_CALL];
                         head.extend(postcard::to_allocvec(&id).expect("encodes"));
-                        head.push(OP_BATCH_VARIANT);
+                        head.push(OP_BATCH);
                         prop_assert!(!b.starts_with(&head), "a batch call parse_call does not see");
                     }
                 }
