@@ -34,7 +34,8 @@ use provium_protocol::wire::{
 use provium_protocol::{Failure, Op, Reply, RequestId, StatInfo, FRAME_HEADER_LEN};
 use serde_bytes::ByteBuf;
 
-use super::{file, fs, path, process, rawcall, run, upload};
+use super::dispatch::{self, How, Special};
+use super::{file, fs, path, run, upload};
 use crate::error::{bad_request, internal, io_failure, OpResult};
 use crate::sender::{encode_into, finish_frame, push_varint, Sender};
 
@@ -80,7 +81,7 @@ fn run_encoded(id: RequestId, ops: &[u8]) -> Result<Vec<u8>, Failure> {
         rest = tail;
         let (name, result) = match entry {
             Entry::Stat(p, follow) => ("Stat", fs::stat(p, follow)),
-            Entry::Op(op) => (op_name(&op), one(op, left)),
+            Entry::Op(op) => one(op, left),
         };
         let before = out.len();
         out = match &result {
@@ -183,49 +184,67 @@ fn too_big(name: &str, left: usize) -> Failure {
     )
 }
 
-/// Runs one entry; `left` is what the reply can still carry.
-fn one(op: Op, left: usize) -> OpResult {
-    match op {
-        Op::Ping => Ok(Reply::Unit),
-        Op::Stat { path, follow } => fs::stat(&path, follow),
-        Op::ReadFile { path } => read_file(&path, left),
-        Op::WriteFile {
-            path,
-            attrs,
-            data,
-            more: false,
-        } => upload::write_whole(&path, attrs, &data),
-        Op::ListDir { path } => fs::list_dir(&path),
-        Op::Mkdir {
-            path,
-            parents,
-            perm,
-        } => fs::mkdir(&path, parents, perm),
-        Op::Unlink { path } => fs::unlink(&path),
-        Op::Rename { from, to } => fs::rename(&from, &to),
-        Op::Chmod { path, mode } => fs::chmod(&path, mode),
-        Op::Run(spec) if !spec.stdin_more => run::run_inline(spec, left),
-        Op::Syscall(spec) => rawcall::syscall(spec),
-        Op::OpenFile { path, mode } => file::open(&path, &mode),
-        Op::FileRead { handle, len } => file::read(handle, len),
-        Op::FileWrite { handle, data } => file::write(handle, &data),
-        Op::FileSeek {
-            handle,
-            offset,
-            whence,
-        } => file::seek(handle, offset, whence),
-        Op::Close { handle } => super::close(handle),
-        Op::Ioctl(spec) => file::ioctl(spec),
-        Op::RunAsync(spec) => process::run_async(spec),
-        Op::ProcSignal { handle, signal } => process::signal(handle, signal),
-        Op::ProcStatus { handle } => process::status(handle),
-        Op::ProcStdin { handle, data } => process::stdin_write(handle, &data),
-        Op::ProcCloseStdin { handle } => process::close_stdin(handle),
-        other => Err(bad_request(format!(
-            "`{}` cannot appear inside a batch",
-            op_name(&other)
-        ))),
+/// Runs one entry; `left` is what the reply can still carry → the op's
+/// name (for messages) and its result.
+fn one(op: Op, left: usize) -> (&'static str, OpResult) {
+    let mut entry = BatchEntry { left, name: "" };
+    let result = dispatch::run(op, &mut entry);
+    (entry.name, result)
+}
+
+/// A batch entry as a [`dispatch::Context`]: runs what can complete with
+/// its reply alone, on the batch's thread, and refuses the rest.
+struct BatchEntry {
+    /// What the reply can still carry.
+    left: usize,
+    /// The name of the op served last.
+    name: &'static str,
+}
+
+impl dispatch::Context for BatchEntry {
+    type Out = OpResult;
+
+    fn plain<F>(&mut self, how: How, call: F) -> OpResult
+    where
+        F: FnOnce() -> OpResult + Send + 'static,
+    {
+        self.name = how.name;
+        if how.batched {
+            call()
+        } else {
+            Err(refused(how.name))
+        }
     }
+
+    fn special(&mut self, name: &'static str, op: Special) -> OpResult {
+        self.name = name;
+        match op {
+            Special::ListDir { path } => fs::list_dir(&path),
+            Special::WriteFile {
+                path,
+                attrs,
+                data,
+                more: false,
+            } => upload::write_whole(&path, attrs, &data),
+            Special::ReadFile { path } => read_file(&path, self.left),
+            Special::Run(spec) if !spec.stdin_more => run::run_inline(spec, self.left),
+            Special::FileRead { handle, len } => file::read(handle, len),
+            Special::FileWrite { handle, data } => file::write(handle, &data),
+            Special::Close { handle } => super::close(handle),
+            Special::WriteFile { .. }
+            | Special::Run(_)
+            | Special::Poweroff
+            | Special::Stream(_)
+            | Special::ProcWait { .. }
+            | Special::Batch
+            | Special::InWorker { .. } => Err(refused(name)),
+        }
+    }
+}
+
+/// The failure of an op that cannot be batched.
+fn refused(name: &str) -> Failure {
+    bad_request(format!("`{name}` cannot appear inside a batch"))
 }
 
 /// Reads a whole file of at most `limit` bytes.
@@ -241,48 +260,65 @@ fn read_file(p: &[u8], limit: usize) -> OpResult {
     Ok(Reply::Bytes(ByteBuf::from(body)))
 }
 
-/// The name of an op, for messages.
-pub fn op_name(op: &Op) -> &'static str {
-    match op {
-        Op::Ping => "Ping",
-        Op::Stat { .. } => "Stat",
-        Op::ReadFile { .. } => "ReadFile",
-        Op::WriteFile { more: true, .. } => "WriteFile with more",
-        Op::WriteFile { .. } => "WriteFile",
-        Op::ListDir { .. } => "ListDir",
-        Op::Mkdir { .. } => "Mkdir",
-        Op::Unlink { .. } => "Unlink",
-        Op::Rename { .. } => "Rename",
-        Op::Chmod { .. } => "Chmod",
-        Op::Run(spec) if spec.stdin_more => "Run with stdin_more",
-        Op::Run(_) => "Run",
-        Op::Poweroff => "Poweroff",
-        Op::OpenFile { .. } => "OpenFile",
-        Op::FileRead { .. } => "FileRead",
-        Op::FileWrite { .. } => "FileWrite",
-        Op::FileSeek { .. } => "FileSeek",
-        Op::Close { .. } => "Close",
-        Op::Ioctl(_) => "Ioctl",
-        Op::Stream(_) => "Stream",
-        Op::RunAsync(_) => "RunAsync",
-        Op::ProcWait { .. } => "ProcWait",
-        Op::ProcSignal { .. } => "ProcSignal",
-        Op::ProcStatus { .. } => "ProcStatus",
-        Op::ProcStdin { .. } => "ProcStdin",
-        Op::ProcCloseStdin { .. } => "ProcCloseStdin",
-        Op::Syscall(_) => "Syscall",
-        Op::Batch(_) => "Batch",
-        Op::SpawnWorker(_) => "SpawnWorker",
-        Op::InWorker { .. } => "InWorker",
-        Op::WorkerSignal { .. } => "WorkerSignal",
-        Op::WorkerJoin { .. } => "WorkerJoin",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use provium_protocol::{encode, HostMsg};
+
+    #[test]
+    fn ops_that_need_the_connection_are_refused_by_name() {
+        let h = provium_protocol::HandleId(1);
+        let cases = [
+            (Op::Poweroff, "Poweroff"),
+            (
+                Op::WriteFile {
+                    path: b"/nonexistent/x".to_vec(),
+                    attrs: Default::default(),
+                    data: ByteBuf::new(),
+                    more: true,
+                },
+                "WriteFile with more",
+            ),
+            (
+                Op::Run(provium_protocol::RunSpec {
+                    program: b"/nonexistent".to_vec(),
+                    stdin_more: true,
+                    ..Default::default()
+                }),
+                "Run with stdin_more",
+            ),
+            (
+                Op::SpawnWorker(provium_protocol::WorkerSpec::default()),
+                "SpawnWorker",
+            ),
+            (
+                Op::InWorker {
+                    worker: h,
+                    op: Box::new(Op::Ping),
+                },
+                "InWorker",
+            ),
+            (
+                Op::WorkerSignal {
+                    worker: h,
+                    signal: 0,
+                },
+                "WorkerSignal",
+            ),
+            (Op::WorkerJoin { worker: h }, "WorkerJoin"),
+        ];
+        for (op, name) in cases {
+            let (got, result) = one(op, INLINE_LIMIT);
+            assert_eq!(got, name);
+            assert_eq!(
+                result,
+                Err(bad_request(format!(
+                    "`{name}` cannot appear inside a batch"
+                )))
+            );
+        }
+        assert_eq!(one(Op::Ping, 0), ("Ping", Ok(Reply::Unit)));
+    }
 
     #[test]
     fn hand_encoded_stat_matches_postcard() {
