@@ -26,10 +26,11 @@ use provium_protocol::{
 
 use crate::error::{internal, OpResult};
 use crate::frames::FrameReader;
-use crate::handles::{self, Handle};
+use crate::handles;
 use crate::inflight::InFlight;
 use crate::ops::dispatch::{self, How, Special};
-use crate::ops::{self, batch, file, process, upload::Uploads};
+use crate::ops::file::{self, FileHandle};
+use crate::ops::{self, batch, process, upload::Uploads};
 use crate::sender::Sender;
 use crate::trigger::Trigger;
 use crate::{sys, worker};
@@ -344,20 +345,24 @@ impl Session {
                 return Ok(Some(ConnEnd::Poweroff));
             }
             Special::FileRead { handle, len } => return self.file_read(id, handle, len),
-            Special::FileWrite { handle, data } => match handles::file(handle, "write") {
-                Ok(f) if f.may_block() => {
-                    self.spawn(id, "file-write", move |_| file::write_to(&f, handle, &data));
-                    return Ok(None);
+            Special::FileWrite { handle, data } => {
+                match handles::get::<FileHandle>(handle, "write") {
+                    Ok(f) if f.may_block() => {
+                        self.spawn(id, "file-write", move |_| file::write_to(&f, handle, &data));
+                        return Ok(None);
+                    }
+                    Ok(f) => file::write_to(&f, handle, &data),
+                    Err(e) => Err(e),
                 }
-                Ok(f) => file::write_to(&f, handle, &data),
-                Err(e) => Err(e),
-            },
+            }
             Special::Close { handle } => match handles::remove(handle, "close") {
-                Ok(Handle::File(f)) => file::close(&f),
-                Ok(other) => {
-                    self.spawn(id, "close", move |_| ops::close_removed(other));
-                    return Ok(None);
-                }
+                Ok(removed) => match removed.downcast::<FileHandle>() {
+                    Ok(f) => file::close(&f),
+                    Err(other) => {
+                        self.spawn(id, "close", move |_| ops::close_removed(other));
+                        return Ok(None);
+                    }
+                },
                 Err(e) => Err(e),
             },
             Special::Stream(source) => {
@@ -413,7 +418,7 @@ impl Session {
         handle: provium_protocol::HandleId,
         len: u64,
     ) -> Result<Option<ConnEnd>, ConnError> {
-        let f = match handles::file(handle, "read") {
+        let f = match handles::get::<FileHandle>(handle, "read") {
             Ok(f) => f,
             Err(e) => {
                 self.reply(id, Err(e))?;

@@ -48,9 +48,5 @@ pub fn close(id: HandleId) -> OpResult {
 
 /// Closes a handle already removed from the table.
 pub fn close_removed(handle: Handle) -> OpResult {
-    match handle {
-        Handle::File(f) => file::close(&f),
-        Handle::Process(p) => process::close(&p),
-        Handle::Worker(w) => crate::worker::close(&w),
-    }
+    handle.close()
 }
