@@ -132,3 +132,48 @@ pub fn remove_kind<R: Resource>(id: HandleId, op: &str) -> Result<Arc<R>, Failur
         None => Err(unknown(op, id)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use provium_protocol::Reply;
+
+    struct Thing;
+    struct Widget;
+
+    impl Resource for Thing {
+        const KIND: &'static str = "a thing";
+
+        fn close(&self) -> OpResult {
+            Ok(Reply::Count(7))
+        }
+    }
+
+    impl Resource for Widget {
+        const KIND: &'static str = "a widget";
+
+        fn close(&self) -> OpResult {
+            Ok(Reply::Unit)
+        }
+    }
+
+    #[test]
+    fn kinds_are_checked_and_named() {
+        let id = insert(Arc::new(Thing));
+        assert!(get::<Thing>(id, "read").is_ok());
+        let wrong = get::<Widget>(id, "read").err().map(|f| (f.kind, f.message));
+        let message = format!("read on {id}: a thing handle, not a widget");
+        assert_eq!(wrong, Some((FailureKind::UnknownHandle, message.clone())));
+        let kept = remove_kind::<Widget>(id, "read").err().map(|f| f.message);
+        assert_eq!(kept, Some(message));
+        let handle = remove(id, "close").map_err(|f| f.message).expect("removed");
+        assert_eq!(handle.close(), Ok(Reply::Count(7)));
+        assert!(handle.clone().downcast::<Widget>().is_err());
+        assert!(handle.downcast::<Thing>().is_ok());
+        let gone = get::<Thing>(id, "read").err().map(|f| f.message);
+        assert_eq!(gone, Some(format!("read on {id}")));
+        let w = insert(Arc::new(Widget));
+        assert!(remove_kind::<Widget>(w, "join").is_ok());
+        assert!(remove(w, "close").is_err());
+    }
+}
