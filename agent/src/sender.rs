@@ -268,13 +268,6 @@ pub fn data_head(id: RequestId, channel: u8, len: usize) -> io::Result<Vec<u8>> 
     Ok(head)
 }
 
-/// The whole frame of `AgentMsg::Data { id, channel, chunk }`.
-pub fn data_frame(id: RequestId, channel: u8, chunk: &[u8]) -> io::Result<Vec<u8>> {
-    let mut frame = data_head(id, channel, chunk.len())?;
-    frame.extend_from_slice(chunk);
-    Ok(frame)
-}
-
 /// `write_all` for two buffers through `write_vectored`.
 fn write_all_vectored(w: &mut dyn Write, head: &[u8], tail: &[u8]) -> io::Result<()> {
     let mut bufs = [io::IoSlice::new(head), io::IoSlice::new(tail)];
@@ -321,7 +314,8 @@ mod tests {
             (u64::MAX, 255, 70_000),
         ] {
             let chunk: Vec<u8> = (0..len).map(|i| i as u8).collect();
-            let ours = data_frame(RequestId(id), channel, &chunk).unwrap();
+            let mut ours = data_head(RequestId(id), channel, chunk.len()).unwrap();
+            ours.extend_from_slice(&chunk);
             let theirs = encode(&AgentMsg::Data {
                 id: RequestId(id),
                 channel,
