@@ -26,9 +26,11 @@ use provium_protocol::{
 
 use crate::error::{internal, OpResult};
 use crate::frames::FrameReader;
-use crate::handles::{self, Handle};
+use crate::handles;
 use crate::inflight::InFlight;
-use crate::ops::{self, batch, file, process, rawcall, upload::Uploads};
+use crate::ops::dispatch::{self, How, Special};
+use crate::ops::file::{self, FileHandle};
+use crate::ops::{self, batch, process, upload::Uploads};
 use crate::sender::Sender;
 use crate::trigger::Trigger;
 use crate::{sys, worker};
@@ -279,20 +281,29 @@ impl Session {
         Ok(None)
     }
 
+    /// Serves call `id` (`op`, decoded from `frame`).
     fn call(&mut self, id: RequestId, op: Op, frame: &[u8]) -> Result<Option<ConnEnd>, ConnError> {
+        dispatch::run(
+            op,
+            &mut ConnCall {
+                session: self,
+                id,
+                frame,
+            },
+        )
+    }
+
+    /// Serves an op that the connection serves its own way (see
+    /// [`Special`]).
+    fn special(
+        &mut self,
+        id: RequestId,
+        op: Special,
+        frame: &[u8],
+    ) -> Result<Option<ConnEnd>, ConnError> {
         let result = match op {
-            Op::Ping => Ok(Reply::Unit),
-            Op::Stat { path, follow } => ops::fs::stat(&path, follow),
-            Op::ListDir { path } => ops::fs::list_dir_to(&self.sender, id, &path),
-            Op::Mkdir {
-                path,
-                parents,
-                perm,
-            } => ops::fs::mkdir(&path, parents, perm),
-            Op::Unlink { path } => ops::fs::unlink(&path),
-            Op::Rename { from, to } => ops::fs::rename(&from, &to),
-            Op::Chmod { path, mode } => ops::fs::chmod(&path, mode),
-            Op::WriteFile {
+            Special::ListDir { path } => ops::fs::list_dir_to(&self.sender, id, &path),
+            Special::WriteFile {
                 path,
                 attrs,
                 data,
@@ -301,7 +312,7 @@ impl Session {
                 Some(result) => result,
                 None => return Ok(None),
             },
-            Op::ReadFile { path } => {
+            Special::ReadFile { path } => {
                 let gates = self.gates.clone();
                 // Registered like a stream, so that a Cancel stops it.
                 let Some(cancel) = self.cancellable(id)? else {
@@ -315,7 +326,7 @@ impl Session {
                 });
                 return Ok(None);
             }
-            Op::Run(spec) => {
+            Special::Run(spec) => {
                 // Registered like a stream, so that a Cancel kills it.
                 let Some(cancel) = self.cancellable(id)? else {
                     return Ok(None);
@@ -329,38 +340,32 @@ impl Session {
                 });
                 return Ok(None);
             }
-            Op::Poweroff => {
+            Special::Poweroff => {
                 self.reply(id, Ok(Reply::Unit))?;
                 return Ok(Some(ConnEnd::Poweroff));
             }
-            Op::OpenFile { path, mode } => file::open(&path, &mode),
-            Op::FileRead { handle, len } => return self.file_read(id, handle, len),
-            Op::FileWrite { handle, data } => match handles::file(handle, "write") {
-                Ok(f) if f.may_block() => {
-                    self.spawn(id, "file-write", move |_| file::write_to(&f, handle, &data));
-                    return Ok(None);
+            Special::FileRead { handle, len } => return self.file_read(id, handle, len),
+            Special::FileWrite { handle, data } => {
+                match handles::get::<FileHandle>(handle, "write") {
+                    Ok(f) if f.may_block() => {
+                        self.spawn(id, "file-write", move |_| file::write_to(&f, handle, &data));
+                        return Ok(None);
+                    }
+                    Ok(f) => file::write_to(&f, handle, &data),
+                    Err(e) => Err(e),
                 }
-                Ok(f) => file::write_to(&f, handle, &data),
-                Err(e) => Err(e),
-            },
-            Op::FileSeek {
-                handle,
-                offset,
-                whence,
-            } => file::seek(handle, offset, whence),
-            Op::Close { handle } => match handles::remove(handle, "close") {
-                Ok(Handle::File(f)) => file::close(&f),
-                Ok(other) => {
-                    self.spawn(id, "close", move |_| ops::close_removed(other));
-                    return Ok(None);
-                }
-                Err(e) => Err(e),
-            },
-            Op::Ioctl(spec) => {
-                self.spawn(id, "ioctl", move |_| file::ioctl(spec));
-                return Ok(None);
             }
-            Op::Stream(source) => {
+            Special::Close { handle } => match handles::remove(handle, "close") {
+                Ok(removed) => match removed.downcast::<FileHandle>() {
+                    Ok(f) => file::close(&f),
+                    Err(other) => {
+                        self.spawn(id, "close", move |_| ops::close_removed(other));
+                        return Ok(None);
+                    }
+                },
+                Err(e) => Err(e),
+            },
+            Special::Stream(source) => {
                 let Some(cancel) = self.cancellable(id)? else {
                     return Ok(None);
                 };
@@ -376,28 +381,13 @@ impl Session {
                 });
                 return Ok(None);
             }
-            Op::RunAsync(spec) => {
-                self.spawn(id, "run-async", move |_| process::run_async(spec));
-                return Ok(None);
-            }
-            Op::ProcWait { handle, timeout_ms } => {
+            Special::ProcWait { handle, timeout_ms } => {
                 self.spawn(id, "wait", move |s| {
                     process::wait(s, id, handle, timeout_ms)
                 });
                 return Ok(None);
             }
-            Op::ProcSignal { handle, signal } => process::signal(handle, signal),
-            Op::ProcStatus { handle } => process::status(handle),
-            Op::ProcStdin { handle, data } => {
-                self.spawn(id, "stdin", move |_| process::stdin_write(handle, &data));
-                return Ok(None);
-            }
-            Op::ProcCloseStdin { handle } => process::close_stdin(handle),
-            Op::Syscall(spec) => {
-                self.spawn(id, "syscall", move |_| rawcall::syscall(spec));
-                return Ok(None);
-            }
-            Op::Batch(_) => {
+            Special::Batch => {
                 // Batch frames are taken apart before decoding (see `serve`).
                 match batch::parse_call(frame) {
                     Some((_, ops)) => {
@@ -408,20 +398,11 @@ impl Session {
                     None => Err(internal("batch: cannot find the op list")),
                 }
             }
-            Op::SpawnWorker(spec) => {
-                self.spawn(id, "spawn-worker", move |_| worker::spawn_worker(&spec));
-                return Ok(None);
-            }
-            Op::InWorker { worker: w, op } => {
+            Special::InWorker { worker: w, op } => {
                 match worker::in_worker(&self.sender, id, w, &op, frame, &self.inflight) {
                     Ok(()) => return Ok(None),
                     Err(e) => Err(e),
                 }
-            }
-            Op::WorkerSignal { worker: w, signal } => worker::signal(w, signal),
-            Op::WorkerJoin { worker: w } => {
-                self.spawn(id, "join", move |_| worker::join(w));
-                return Ok(None);
             }
         };
         self.reply(id, result)?;
@@ -437,7 +418,7 @@ impl Session {
         handle: provium_protocol::HandleId,
         len: u64,
     ) -> Result<Option<ConnEnd>, ConnError> {
-        let f = match handles::file(handle, "read") {
+        let f = match handles::get::<FileHandle>(handle, "read") {
             Ok(f) => f,
             Err(e) => {
                 self.reply(id, Err(e))?;
@@ -508,6 +489,34 @@ impl Session {
                 .sender
                 .reply(id, Err(internal(format!("cannot start a thread: {e}"))));
         }
+    }
+}
+
+/// One call on a connection as a [`dispatch::Context`]: cheap plain ops
+/// reply at once, blocking ones on a pooled thread.
+struct ConnCall<'a> {
+    session: &'a mut Session,
+    id: RequestId,
+    /// The frame the call was decoded from (batches and relays reuse it).
+    frame: &'a [u8],
+}
+
+impl dispatch::Context for ConnCall<'_> {
+    type Out = Result<Option<ConnEnd>, ConnError>;
+
+    fn plain<F>(&mut self, how: How, call: F) -> Self::Out
+    where
+        F: FnOnce() -> OpResult + Send + 'static,
+    {
+        match how.thread {
+            Some(thread) => self.session.spawn(self.id, thread, move |_| call()),
+            None => self.session.reply(self.id, call())?,
+        }
+        Ok(None)
+    }
+
+    fn special(&mut self, _name: &'static str, op: Special) -> Self::Out {
+        self.session.special(self.id, op, self.frame)
     }
 }
 

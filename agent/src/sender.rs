@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 // Everything is encoded through `encode_frame` (one postcard output type:
 // a second one would duplicate the serialisation code in the binary).
 use provium_protocol::{
-    AgentMsg, Failure, FrameError, Reply, RequestId, FRAME_HEADER_LEN, MAX_FRAME_LEN,
+    wire, AgentMsg, Failure, FrameError, Reply, RequestId, FRAME_HEADER_LEN, MAX_FRAME_LEN,
 };
 
 use crate::error::internal;
@@ -129,10 +129,10 @@ impl Sender {
     /// `bytes` into an owned message first (file reads answer this way).
     pub fn reply_bytes(&self, id: RequestId, bytes: &[u8]) -> io::Result<()> {
         let mut head = frame_start();
-        head.push(REPLY_VARIANT);
+        head.push(wire::AGENT_REPLY);
         push_varint(&mut head, id.0);
-        head.push(OK_VARIANT);
-        head.push(REPLY_BYTES_VARIANT);
+        head.push(wire::RESULT_OK);
+        head.push(wire::REPLY_BYTES);
         push_varint(&mut head, bytes.len() as u64);
         finish_head(&mut head, bytes.len())?;
         self.send_parts(&head, bytes)
@@ -142,7 +142,7 @@ impl Sender {
     /// encoded, e.g. relayed from a worker under another request id.
     pub fn reply_encoded(&self, id: RequestId, result: &[u8]) -> io::Result<()> {
         let mut head = frame_start();
-        head.push(REPLY_VARIANT);
+        head.push(wire::AGENT_REPLY);
         push_varint(&mut head, id.0);
         finish_head(&mut head, result.len())?;
         self.send_parts(&head, result)
@@ -166,15 +166,6 @@ impl Sender {
         shared.writer.is_some() && shared.epoch == self.epoch
     }
 }
-
-/// Variant index of [`AgentMsg::Data`] in postcard's encoding.
-const DATA_VARIANT: u8 = 2;
-/// Variant index of [`AgentMsg::Reply`].
-pub const REPLY_VARIANT: u8 = 1;
-/// Variant index of `Ok` in a `Result`.
-pub const OK_VARIANT: u8 = 0;
-/// Variant index of [`Reply::Bytes`].
-const REPLY_BYTES_VARIANT: u8 = 3;
 
 /// A postcard output appending to a `Vec` reserved for the whole reply, so
 /// a large reply (a batch carrying megabytes) is not grown through a chain
@@ -269,19 +260,12 @@ fn finish_head(head: &mut [u8], tail_len: usize) -> io::Result<()> {
 /// chunk }` for a chunk of `len` bytes; the chunk itself follows.
 pub fn data_head(id: RequestId, channel: u8, len: usize) -> io::Result<Vec<u8>> {
     let mut head = frame_start();
-    head.push(DATA_VARIANT);
+    head.push(wire::AGENT_DATA);
     push_varint(&mut head, id.0);
     head.push(channel);
     push_varint(&mut head, len as u64);
     finish_head(&mut head, len)?;
     Ok(head)
-}
-
-/// The whole frame of `AgentMsg::Data { id, channel, chunk }`.
-pub fn data_frame(id: RequestId, channel: u8, chunk: &[u8]) -> io::Result<Vec<u8>> {
-    let mut frame = data_head(id, channel, chunk.len())?;
-    frame.extend_from_slice(chunk);
-    Ok(frame)
 }
 
 /// `write_all` for two buffers through `write_vectored`.
@@ -330,7 +314,8 @@ mod tests {
             (u64::MAX, 255, 70_000),
         ] {
             let chunk: Vec<u8> = (0..len).map(|i| i as u8).collect();
-            let ours = data_frame(RequestId(id), channel, &chunk).unwrap();
+            let mut ours = data_head(RequestId(id), channel, chunk.len()).unwrap();
+            ours.extend_from_slice(&chunk);
             let theirs = encode(&AgentMsg::Data {
                 id: RequestId(id),
                 channel,

@@ -21,6 +21,7 @@
 pub mod frame;
 pub mod ids;
 pub mod messages;
+pub mod wire;
 
 pub use frame::{decode, encode, read_frame, FrameError, FRAME_HEADER_LEN, MAX_FRAME_LEN};
 pub use ids::{HandleId, RequestId, SessionToken};

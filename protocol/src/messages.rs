@@ -1,6 +1,8 @@
 //! Message types. Field order is wire order (postcard is not self-describing):
 //! append new variants at the end of an enum, never reorder, and bump
 //! [`crate::PROTOCOL_VERSION`] for any change that an older peer could misread.
+//! Variant indexes that hand-written encoders rely on live in [`crate::wire`],
+//! whose tests pin every variant of the message enums.
 
 use std::cell::Cell;
 
@@ -123,9 +125,6 @@ pub enum AgentMsg {
     HelloRejected { version: u32, reason: String },
 }
 
-/// Variant index of [`HostMsg::Data`] in postcard's encoding.
-const HOST_DATA_VARIANT: u8 = 3;
-
 /// A borrowed view of a [`HostMsg::Data`] frame body: lets a receiver write
 /// upload bytes straight from its read buffer instead of copying them into
 /// an owned message first (bulk uploads are copy-bound under TCG).
@@ -140,7 +139,7 @@ impl HostMsg {
     /// Parses `body` as a `Data` frame without copying; `None` when it is
     /// another kind of message (decode those with [`crate::decode`]).
     pub fn data_view(body: &[u8]) -> Option<Result<DataView<'_>, crate::FrameError>> {
-        let rest = body.strip_prefix(&[HOST_DATA_VARIANT])?;
+        let rest = body.strip_prefix(&[crate::wire::HOST_DATA])?;
         let parse = || {
             let (id, rest) = postcard::take_from_bytes::<RequestId>(rest)?;
             let (chunk, rest) = postcard::take_from_bytes::<&[u8]>(rest)?;
@@ -153,9 +152,6 @@ impl HostMsg {
         Some(parse().map_err(crate::FrameError::from))
     }
 }
-
-/// Variant index of [`AgentMsg::Data`] in postcard's encoding.
-const AGENT_DATA_VARIANT: u8 = 2;
 
 /// A borrowed view of an [`AgentMsg::Data`] frame body (see [`DataView`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,7 +166,7 @@ impl AgentMsg {
     /// Locates the chunk of a `Data` frame without copying it; `None` when
     /// `body` is another kind of message.
     pub fn data_view(body: &[u8]) -> Option<Result<AgentDataView, crate::FrameError>> {
-        let rest = body.strip_prefix(&[AGENT_DATA_VARIANT])?;
+        let rest = body.strip_prefix(&[crate::wire::AGENT_DATA])?;
         let parse = || {
             let (id, rest) = postcard::take_from_bytes::<RequestId>(rest)?;
             let (channel, rest) = postcard::take_from_bytes::<u8>(rest)?;
@@ -336,7 +332,7 @@ pub enum Op {
     WorkerJoin { worker: HandleId },
 
     // ---- Added in protocol 4 (at the end: the variant indexes above are
-    // relied on by the agent's zero-copy parsers) ----
+    // relied on by the zero-copy parsers: see `crate::wire`) ----
     /// `chmod(2)` (follows symlinks) to exactly `mode` (the bits of 0o7777).
     /// → [`Reply::Unit`].
     Chmod {

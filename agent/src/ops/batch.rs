@@ -28,30 +28,27 @@
 use std::fs::File;
 use std::io::Read;
 
+use provium_protocol::wire::{
+    AGENT_REPLY, HOST_CALL, OP_BATCH, OP_STAT, REPLY_BATCH, REPLY_STAT, RESULT_OK,
+};
 use provium_protocol::{Failure, Op, Reply, RequestId, StatInfo, FRAME_HEADER_LEN};
 use serde_bytes::ByteBuf;
 
-use super::{file, fs, path, process, rawcall, run, upload};
+use super::dispatch::{self, How, Special};
+use super::{file, fs, path, run, upload};
 use crate::error::{bad_request, internal, io_failure, OpResult};
-use crate::sender::{encode_into, finish_frame, push_varint, Sender, OK_VARIANT, REPLY_VARIANT};
+use crate::sender::{encode_into, finish_frame, push_varint, Sender};
 
 /// Bytes of bulky results (file bodies, process output, buffers) one batch
 /// reply may carry; the frame limit is 4 MiB.
 pub const INLINE_LIMIT: usize = 3 * 1024 * 1024;
 
-/// Variant index of [`provium_protocol::HostMsg::Call`].
-const CALL_VARIANT: u8 = 2;
-/// Variant index of [`Op::Batch`].
-const OP_BATCH_VARIANT: u8 = 24;
-/// Variant index of [`Reply::Batch`].
-const REPLY_BATCH_VARIANT: u8 = 11;
-
 /// The call id and the encoded op list of a `Call { op: Batch(ops) }`
 /// frame body; `None` for any other frame.
 pub fn parse_call(body: &[u8]) -> Option<(RequestId, &[u8])> {
-    let rest = body.strip_prefix(&[CALL_VARIANT])?;
+    let rest = body.strip_prefix(&[HOST_CALL])?;
     let (id, rest) = postcard::take_from_bytes::<RequestId>(rest).ok()?;
-    let ops = rest.strip_prefix(&[OP_BATCH_VARIANT])?;
+    let ops = rest.strip_prefix(&[OP_BATCH])?;
     Some((id, ops))
 }
 
@@ -73,10 +70,10 @@ fn run_encoded(id: RequestId, ops: &[u8]) -> Result<Vec<u8>, Failure> {
         postcard::take_from_bytes::<u64>(ops).map_err(|_| bad_request("batch: no op count"))?;
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(&[0; FRAME_HEADER_LEN]);
-    out.push(REPLY_VARIANT);
+    out.push(AGENT_REPLY);
     push_varint(&mut out, id.0);
-    out.push(OK_VARIANT);
-    out.push(REPLY_BATCH_VARIANT);
+    out.push(RESULT_OK);
+    out.push(REPLY_BATCH);
     push_varint(&mut out, count);
     let mut left = INLINE_LIMIT;
     for i in 0..count {
@@ -84,7 +81,7 @@ fn run_encoded(id: RequestId, ops: &[u8]) -> Result<Vec<u8>, Failure> {
         rest = tail;
         let (name, result) = match entry {
             Entry::Stat(p, follow) => ("Stat", fs::stat(p, follow)),
-            Entry::Op(op) => (op_name(&op), one(op, left)),
+            Entry::Op(op) => one(op, left),
         };
         let before = out.len();
         out = match &result {
@@ -128,17 +125,12 @@ fn take_entry(b: &[u8]) -> Option<(Entry<'_>, &[u8])> {
     Some((Entry::Op(op), tail))
 }
 
-/// Variant index of [`Reply::Stat`].
-const REPLY_STAT_VARIANT: u8 = 1;
-/// Variant index of [`Op::Stat`].
-const OP_STAT_VARIANT: u8 = 1;
-
 /// An encoded `Op::Stat { path, follow }` taken apart in place →
 /// `(path, follow, rest)`; `None` for anything else (serde then decodes it,
 /// or reports it malformed). By hand for the reason given at `push_stat`,
 /// and so that the path is borrowed from the frame instead of allocated.
 fn take_stat(b: &[u8]) -> Option<(&[u8], bool, &[u8])> {
-    let rest = b.strip_prefix(&[OP_STAT_VARIANT])?;
+    let rest = b.strip_prefix(&[OP_STAT])?;
     let (len, rest) = postcard::take_from_bytes::<u32>(rest).ok()?;
     let len = usize::try_from(len).ok()?;
     if rest.len() <= len {
@@ -161,8 +153,8 @@ fn take_stat(b: &[u8]) -> Option<(&[u8], bool, &[u8])> {
 fn push_stat(out: &mut Vec<u8>, st: &StatInfo) {
     let zigzag = |v: i64| ((v << 1) ^ (v >> 63)) as u64;
     out.reserve(2 + 13 * 10);
-    out.push(OK_VARIANT);
-    out.push(REPLY_STAT_VARIANT);
+    out.push(RESULT_OK);
+    out.push(REPLY_STAT);
     for v in [
         st.size,
         u64::from(st.mode),
@@ -192,49 +184,67 @@ fn too_big(name: &str, left: usize) -> Failure {
     )
 }
 
-/// Runs one entry; `left` is what the reply can still carry.
-fn one(op: Op, left: usize) -> OpResult {
-    match op {
-        Op::Ping => Ok(Reply::Unit),
-        Op::Stat { path, follow } => fs::stat(&path, follow),
-        Op::ReadFile { path } => read_file(&path, left),
-        Op::WriteFile {
-            path,
-            attrs,
-            data,
-            more: false,
-        } => upload::write_whole(&path, attrs, &data),
-        Op::ListDir { path } => fs::list_dir(&path),
-        Op::Mkdir {
-            path,
-            parents,
-            perm,
-        } => fs::mkdir(&path, parents, perm),
-        Op::Unlink { path } => fs::unlink(&path),
-        Op::Rename { from, to } => fs::rename(&from, &to),
-        Op::Chmod { path, mode } => fs::chmod(&path, mode),
-        Op::Run(spec) if !spec.stdin_more => run::run_inline(spec, left),
-        Op::Syscall(spec) => rawcall::syscall(spec),
-        Op::OpenFile { path, mode } => file::open(&path, &mode),
-        Op::FileRead { handle, len } => file::read(handle, len),
-        Op::FileWrite { handle, data } => file::write(handle, &data),
-        Op::FileSeek {
-            handle,
-            offset,
-            whence,
-        } => file::seek(handle, offset, whence),
-        Op::Close { handle } => super::close(handle),
-        Op::Ioctl(spec) => file::ioctl(spec),
-        Op::RunAsync(spec) => process::run_async(spec),
-        Op::ProcSignal { handle, signal } => process::signal(handle, signal),
-        Op::ProcStatus { handle } => process::status(handle),
-        Op::ProcStdin { handle, data } => process::stdin_write(handle, &data),
-        Op::ProcCloseStdin { handle } => process::close_stdin(handle),
-        other => Err(bad_request(format!(
-            "`{}` cannot appear inside a batch",
-            op_name(&other)
-        ))),
+/// Runs one entry; `left` is what the reply can still carry → the op's
+/// name (for messages) and its result.
+fn one(op: Op, left: usize) -> (&'static str, OpResult) {
+    let mut entry = BatchEntry { left, name: "" };
+    let result = dispatch::run(op, &mut entry);
+    (entry.name, result)
+}
+
+/// A batch entry as a [`dispatch::Context`]: runs what can complete with
+/// its reply alone, on the batch's thread, and refuses the rest.
+struct BatchEntry {
+    /// What the reply can still carry.
+    left: usize,
+    /// The name of the op served last.
+    name: &'static str,
+}
+
+impl dispatch::Context for BatchEntry {
+    type Out = OpResult;
+
+    fn plain<F>(&mut self, how: How, call: F) -> OpResult
+    where
+        F: FnOnce() -> OpResult + Send + 'static,
+    {
+        self.name = how.name;
+        if how.batched {
+            call()
+        } else {
+            Err(refused(how.name))
+        }
     }
+
+    fn special(&mut self, name: &'static str, op: Special) -> OpResult {
+        self.name = name;
+        match op {
+            Special::ListDir { path } => fs::list_dir(&path),
+            Special::WriteFile {
+                path,
+                attrs,
+                data,
+                more: false,
+            } => upload::write_whole(&path, attrs, &data),
+            Special::ReadFile { path } => read_file(&path, self.left),
+            Special::Run(spec) if !spec.stdin_more => run::run_inline(spec, self.left),
+            Special::FileRead { handle, len } => file::read(handle, len),
+            Special::FileWrite { handle, data } => file::write(handle, &data),
+            Special::Close { handle } => super::close(handle),
+            Special::WriteFile { .. }
+            | Special::Run(_)
+            | Special::Poweroff
+            | Special::Stream(_)
+            | Special::ProcWait { .. }
+            | Special::Batch
+            | Special::InWorker { .. } => Err(refused(name)),
+        }
+    }
+}
+
+/// The failure of an op that cannot be batched.
+fn refused(name: &str) -> Failure {
+    bad_request(format!("`{name}` cannot appear inside a batch"))
 }
 
 /// Reads a whole file of at most `limit` bytes.
@@ -250,48 +260,65 @@ fn read_file(p: &[u8], limit: usize) -> OpResult {
     Ok(Reply::Bytes(ByteBuf::from(body)))
 }
 
-/// The name of an op, for messages.
-pub fn op_name(op: &Op) -> &'static str {
-    match op {
-        Op::Ping => "Ping",
-        Op::Stat { .. } => "Stat",
-        Op::ReadFile { .. } => "ReadFile",
-        Op::WriteFile { more: true, .. } => "WriteFile with more",
-        Op::WriteFile { .. } => "WriteFile",
-        Op::ListDir { .. } => "ListDir",
-        Op::Mkdir { .. } => "Mkdir",
-        Op::Unlink { .. } => "Unlink",
-        Op::Rename { .. } => "Rename",
-        Op::Chmod { .. } => "Chmod",
-        Op::Run(spec) if spec.stdin_more => "Run with stdin_more",
-        Op::Run(_) => "Run",
-        Op::Poweroff => "Poweroff",
-        Op::OpenFile { .. } => "OpenFile",
-        Op::FileRead { .. } => "FileRead",
-        Op::FileWrite { .. } => "FileWrite",
-        Op::FileSeek { .. } => "FileSeek",
-        Op::Close { .. } => "Close",
-        Op::Ioctl(_) => "Ioctl",
-        Op::Stream(_) => "Stream",
-        Op::RunAsync(_) => "RunAsync",
-        Op::ProcWait { .. } => "ProcWait",
-        Op::ProcSignal { .. } => "ProcSignal",
-        Op::ProcStatus { .. } => "ProcStatus",
-        Op::ProcStdin { .. } => "ProcStdin",
-        Op::ProcCloseStdin { .. } => "ProcCloseStdin",
-        Op::Syscall(_) => "Syscall",
-        Op::Batch(_) => "Batch",
-        Op::SpawnWorker(_) => "SpawnWorker",
-        Op::InWorker { .. } => "InWorker",
-        Op::WorkerSignal { .. } => "WorkerSignal",
-        Op::WorkerJoin { .. } => "WorkerJoin",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use provium_protocol::{encode, HostMsg};
+
+    #[test]
+    fn ops_that_need_the_connection_are_refused_by_name() {
+        let h = provium_protocol::HandleId(1);
+        let cases = [
+            (Op::Poweroff, "Poweroff"),
+            (
+                Op::WriteFile {
+                    path: b"/nonexistent/x".to_vec(),
+                    attrs: Default::default(),
+                    data: ByteBuf::new(),
+                    more: true,
+                },
+                "WriteFile with more",
+            ),
+            (
+                Op::Run(provium_protocol::RunSpec {
+                    program: b"/nonexistent".to_vec(),
+                    stdin_more: true,
+                    ..Default::default()
+                }),
+                "Run with stdin_more",
+            ),
+            (
+                Op::SpawnWorker(provium_protocol::WorkerSpec::default()),
+                "SpawnWorker",
+            ),
+            (
+                Op::InWorker {
+                    worker: h,
+                    op: Box::new(Op::Ping),
+                },
+                "InWorker",
+            ),
+            (
+                Op::WorkerSignal {
+                    worker: h,
+                    signal: 0,
+                },
+                "WorkerSignal",
+            ),
+            (Op::WorkerJoin { worker: h }, "WorkerJoin"),
+        ];
+        for (op, name) in cases {
+            let (got, result) = one(op, INLINE_LIMIT);
+            assert_eq!(got, name);
+            assert_eq!(
+                result,
+                Err(bad_request(format!(
+                    "`{name}` cannot appear inside a batch"
+                )))
+            );
+        }
+        assert_eq!(one(Op::Ping, 0), ("Ping", Ok(Reply::Unit)));
+    }
 
     #[test]
     fn hand_encoded_stat_matches_postcard() {
@@ -519,7 +546,7 @@ mod fuzz_tests {
                 }
                 (None, Some((Op::Stat { .. }, _))) => {
                     // Only a tag not in its shortest form is left to serde.
-                    prop_assert!(b[0] != OP_STAT_VARIANT, "a Stat the hand decoder refuses");
+                    prop_assert!(b[0] != OP_STAT, "a Stat the hand decoder refuses");
                 }
                 (None, _) => {}
             }
@@ -563,9 +590,9 @@ mod fuzz_tests {
                 }
                 None => {
                     if let Some(HostMsg::Call { id, op: Op::Batch(_) }) = full {
-                        let mut head = vec![CALL_VARIANT];
+                        let mut head = vec![HOST_CALL];
                         head.extend(postcard::to_allocvec(&id).expect("encodes"));
-                        head.push(OP_BATCH_VARIANT);
+                        head.push(OP_BATCH);
                         prop_assert!(!b.starts_with(&head), "a batch call parse_call does not see");
                     }
                 }

@@ -21,7 +21,7 @@ use serde_bytes::ByteBuf;
 
 use super::rawcall::{address, guarded, splice, Guarded};
 use crate::error::{bad_request, errno_failure, io_failure, OpResult};
-use crate::handles::{self, Handle};
+use crate::handles::{self, Resource};
 use crate::sys;
 use crate::trigger::Trigger;
 
@@ -112,9 +112,7 @@ pub fn open(path: &[u8], mode: &OpenMode) -> OpResult {
         may_block,
         closed: Trigger::new(),
     };
-    Ok(Reply::Handle(handles::insert(Handle::File(Arc::new(
-        handle,
-    )))))
+    Ok(Reply::Handle(handles::insert(Arc::new(handle))))
 }
 
 /// The length of one read: `len` capped at [`CHUNK_LEN`].
@@ -172,14 +170,14 @@ pub fn read_waiting(file: &FileHandle, id: HandleId, len: u64) -> Result<Vec<u8>
 
 /// `Op::FileRead` on any file, for callers off the reader thread.
 pub fn read(id: HandleId, len: u64) -> OpResult {
-    let file = handles::file(id, "read")?;
+    let file = handles::get::<FileHandle>(id, "read")?;
     read_waiting(&file, id, len).map(|bytes| Reply::Bytes(ByteBuf::from(bytes)))
 }
 
 /// `Op::FileWrite`: one `write(2)` → [`Reply::Count`]. On a file that may
 /// block, first waits until it accepts bytes.
 pub fn write(id: HandleId, data: &[u8]) -> OpResult {
-    let file = handles::file(id, "write")?;
+    let file = handles::get::<FileHandle>(id, "write")?;
     write_to(&file, id, data)
 }
 
@@ -200,7 +198,7 @@ pub fn write_to(file: &FileHandle, id: HandleId, data: &[u8]) -> OpResult {
 /// `Op::FileSeek` → [`Reply::Count`] with the new offset; a negative
 /// offset for `Set` is clamped to 0.
 pub fn seek(id: HandleId, offset: i64, whence: Whence) -> OpResult {
-    let file = handles::file(id, "seek")?;
+    let file = handles::get::<FileHandle>(id, "seek")?;
     let (offset, whence) = match whence {
         Whence::Set => (offset.max(0), libc::SEEK_SET),
         Whence::Cur => (offset, libc::SEEK_CUR),
@@ -218,10 +216,18 @@ pub fn close(file: &FileHandle) -> OpResult {
     Ok(Reply::Unit)
 }
 
+impl Resource for FileHandle {
+    const KIND: &'static str = "a file";
+
+    fn close(&self) -> OpResult {
+        close(self)
+    }
+}
+
 /// `Op::Ioctl` → [`Reply::Ioctl`]; a negative return is an OS failure.
 /// An empty `data` passes a null pointer (for ioctls without an argument).
 pub fn ioctl(spec: IoctlSpec) -> OpResult {
-    let file = handles::file(spec.handle, "ioctl")?;
+    let file = handles::get::<FileHandle>(spec.handle, "ioctl")?;
     let empty = spec.data.is_empty();
     let mut data = Guarded::new(&spec.data)?;
     let mut bufs = guarded(spec.bufs)?;

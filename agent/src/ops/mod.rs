@@ -1,10 +1,12 @@
 //! The operations the agent serves, one module per family.
 //!
-//! Every operation returns an [`OpResult`](crate::error::OpResult); the
-//! connection ([`crate::conn`]) decides whether it runs inline on the reader
-//! thread (cheap, non-blocking ops) or on a pooled thread.
+//! Every operation returns an [`OpResult`](crate::error::OpResult);
+//! [`dispatch`] maps each op to its handler and says whether it may block,
+//! and the connection ([`crate::conn`]) runs it inline on the reader thread
+//! (cheap, non-blocking ops) or on a pooled thread.
 
 pub mod batch;
+pub mod dispatch;
 pub mod file;
 pub mod fs;
 pub mod output;
@@ -46,9 +48,5 @@ pub fn close(id: HandleId) -> OpResult {
 
 /// Closes a handle already removed from the table.
 pub fn close_removed(handle: Handle) -> OpResult {
-    match handle {
-        Handle::File(f) => file::close(&f),
-        Handle::Process(p) => process::close(&p),
-        Handle::Worker(w) => crate::worker::close(&w),
-    }
+    handle.close()
 }

@@ -33,7 +33,7 @@ use super::output::{self, Next, Output};
 use super::run::{self, KILL_GRACE};
 use super::spawn_thread;
 use crate::error::{bad_request, internal, io_failure, OpResult};
-use crate::handles::{self, Handle};
+use crate::handles::{self, Resource};
 use crate::sender::Sender;
 use crate::sys;
 use crate::trigger::Trigger;
@@ -273,7 +273,7 @@ pub fn run_async(spec: RunSpec) -> OpResult {
         process.abandon();
         return Err(internal(format!("cannot start process threads: {e}")));
     }
-    let handle = handles::insert(Handle::Process(process));
+    let handle = handles::insert(process);
     Ok(Reply::Process {
         handle,
         pid: pid as u32,
@@ -332,7 +332,7 @@ fn write_initial(process: &Process, fd: OwnedFd, mut data: &[u8]) {
 
 /// `Op::ProcWait` → [`Reply::Run`], with large output as `Data` first.
 pub fn wait(sender: &Sender, req: RequestId, id: HandleId, timeout_ms: Option<u64>) -> OpResult {
-    let process = handles::process(id, "wait")?;
+    let process = handles::get::<Process>(id, "wait")?;
     if !process.claim() {
         return Err(Failure::os(
             libc::EBADF,
@@ -364,7 +364,7 @@ pub fn wait(sender: &Sender, req: RequestId, id: HandleId, timeout_ms: Option<u6
 /// `Op::ProcSignal`: signals the process (not its group); a process that
 /// is gone (or reaped) is no error.
 pub fn signal(id: HandleId, sig: i32) -> OpResult {
-    let process = handles::process(id, "signal")?;
+    let process = handles::get::<Process>(id, "signal")?;
     let st = process.lock();
     if !st.reaped {
         sys::kill(process.pid, sig).map_err(|e| io_failure(&e))?;
@@ -374,7 +374,7 @@ pub fn signal(id: HandleId, sig: i32) -> OpResult {
 
 /// `Op::ProcStatus`, without reaping.
 pub fn status(id: HandleId) -> OpResult {
-    let process = handles::process(id, "status")?;
+    let process = handles::get::<Process>(id, "status")?;
     let st = process.lock();
     let running = !st.reaped && !sys::has_exited(process.pid).map_err(|e| io_failure(&e))?;
     Ok(Reply::ProcStatus { running })
@@ -382,7 +382,7 @@ pub fn status(id: HandleId) -> OpResult {
 
 /// `Op::ProcStdin` → [`Reply::Count`] (one write, may be short).
 pub fn stdin_write(id: HandleId, data: &[u8]) -> OpResult {
-    let process = handles::process(id, "stdin_write")?;
+    let process = handles::get::<Process>(id, "stdin_write")?;
     let fd = process.stdin.begin(id)?;
     let written = process.stdin.write_some(&fd, data, id);
     process.stdin.end(fd);
@@ -391,7 +391,7 @@ pub fn stdin_write(id: HandleId, data: &[u8]) -> OpResult {
 
 /// `Op::ProcCloseStdin` (idempotent).
 pub fn close_stdin(id: HandleId) -> OpResult {
-    handles::process(id, "close_stdin")?.stdin.close();
+    handles::get::<Process>(id, "close_stdin")?.stdin.close();
     Ok(Reply::Unit)
 }
 
@@ -410,6 +410,14 @@ pub fn close(process: &Process) -> OpResult {
     process.stdin.close();
     process.output.close();
     Ok(Reply::Unit)
+}
+
+impl Resource for Process {
+    const KIND: &'static str = "a process";
+
+    fn close(&self) -> OpResult {
+        close(self)
+    }
 }
 
 /// `Stream(Process)`: replays `channel` from byte 0, follows it, and ends
@@ -431,7 +439,7 @@ pub fn stream(
             )))
         }
     };
-    let process = handles::process(id, "stream")?;
+    let process = handles::get::<Process>(id, "stream")?;
     super::stream::acknowledge(sender, req)?;
     cancel.on_fire(process.output.waker());
     let mut seen = 0;

@@ -63,7 +63,7 @@ pub fn stream(
     match source {
         StreamSource::File { path, start } => tail_path(sender, req, &path, start, cancel, parked),
         StreamSource::Handle { handle } => {
-            let file = handles::file(handle, "stream")?;
+            let file = handles::get::<super::file::FileHandle>(handle, "stream")?;
             acknowledge(sender, req)?;
             let mut f = Follower::new(sender, req, file.fd(), cancel, Some(file.closed()));
             if file.is_regular() {

@@ -119,16 +119,6 @@ impl Uploads {
     pub fn contains(&self, id: RequestId) -> bool {
         self.map.contains_key(&id)
     }
-
-    /// Number of uploads in flight.
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    /// Whether no upload is in flight.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
 }
 
 /// Creates or truncates `p` for writing and gives it `attrs`: the owner

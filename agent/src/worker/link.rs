@@ -13,27 +13,15 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use provium_protocol::wire::{
+    AGENT_HELLO_REJECTED, AGENT_REPLY, HOST_CALL, HOST_CANCEL, HOST_DATA, HOST_HELLO, OP_IN_WORKER,
+};
 use provium_protocol::{AgentMsg, Failure, HandleId, RequestId, SessionToken, FRAME_HEADER_LEN};
 
 use super::Worker;
 use crate::frames::FrameReader;
 use crate::inflight::{InFlight, Relay};
 use crate::sender::{push_varint, Sender};
-
-/// Variant index of [`AgentMsg::Reply`] in postcard's encoding.
-const REPLY_VARIANT: u8 = 1;
-/// Variant index of [`AgentMsg::HelloRejected`].
-const HELLO_REJECTED_VARIANT: u8 = 3;
-/// Variant index of [`HostMsg::Hello`].
-const HOST_HELLO_VARIANT: u8 = 0;
-/// Variant index of [`HostMsg::Cancel`].
-const HOST_CANCEL_VARIANT: u8 = 4;
-/// Variant index of [`HostMsg::Call`].
-const HOST_CALL_VARIANT: u8 = 2;
-/// Variant index of [`HostMsg::Data`].
-const HOST_DATA_VARIANT: u8 = 3;
-/// Variant index of [`provium_protocol::Op::InWorker`].
-const OP_IN_WORKER_VARIANT: u8 = 26;
 
 /// The frame of a host message made of a variant and one integer:
 /// `Hello { version }` or `Cancel { id }`. Built by hand: encoding a
@@ -51,7 +39,7 @@ pub fn small_frame(variant: u8, value: u64) -> Vec<u8> {
 /// The frame of `HostMsg::Hello { version, token }` with an all-zero
 /// token: a worker serves only its parent's pipe and never learns tokens.
 pub fn hello_frame(version: u32) -> Vec<u8> {
-    let mut frame = small_frame(HOST_HELLO_VARIANT, u64::from(version));
+    let mut frame = small_frame(HOST_HELLO, u64::from(version));
     frame.extend_from_slice(&[0; SessionToken::LEN]);
     let len = (frame.len() - FRAME_HEADER_LEN) as u32;
     frame[..FRAME_HEADER_LEN].copy_from_slice(&len.to_le_bytes());
@@ -62,9 +50,9 @@ pub fn hello_frame(version: u32) -> Vec<u8> {
 /// body: relayed as it is, so an op is never re-encoded (nor copied into
 /// an owned message) on its way to a worker.
 pub fn inner_op(body: &[u8]) -> Option<&[u8]> {
-    let rest = body.strip_prefix(&[HOST_CALL_VARIANT])?;
+    let rest = body.strip_prefix(&[HOST_CALL])?;
     let (_, rest) = postcard::take_from_bytes::<RequestId>(rest).ok()?;
-    let rest = rest.strip_prefix(&[OP_IN_WORKER_VARIANT])?;
+    let rest = rest.strip_prefix(&[OP_IN_WORKER])?;
     let (_, rest) = postcard::take_from_bytes::<HandleId>(rest).ok()?;
     Some(rest)
 }
@@ -145,7 +133,7 @@ impl Link {
     /// Forwards a cancel, ignoring failures (the reader thread notices a
     /// dead channel).
     pub fn cancel(&self, inner: RequestId) {
-        let _ = self.write_parts(&[&small_frame(HOST_CANCEL_VARIANT, inner.0)]);
+        let _ = self.write_parts(&[&small_frame(HOST_CANCEL, inner.0)]);
     }
 
     /// Forwards a host call to the worker; `op` is the op's encoding.
@@ -160,7 +148,7 @@ impl Link {
         let inner = RequestId(self.next.fetch_add(1, Ordering::Relaxed));
         let mut head = Vec::with_capacity(FRAME_HEADER_LEN + 11);
         head.extend_from_slice(&[0; FRAME_HEADER_LEN]);
-        head.push(HOST_CALL_VARIANT);
+        head.push(HOST_CALL);
         push_varint(&mut head, inner.0);
         let len = u32::try_from(head.len() - FRAME_HEADER_LEN + op.len())
             .map_err(|_| crate::error::bad_request("in_worker: op too large"))?;
@@ -203,7 +191,7 @@ impl Link {
     pub fn data(&self, inner: RequestId, chunk: &[u8], last: bool) {
         let mut head = Vec::with_capacity(FRAME_HEADER_LEN + 21);
         head.extend_from_slice(&[0; FRAME_HEADER_LEN]);
-        head.push(HOST_DATA_VARIANT);
+        head.push(HOST_DATA);
         push_varint(&mut head, inner.0);
         push_varint(&mut head, chunk.len() as u64);
         let Ok(len) = u32::try_from(head.len() - FRAME_HEADER_LEN + chunk.len() + 1) else {
@@ -254,7 +242,7 @@ impl Link {
             return true;
         }
         match body.first() {
-            Some(&REPLY_VARIANT) => {
+            Some(&AGENT_REPLY) => {
                 let Ok((inner, result)) = postcard::take_from_bytes::<RequestId>(&body[1..]) else {
                     return false;
                 };
@@ -265,7 +253,7 @@ impl Link {
                 }
                 true
             }
-            Some(&HELLO_REJECTED_VARIANT) => false,
+            Some(&AGENT_HELLO_REJECTED) => false,
             // A hello in mid-session cannot happen; ignore anything else.
             _ => true,
         }
@@ -281,7 +269,7 @@ mod tests {
     fn hand_built_host_frames_match_postcard() {
         for v in [0u64, 1, 127, 128, 300, u64::MAX] {
             assert_eq!(
-                small_frame(HOST_CANCEL_VARIANT, v),
+                small_frame(HOST_CANCEL, v),
                 encode(&HostMsg::Cancel { id: RequestId(v) }).unwrap()
             );
         }

@@ -27,7 +27,7 @@ use provium_protocol::{
 use crate::conn::{self, ServeOptions};
 use crate::error::{internal, io_failure, OpResult};
 use crate::frames::FrameReader;
-use crate::handles::{self, Handle};
+use crate::handles::{self, Resource};
 use crate::inflight::InFlight;
 use crate::sender::Sender;
 use crate::sys::{self, WaitStatus};
@@ -124,9 +124,7 @@ pub fn spawn_worker(spec: &WorkerSpec) -> OpResult {
         link,
         reaped: Mutex::new(false),
     };
-    Ok(Reply::Handle(handles::insert(Handle::Worker(Arc::new(
-        worker,
-    )))))
+    Ok(Reply::Handle(handles::insert(Arc::new(worker))))
 }
 
 /// Kills and reaps a worker that could not be set up.
@@ -169,12 +167,12 @@ fn handshake(stream: &UnixStream) -> Result<FrameReader<UnixStream>, Failure> {
 
 /// `Op::WorkerSignal`.
 pub fn signal(id: HandleId, sig: i32) -> OpResult {
-    handles::worker(id, "worker_signal")?.signal(sig)
+    handles::get::<Worker>(id, "worker_signal")?.signal(sig)
 }
 
 /// `Op::WorkerJoin` → [`Reply::Exit`]; the handle is gone afterwards.
 pub fn join(id: HandleId) -> OpResult {
-    let worker = handles::remove_worker(id, "worker_join")?;
+    let worker = handles::remove_kind::<Worker>(id, "worker_join")?;
     worker.join().map(Reply::Exit)
 }
 
@@ -184,6 +182,14 @@ pub fn close(worker: &Worker) -> OpResult {
     // join: closing the channel makes a worker exit.
     let _ = worker.signal(libc::SIGTERM);
     worker.join().map(|_| Reply::Unit)
+}
+
+impl Resource for Worker {
+    const KIND: &'static str = "a worker";
+
+    fn close(&self) -> OpResult {
+        close(self)
+    }
 }
 
 /// Runs `op` in worker `id` for host call `host`; `frame` is the body of
@@ -202,7 +208,7 @@ pub fn in_worker(
             "in_worker: Poweroff cannot run in a worker",
         ));
     }
-    let worker = handles::worker(id, "in_worker")?;
+    let worker = handles::get::<Worker>(id, "in_worker")?;
     let raw = link::inner_op(frame).ok_or_else(|| internal("in_worker: cannot find the op"))?;
     worker.forward(sender, host, raw, inflight)
 }
