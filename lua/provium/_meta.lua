@@ -274,6 +274,16 @@ function GuestOps:rename(from, to) end
 ---@param mode provium.Mode
 function GuestOps:chmod(path, mode) end
 
+---Creates `path`, a symbolic link to `target` (which need not exist).
+---```lua
+---vm:symlink("/etc/hostname", "/tmp/doc-link")
+---assert(vm:stat("/tmp/doc-link", { follow = false }).entry_type == "symlink")
+---assert(vm:read_file("/tmp/doc-link") == vm:read_file("/etc/hostname"))
+---```
+---@param target string
+---@param path string
+function GuestOps:symlink(target, path) end
+
 ---Runs a command to completion: `run("shell command")`, `run(prog, {args...})`
 ---or `run(prog, {args=, env=, ...})`. A failing command is a result, not an
 ---error; past its timeout the process group is killed (`timed_out`).
@@ -589,6 +599,11 @@ function Batch:rename(from, to) end
 ---@param mode provium.Mode
 ---@return integer
 function Batch:chmod(path, mode) end
+
+---@param target string
+---@param path string
+---@return integer
+function Batch:symlink(target, path) end
 
 ---@param cmd string
 ---@param args_or_opts? string[]|provium.RunOptions

@@ -340,6 +340,16 @@ pub enum Op {
         path: Vec<u8>,
         mode: u32,
     },
+
+    // ---- Added in protocol 5 ----
+    /// `symlink(2)`: creates `path`, a symbolic link to `target` (which need
+    /// not exist). → [`Reply::Unit`].
+    Symlink {
+        #[serde(with = "serde_bytes")]
+        target: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        path: Vec<u8>,
+    },
 }
 
 /// Mode and owner of a file that `WriteFile` writes.

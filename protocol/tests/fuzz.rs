@@ -233,6 +233,7 @@ fn leaf_op() -> impl Strategy<Value = Op> {
                 more
             }),
         (bytes(16), any::<u32>()).prop_map(|(path, mode)| Op::Chmod { path, mode }),
+        (bytes(16), bytes(16)).prop_map(|(target, path)| Op::Symlink { target, path }),
         bytes(16).prop_map(|path| Op::ListDir { path }),
         (bytes(16), any::<bool>(), proptest::option::of(any::<u32>())).prop_map(
             |(path, parents, perm)| Op::Mkdir {

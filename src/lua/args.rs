@@ -39,10 +39,10 @@ pub fn bytes(call: &str, name: &str, v: &Value) -> ApiResult<Vec<u8>> {
     }
 }
 
-/// A guest path: a non-empty string without NUL bytes.
 /// Linux's `PATH_MAX` (the terminating NUL included).
 const PATH_MAX: usize = 4096;
 
+/// A guest path: a non-empty string without NUL bytes, shorter than `PATH_MAX`.
 pub fn path(call: &str, name: &str, v: &Value) -> ApiResult<Vec<u8>> {
     let p = match v {
         Value::String(s) => s.as_bytes().to_vec(),

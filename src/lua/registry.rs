@@ -128,6 +128,7 @@ pub static OPS: &[OpDef] = &[
     simple("unlink", fs::unlink),
     simple("rename", fs::rename),
     simple("chmod", fs::chmod),
+    simple("symlink", fs::symlink),
     OpDef {
         run: Some(run::call),
         returns: Returns::RunResult,
@@ -170,6 +171,7 @@ pub fn op_row(op: &Op) -> Option<&'static str> {
         Op::Unlink { .. } => "unlink",
         Op::Rename { .. } => "rename",
         Op::Chmod { .. } => "chmod",
+        Op::Symlink { .. } => "symlink",
         Op::Run(_) => "run",
         Op::Syscall(_) => "syscall",
         Op::OpenFile { .. } => "open_file",

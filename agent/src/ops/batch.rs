@@ -4,7 +4,7 @@
 //! An entry must complete with its reply alone: no `Data` before it, no
 //! frames after it, nothing that only makes sense as the connection's last
 //! act. Allowed: `Ping`, `Stat`, `ReadFile`, `WriteFile` (without `more`),
-//! `ListDir`, `Mkdir`, `Unlink`, `Rename`, `Chmod`, `Run` (without `stdin_more`),
+//! `ListDir`, `Mkdir`, `Unlink`, `Rename`, `Chmod`, `Symlink`, `Run` (without `stdin_more`),
 //! `Syscall`, the file-handle ops (`OpenFile`, `FileRead`, `FileWrite`,
 //! `FileSeek`, `Ioctl`, `Close` of any handle) and the process ops that
 //! answer at once (`RunAsync`, `ProcSignal`, `ProcStatus`, `ProcStdin`,

@@ -213,6 +213,9 @@ pub fn run<C: Context>(op: Op, cx: &mut C) -> C::Out {
             cx.plain(how, move || worker::join(worker))
         }
         Op::Chmod { path, mode } => cx.plain(H::inline("Chmod"), move || fs::chmod(&path, mode)),
+        Op::Symlink { target, path } => {
+            cx.plain(H::inline("Symlink"), move || fs::symlink(&target, &path))
+        }
     }
 }
 
@@ -400,6 +403,13 @@ mod tests {
                     mode: 0o644,
                 },
                 ("Chmod", "inline", true),
+            ),
+            (
+                Op::Symlink {
+                    target: p(),
+                    path: p(),
+                },
+                ("Symlink", "inline", true),
             ),
         ];
         for (op, expected) in cases {

@@ -158,6 +158,13 @@ pub fn chmod(p: &[u8], mode: u32) -> OpResult {
         .map_err(|e| io_failure(&e))
 }
 
+/// `symlink(2)`: `path` becomes a symbolic link to `target`.
+pub fn symlink(target: &[u8], p: &[u8]) -> OpResult {
+    std::os::unix::fs::symlink(path(target), path(p))
+        .map(|()| Reply::Unit)
+        .map_err(|e| io_failure(&e))
+}
+
 /// `rename(2)`.
 pub fn rename(from: &[u8], to: &[u8]) -> OpResult {
     fs::rename(path(from), path(to))

@@ -96,6 +96,7 @@ const OP_VARIANTS: &[&str] = &[
     "WorkerSignal",
     "WorkerJoin",
     "Chmod",
+    "Symlink",
 ];
 
 /// The name of an op's variant. Exhaustive on purpose: a new variant does
@@ -133,6 +134,7 @@ fn op_name(op: &Op) -> &'static str {
         Op::WorkerSignal { .. } => "WorkerSignal",
         Op::WorkerJoin { .. } => "WorkerJoin",
         Op::Chmod { .. } => "Chmod",
+        Op::Symlink { .. } => "Symlink",
     }
 }
 
@@ -223,6 +225,10 @@ fn op_samples() -> Vec<Op> {
         Op::Chmod {
             path: path(),
             mode: 0o644,
+        },
+        Op::Symlink {
+            target: path(),
+            path: path(),
         },
     ]
 }

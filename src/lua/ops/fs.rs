@@ -1,5 +1,5 @@
 //! File-system operations: read_file, write_file, stat, listdir, mkdir,
-//! unlink, rename, chmod.
+//! unlink, rename, chmod, symlink.
 
 use mlua::{Lua, MultiValue, Value};
 use provium_protocol::{FileAttrs, Op, CHUNK_LEN};
@@ -121,6 +121,23 @@ pub fn rename(call: &str, _t: &Target, rest: &[Value]) -> ApiResult<Request> {
         Some(from.clone()),
     );
     r.shown = Some(format!("{call}({}, {})", quote(&from), quote(&to)));
+    Ok(r)
+}
+
+/// `symlink(target, path)`.
+pub fn symlink(call: &str, _t: &Target, rest: &[Value]) -> ApiResult<Request> {
+    let target = args::path(call, "target", arg(rest, 0))?;
+    let path = args::path(call, "path", arg(rest, 1))?;
+    let mut r = Request::new(
+        call,
+        Op::Symlink {
+            target: target.clone(),
+            path: path.clone(),
+        },
+        Kind::Unit,
+        Some(path.clone()),
+    );
+    r.shown = Some(format!("{call}({}, {})", quote(&target), quote(&path)));
     Ok(r)
 }
 
