@@ -103,6 +103,9 @@ impl Config {
     }
 }
 
+/// Exit code with which the op server asks PID 1 to power the machine off.
+pub const POWEROFF_EXIT_CODE: i32 = 79;
+
 #[cfg(test)]
 mod tests {
     use super::*;

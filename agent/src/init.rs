@@ -6,7 +6,7 @@
 //! orphans included.
 //!
 //! **Power-off mechanism:** the server asks for a power-off by exiting with
-//! [`POWEROFF_EXIT_CODE`] (after replying to the host and calling `sync`).
+//! [`crate::config::POWEROFF_EXIT_CODE`] (after replying to the host and calling `sync`).
 //! PID 1 then syncs again and calls `reboot(RB_POWER_OFF)`. Any other end of
 //! the server is unexpected: it is logged and the server is restarted. PID 1
 //! never exits (that would panic the kernel): on a fatal error, and on a
@@ -21,12 +21,9 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
+use crate::config::{Config, POWEROFF_EXIT_CODE};
 use crate::server::{self, ServerEnv};
 use crate::sys::{self, Forked, WaitStatus};
-
-/// Exit code with which the op server asks PID 1 to power the machine off.
-pub const POWEROFF_EXIT_CODE: i32 = 79;
 
 /// Directory holding the kernel modules to load and their `order` file.
 pub const MODULE_DIR: &str = "/lib/modules/provium";

@@ -30,6 +30,7 @@ pub mod inflight;
 pub mod init;
 pub mod ops;
 pub mod pool;
+pub mod prereq;
 pub mod sender;
 pub mod server;
 pub mod sys;

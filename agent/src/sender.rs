@@ -299,6 +299,15 @@ fn frame_to_io(e: FrameError) -> io::Error {
     }
 }
 
+/// Tells the host the stream's source is open: an empty `Data` frame, sent
+/// before any bytes, so that opening a missing file fails at once with the
+/// OS error while a quiet source still has a stream.
+pub fn acknowledge_stream(sender: &Sender, req: RequestId) -> Result<(), Failure> {
+    sender
+        .data(req, provium_protocol::CH_BODY, &[])
+        .map_err(|e| internal(format!("connection lost: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

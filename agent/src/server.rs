@@ -25,7 +25,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Once, OnceLock};
+
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -35,9 +35,9 @@ use provium_protocol::{
 use vsock::{VsockListener, VsockStream, VMADDR_CID_ANY, VMADDR_CID_HOST};
 
 use crate::auth;
+use crate::config::POWEROFF_EXIT_CODE;
 use crate::config::{Config, HostPort, Transport};
 use crate::conn::{self, ConnEnd, ConnError, ServeOptions};
-use crate::init::POWEROFF_EXIT_CODE;
 use crate::ops::spawn_thread;
 use crate::sender::Sender;
 use crate::sys;
@@ -49,9 +49,6 @@ pub const RETRY: Duration = Duration::from_millis(20);
 /// the agent sends its hello (a late magic still works: see
 /// [`ServeOptions::allow_echo`]).
 pub const ECHO_GRACE: Duration = Duration::from_millis(25);
-
-/// How long the server waits for syslogd's socket before serving.
-const SYSLOG_WAIT: Duration = Duration::from_millis(500);
 
 /// Where the server runs.
 #[derive(Debug, Clone, Default)]
@@ -65,24 +62,10 @@ pub struct ServerEnv {
     pub wait_for: Option<PathBuf>,
 }
 
-/// Path the first `run` waits for (see [`ServerEnv::wait_for`]).
-static RUN_PREREQUISITE: OnceLock<PathBuf> = OnceLock::new();
-
-/// Waits, once per process and at most [`SYSLOG_WAIT`], for the path the
-/// server was told processes need.
-pub fn await_run_prerequisite() {
-    static DONE: Once = Once::new();
-    DONE.call_once(|| {
-        if let Some(p) = RUN_PREREQUISITE.get() {
-            wait_for_path(p, SYSLOG_WAIT);
-        }
-    });
-}
-
 /// Runs the server forever.
 pub fn run(cfg: &Config, env: &ServerEnv) -> ! {
     if let Some(p) = &env.wait_for {
-        let _ = RUN_PREREQUISITE.set(p.clone());
+        crate::prereq::set(p.clone());
     }
     let under_init = env.under_init;
     // Bind before dialing, so the port is open once the host sees us.
@@ -408,18 +391,6 @@ fn find_serial_port() -> Option<PathBuf> {
         }
     }
     None
-}
-
-/// Waits until `path` exists, at most `limit`.
-fn wait_for_path(path: &Path, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    while !path.exists() {
-        if Instant::now() >= deadline {
-            log!("{} did not appear within {limit:?}", path.display());
-            return;
-        }
-        thread::sleep(Duration::from_millis(2));
-    }
 }
 
 /// Developer mode: serves one connection on a reading and a writing

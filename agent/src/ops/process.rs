@@ -244,7 +244,7 @@ pub fn run_async(spec: RunSpec) -> OpResult {
             "run_async: `timeout_ms` is not honoured here; pass it to ProcWait",
         ));
     }
-    crate::server::await_run_prerequisite();
+    crate::prereq::await_run_prerequisite();
     let mut cmd = run::command(&spec, true)?;
     let mut child = cmd.spawn().map_err(|e| io_failure(&e))?;
     let pid = child.id() as i32;
@@ -440,7 +440,7 @@ pub fn stream(
         }
     };
     let process = handles::get::<Process>(id, "stream")?;
-    super::stream::acknowledge(sender, req)?;
+    crate::sender::acknowledge_stream(sender, req)?;
     cancel.on_fire(process.output.waker());
     let mut seen = 0;
     let mut scratch = Vec::new();

@@ -76,7 +76,7 @@ fn run_with(
     cancel: Option<&Trigger>,
     sink: impl FnOnce(i32) -> Sink,
 ) -> OpResult {
-    crate::server::await_run_prerequisite();
+    crate::prereq::await_run_prerequisite();
     let wants_stdin = !spec.stdin.is_empty() || feed.is_some();
     let mut cmd = command(&spec, wants_stdin)?;
     let mut child = cmd.spawn().map_err(|e| io_failure(&e))?;

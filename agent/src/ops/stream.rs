@@ -1,5 +1,5 @@
 //! Streams (`Op::Stream`): an empty `Data` frame once the source is open
-//! (see [`acknowledge`]), then bytes as `Data` on [`CH_BODY`] until the
+//! (see [`crate::sender::acknowledge_stream`]), then bytes as `Data` on [`CH_BODY`] until the
 //! source ends or the host cancels, then [`Reply::Unit`].
 //!
 //! Every stream runs on a pooled thread that sleeps in `poll` until the
@@ -64,7 +64,7 @@ pub fn stream(
         StreamSource::File { path, start } => tail_path(sender, req, &path, start, cancel, parked),
         StreamSource::Handle { handle } => {
             let file = handles::get::<super::file::FileHandle>(handle, "stream")?;
-            acknowledge(sender, req)?;
+            crate::sender::acknowledge_stream(sender, req)?;
             let mut f = Follower::new(sender, req, file.fd(), cancel, Some(file.closed()));
             if file.is_regular() {
                 f.follow_regular(None, parked)
@@ -76,15 +76,6 @@ pub fn stream(
             process::stream(sender, req, handle, channel, cancel)
         }
     }
-}
-
-/// Tells the host the stream's source is open: an empty `Data` frame, sent
-/// before any bytes, so that opening a missing file fails at once with the
-/// OS error while a quiet source still has a stream.
-pub fn acknowledge(sender: &Sender, req: RequestId) -> Result<(), Failure> {
-    sender
-        .data(req, CH_BODY, &[])
-        .map_err(|e| internal(format!("connection lost: {e}")))
 }
 
 /// Tails a file by path from `start`.
@@ -99,7 +90,7 @@ fn tail_path(
     let flags = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK;
     let fd: OwnedFd = sys::open(path, flags, 0).map_err(|e| io_failure(&e))?;
     let st = sys::fstat(fd.as_raw_fd()).map_err(|e| io_failure(&e))?;
-    acknowledge(sender, req)?;
+    crate::sender::acknowledge_stream(sender, req)?;
     let mut f = Follower::new(sender, req, fd.as_raw_fd(), cancel, None);
     if st.st_mode & libc::S_IFMT != libc::S_IFREG {
         // Not seekable: `start` has no meaning; follow what comes next.
