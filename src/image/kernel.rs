@@ -2,24 +2,21 @@
 //! then used from the cache without touching apt again (exact versions vanish from
 //! the archive, so what was fetched is recorded in `kernel/current`).
 //!
-//! The package is read with `dpkg-deb --fsys-tarfile` streamed into the `tar`
-//! crate: dpkg-deb is present wherever `apt-get download` is (a Debian host is
-//! required to fetch anyway), it handles every compression dpkg supports, and its
-//! C xz decoder unpacks the 108 MB tar in about a second. Streaming keeps only
-//! what the image needs (vmlinuz, config, the wanted modules) instead of writing
-//! the 91 MB module tree to disk as `dpkg-deb -x` would.
+//! Fetching and reading the package is [`super::debian`]'s job.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
 use super::cache::{self, Record, TempDir};
+use super::debian::{
+    apt_download, apt_show, deb_identity, kernel_dependency, mb, scan_deb, DebContents,
+};
+use super::error::ImageError;
+use super::modules::Module;
 use super::modules::{self, ResolveError};
-use super::{vmlinux, GuestError, Module};
+use super::vmlinux;
 
 /// Names a local `.deb` to take the kernel from instead of apt.
 pub(crate) const KERNEL_DEB_ENV: &str = "PROVIUM_KERNEL_DEB";
@@ -47,7 +44,7 @@ pub(crate) struct Kernel {
 
 impl Kernel {
     /// Reads `<dir>/record`; `Ok(None)` if there is no such kernel.
-    fn load(dir: &Path) -> Result<Option<Kernel>, GuestError> {
+    fn load(dir: &Path) -> Result<Option<Kernel>, ImageError> {
         let path = dir.join(RECORD);
         let Some(r) = Record::read(&path)? else {
             return Ok(None);
@@ -85,7 +82,7 @@ impl Kernel {
     pub(crate) fn cached_modules(
         &self,
         wanted: &[String],
-    ) -> Result<Option<Vec<Module>>, GuestError> {
+    ) -> Result<Option<Vec<Module>>, ImageError> {
         let index = Index::read(&self.dir)?;
         let order = match modules::load_order(wanted, &index.builtin, &mut |name| {
             Ok(index.deps.get(name).cloned())
@@ -100,7 +97,7 @@ impl Kernel {
             match fs::read(&path) {
                 Ok(bytes) => out.push(Module { name, bytes }),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(GuestError::io("read", &path, e)),
+                Err(e) => return Err(ImageError::io("read", &path, e)),
             }
         }
         Ok(Some(out))
@@ -112,13 +109,13 @@ impl Kernel {
         &self,
         wanted: &[String],
         progress: &dyn Fn(&str),
-    ) -> Result<Vec<Module>, GuestError> {
+    ) -> Result<Vec<Module>, ImageError> {
         if let Some(mods) = self.cached_modules(wanted)? {
             return Ok(mods);
         }
         let deb = self.deb();
         if !deb.is_file() {
-            return Err(GuestError::Package {
+            return Err(ImageError::Package {
                 path: deb,
                 detail: format!(
                     "the package kept to extract more modules from is gone; delete {} to fetch the kernel again",
@@ -154,13 +151,13 @@ struct Index {
 }
 
 impl Index {
-    fn read(dir: &Path) -> Result<Index, GuestError> {
-        let read = |name: &str| -> Result<String, GuestError> {
+    fn read(dir: &Path) -> Result<Index, ImageError> {
+        let read = |name: &str| -> Result<String, ImageError> {
             let path = dir.join(name);
             match fs::read_to_string(&path) {
                 Ok(s) => Ok(s),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
-                Err(e) => Err(GuestError::io("read", &path, e)),
+                Err(e) => Err(ImageError::io("read", &path, e)),
             }
         };
         let mut index = Index::default();
@@ -181,7 +178,7 @@ impl Index {
         Ok(index)
     }
 
-    fn write(&self, dir: &Path) -> Result<(), GuestError> {
+    fn write(&self, dir: &Path) -> Result<(), ImageError> {
         let mut dep = String::new();
         for (name, deps) in &self.deps {
             dep.push_str(name);
@@ -200,23 +197,23 @@ impl Index {
     }
 }
 
-fn resolve_error(e: ResolveError, package: &str) -> GuestError {
+fn resolve_error(e: ResolveError, package: &str) -> ImageError {
     match e {
-        ResolveError::Missing(module) => GuestError::ModuleMissing {
+        ResolveError::Missing(module) => ImageError::ModuleMissing {
             module,
             package: package.to_string(),
         },
-        ResolveError::Cycle(cycle) => GuestError::ModuleCycle {
+        ResolveError::Cycle(cycle) => ImageError::ModuleCycle {
             package: package.to_string(),
             cycle: cycle.join(" -> "),
         },
-        ResolveError::Unreadable(module, detail) => GuestError::Modinfo { module, detail },
+        ResolveError::Unreadable(module, detail) => ImageError::Modinfo { module, detail },
     }
 }
 
 /// The kernel a cache lookup without the lock may use: the one named by
 /// `PROVIUM_KERNEL_DEB` if that is set, else the one recorded in `current`.
-pub(crate) fn cached(cache: &Path, local_deb: Option<&Path>) -> Result<Option<Kernel>, GuestError> {
+pub(crate) fn cached(cache: &Path, local_deb: Option<&Path>) -> Result<Option<Kernel>, ImageError> {
     match local_deb {
         Some(deb) => {
             let hash = hash_file(deb)?;
@@ -233,14 +230,14 @@ fn local_dir(cache: &Path, deb_blake3: &str) -> PathBuf {
 }
 
 /// The kernel recorded in `kernel/current`, if it is still in the cache.
-pub(crate) fn recorded(cache: &Path) -> Result<Option<Kernel>, GuestError> {
+pub(crate) fn recorded(cache: &Path) -> Result<Option<Kernel>, ImageError> {
     let current = cache.join("kernel").join(CURRENT);
     let Some(r) = Record::read(&current)? else {
         return Ok(None);
     };
     let dir = r.require("dir", &current)?;
     if dir.contains('/') || dir.starts_with('.') {
-        return Err(GuestError::Record {
+        return Err(ImageError::Record {
             path: current,
             detail: format!("bad dir={dir}"),
         });
@@ -248,15 +245,11 @@ pub(crate) fn recorded(cache: &Path) -> Result<Option<Kernel>, GuestError> {
     Kernel::load(&cache.join("kernel").join(dir))
 }
 
-fn hash_file(path: &Path) -> Result<String, GuestError> {
-    let mut f = fs::File::open(path).map_err(|e| GuestError::io("open", path, e))?;
+fn hash_file(path: &Path) -> Result<String, ImageError> {
+    let mut f = fs::File::open(path).map_err(|e| ImageError::io("open", path, e))?;
     let mut h = blake3::Hasher::new();
-    io::copy(&mut f, &mut h).map_err(|e| GuestError::io("read", path, e))?;
+    io::copy(&mut f, &mut h).map_err(|e| ImageError::io("read", path, e))?;
     Ok(h.finalize().to_hex().to_string())
-}
-
-fn mb(bytes: u64) -> String {
-    format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
 /// Takes the kernel from a local package (`PROVIUM_KERNEL_DEB`), caching it under
@@ -266,7 +259,7 @@ pub(crate) fn from_local_deb(
     deb: &Path,
     wanted: &[String],
     progress: &dyn Fn(&str),
-) -> Result<Kernel, GuestError> {
+) -> Result<Kernel, ImageError> {
     let hash = hash_file(deb)?;
     let dest = local_dir(cache, &hash);
     if let Some(k) = Kernel::load(&dest)? {
@@ -283,7 +276,7 @@ pub(crate) fn from_local_deb(
         .filter(|n| n.ends_with(".deb"))
         .unwrap_or_else(|| "kernel.deb".to_string());
     let kept = tmp.path().join(&file_name);
-    fs::copy(deb, &kept).map_err(|e| GuestError::io("copy", deb, e))?;
+    fs::copy(deb, &kept).map_err(|e| ImageError::io("copy", deb, e))?;
     let mut record = Record::default();
     record.set("source", &format!("file {}", deb.display()));
     install(tmp, &kept, &hash, record, &dest, wanted, progress)
@@ -296,11 +289,11 @@ pub(crate) fn fetch_from_apt(
     cache: &Path,
     wanted: &[String],
     progress: &dyn Fn(&str),
-) -> Result<Kernel, GuestError> {
+) -> Result<Kernel, ImageError> {
     progress(&format!("resolving {META_PACKAGE} …"));
     let meta = apt_show(META_PACKAGE)?;
     let depends = meta.get("Depends").map(String::as_str).unwrap_or("");
-    let (package, pinned) = kernel_dependency(depends).ok_or_else(|| GuestError::Resolve {
+    let (package, pinned) = kernel_dependency(depends).ok_or_else(|| ImageError::Resolve {
         package: META_PACKAGE.into(),
         detail: format!("no linux-image-* dependency in \"Depends: {depends}\""),
     })?;
@@ -311,7 +304,7 @@ pub(crate) fn fetch_from_apt(
     let version = info
         .get("Version")
         .cloned()
-        .ok_or_else(|| GuestError::Resolve {
+        .ok_or_else(|| ImageError::Resolve {
             package: package.clone(),
             detail: "apt-cache show printed no Version".into(),
         })?;
@@ -325,7 +318,7 @@ pub(crate) fn fetch_from_apt(
     let deb = apt_download(&package, &version, tmp.path(), size, progress)?;
     let (got_package, got_version) = deb_identity(&deb)?;
     if got_package != package || got_version != version {
-        return Err(GuestError::Package {
+        return Err(ImageError::Package {
             path: deb,
             detail: format!("it is {got_package}={got_version}, not {package}={version}"),
         });
@@ -369,9 +362,9 @@ fn install(
     dest: &Path,
     wanted: &[String],
     progress: &dyn Fn(&str),
-) -> Result<Kernel, GuestError> {
+) -> Result<Kernel, ImageError> {
     let deb_size = fs::metadata(deb)
-        .map_err(|e| GuestError::io("stat", deb, e))?
+        .map_err(|e| ImageError::io("stat", deb, e))?
         .len();
     let deb_file = deb
         .file_name()
@@ -380,7 +373,7 @@ fn install(
     progress(&format!("unpacking {deb_file} ({})", mb(deb_size)));
     let (package, version) = deb_identity(deb)?;
     let contents = scan_deb(deb, true)?;
-    let package_error = |detail: String| GuestError::Package {
+    let package_error = |detail: String| ImageError::Package {
         path: deb.to_path_buf(),
         detail,
     };
@@ -393,7 +386,7 @@ fn install(
         .clone()
         .ok_or_else(|| package_error("cannot tell the kernel release".into()))?;
     let source = format!("{deb_file}:/{vmlinuz_path}");
-    let v = vmlinux::extract(vmlinuz).map_err(|detail| GuestError::Vmlinux {
+    let v = vmlinux::extract(vmlinuz).map_err(|detail| ImageError::Vmlinux {
         path: source.clone(),
         detail,
     })?;
@@ -405,9 +398,9 @@ fn install(
     ));
     match vmlinux::has_pvh_note(&v.elf) {
         Ok(true) => {}
-        Ok(false) => return Err(GuestError::NoPvhNote { path: source }),
+        Ok(false) => return Err(ImageError::NoPvhNote { path: source }),
         Err(detail) => {
-            return Err(GuestError::Vmlinux {
+            return Err(ImageError::Vmlinux {
                 path: source,
                 detail,
             })
@@ -444,109 +437,10 @@ fn install(
     record.set("vmlinuz_compression", v.compression.name());
     cache::write_file(&tmp.path().join(RECORD), record.to_text().as_bytes())?;
     tmp.persist(dest)?;
-    Kernel::load(dest)?.ok_or_else(|| GuestError::Record {
+    Kernel::load(dest)?.ok_or_else(|| ImageError::Record {
         path: dest.join(RECORD),
         detail: "missing right after it was written".into(),
     })
-}
-
-/// What the image needs from a kernel package.
-#[derive(Debug, Default)]
-struct DebContents {
-    release: Option<String>,
-    /// Path inside the package, and content.
-    vmlinuz: Option<(String, Vec<u8>)>,
-    config: Option<Vec<u8>>,
-    builtin: HashSet<String>,
-    /// Module name -> (path inside the package, file content as shipped).
-    modules: HashMap<String, (String, Vec<u8>)>,
-}
-
-/// Reads the package's file system tree, keeping what [`DebContents`] holds.
-fn scan_deb(deb: &Path, want_kernel: bool) -> Result<DebContents, GuestError> {
-    let command = format!("dpkg-deb --fsys-tarfile {}", deb.display());
-    let mut child = Command::new("dpkg-deb")
-        .arg("--fsys-tarfile")
-        .arg(deb)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| GuestError::Spawn {
-            command: command.clone(),
-            source,
-        })?;
-    let stderr = child.stderr.take();
-    let err_thread = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(mut e) = stderr {
-            let _ = e.read_to_string(&mut s);
-        }
-        s
-    });
-    let scanned = match child.stdout.take() {
-        Some(stdout) => read_tar(stdout, want_kernel),
-        None => Err(io::Error::other("no stdout pipe")),
-    };
-    let status = child.wait();
-    let stderr = err_thread.join().unwrap_or_default();
-    let failed = |detail: String| GuestError::Command {
-        command: command.clone(),
-        detail,
-    };
-    match status {
-        Ok(s) if s.success() => {}
-        Ok(s) => return Err(failed(format!("{s}: {}", stderr.trim()))),
-        Err(e) => return Err(failed(e.to_string())),
-    }
-    scanned.map_err(|e| failed(format!("reading its tar stream: {e} {}", stderr.trim())))
-}
-
-fn read_tar(stream: impl Read, want_kernel: bool) -> io::Result<DebContents> {
-    let mut out = DebContents::default();
-    let mut archive = tar::Archive::new(stream);
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
-        let raw_path = entry.path()?.to_string_lossy().into_owned();
-        let path = raw_path.trim_start_matches("./").trim_start_matches('/');
-        // Merged-/usr packages ship usr/lib/modules.
-        let lib_path = path.strip_prefix("usr/").unwrap_or(path);
-        let file_name = path.rsplit('/').next().unwrap_or(path);
-        let read_all = |entry: &mut tar::Entry<_>| -> io::Result<Vec<u8>> {
-            let mut data = Vec::with_capacity(entry.header().size().unwrap_or(0) as usize);
-            entry.read_to_end(&mut data)?;
-            Ok(data)
-        };
-        if let Some(release) = path.strip_prefix("boot/vmlinuz-") {
-            if want_kernel {
-                out.release = Some(release.to_string());
-                out.vmlinuz = Some((path.to_string(), read_all(&mut entry)?));
-            }
-        } else if path.starts_with("boot/config-") {
-            if want_kernel {
-                out.config = Some(read_all(&mut entry)?);
-            }
-        } else if let Some(rest) = lib_path.strip_prefix("lib/modules/") {
-            let release = rest.split('/').next().unwrap_or_default();
-            if out.release.is_none() && !release.is_empty() {
-                out.release = Some(release.to_string());
-            }
-            if file_name == "modules.builtin" {
-                let text = read_all(&mut entry)?;
-                out.builtin = String::from_utf8_lossy(&text)
-                    .lines()
-                    .filter_map(|l| modules::name_from_file(l.rsplit('/').next().unwrap_or(l)))
-                    .collect();
-            } else if let Some(name) = modules::name_from_file(file_name) {
-                let data = read_all(&mut entry)?;
-                out.modules.insert(name, (path.to_string(), data));
-            }
-        }
-    }
-    Ok(out)
 }
 
 struct Resolved {
@@ -559,7 +453,7 @@ fn resolve_modules(
     contents: &DebContents,
     wanted: &[String],
     package: &str,
-) -> Result<Vec<Resolved>, GuestError> {
+) -> Result<Vec<Resolved>, ImageError> {
     let mut seen: HashMap<String, (Vec<u8>, Vec<String>)> = HashMap::new();
     let order = modules::load_order(wanted, &contents.builtin, &mut |name| {
         let Some((path, raw)) = contents.modules.get(name) else {
@@ -597,277 +491,9 @@ fn uncompressed_module(path: &str, raw: &[u8]) -> Result<Vec<u8>, String> {
     }
 }
 
-/// `Package` and `Version` of a `.deb`, from `dpkg-deb -f`.
-fn deb_identity(deb: &Path) -> Result<(String, String), GuestError> {
-    let out = run_captured(
-        Command::new("dpkg-deb")
-            .arg("-f")
-            .arg(deb)
-            .args(["Package", "Version"]),
-        &format!("dpkg-deb -f {} Package Version", deb.display()),
-    )?;
-    let fields = parse_control(&out);
-    match (fields.get("Package"), fields.get("Version")) {
-        (Some(p), Some(v)) => Ok((p.clone(), v.clone())),
-        _ => Err(GuestError::Package {
-            path: deb.to_path_buf(),
-            detail: "dpkg-deb -f printed no Package/Version".into(),
-        }),
-    }
-}
-
-/// Runs a command with `LC_ALL=C` and returns its stdout, or an error naming it.
-fn run_captured(cmd: &mut Command, display: &str) -> Result<String, GuestError> {
-    let out = cmd
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| GuestError::Spawn {
-            command: display.to_string(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(GuestError::Command {
-            command: display.to_string(),
-            detail: format!(
-                "{}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// The fields of the first stanza of Debian control data (`Key: value`, with
-/// continuation lines starting with a space).
-fn parse_control(text: &str) -> HashMap<String, String> {
-    let mut fields = HashMap::new();
-    let mut last: Option<String> = None;
-    for line in text.lines() {
-        if line.trim().is_empty() {
-            if fields.is_empty() {
-                continue;
-            }
-            break;
-        }
-        if line.starts_with(' ') || line.starts_with('\t') {
-            if let Some(v) = last.as_ref().and_then(|k| fields.get_mut(k)) {
-                let v: &mut String = v;
-                v.push('\n');
-                v.push_str(line.trim());
-            }
-            continue;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            fields.insert(k.trim().to_string(), v.trim().to_string());
-            last = Some(k.trim().to_string());
-        }
-    }
-    fields
-}
-
-/// `apt-cache show` of one package (the candidate version, or `name=version`).
-fn apt_show(spec: &str) -> Result<HashMap<String, String>, GuestError> {
-    let display = format!("apt-cache show --no-all-versions {spec}");
-    let out = run_captured(
-        Command::new("apt-cache").args(["show", "--no-all-versions", spec]),
-        &display,
-    )
-    .map_err(|e| match e {
-        GuestError::Command { detail, .. } => GuestError::Resolve {
-            package: spec.to_string(),
-            detail: format!("{detail} (are the package lists current? run apt-get update)"),
-        },
-        other => other,
-    })?;
-    let fields = parse_control(&out);
-    if fields.is_empty() {
-        return Err(GuestError::Resolve {
-            package: spec.to_string(),
-            detail: "apt-cache knows no such package (run apt-get update)".into(),
-        });
-    }
-    Ok(fields)
-}
-
-/// The kernel package a meta package depends on: the first `linux-image-*`
-/// alternative of its `Depends`, with the version it pins (`(= 6.1.192-2)`).
-fn kernel_dependency(depends: &str) -> Option<(String, Option<String>)> {
-    for alternative in depends.split([',', '|']) {
-        let alternative = alternative.trim();
-        let (name, constraint) = match alternative.split_once('(') {
-            Some((n, c)) => (n.trim(), Some(c.trim_end_matches(')').trim())),
-            None => (alternative, None),
-        };
-        let name = name.split(':').next().unwrap_or(name);
-        if !name.starts_with("linux-image-") {
-            continue;
-        }
-        let version = constraint
-            .and_then(|c| c.strip_prefix('='))
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty());
-        return Some((name.to_string(), version));
-    }
-    None
-}
-
-/// `apt-get download package=version` into `dir`, reporting apt's own lines and
-/// the bytes received so far (from the size of the file being written), every
-/// 10 %. Returns the downloaded `.deb`.
-fn apt_download(
-    package: &str,
-    version: &str,
-    dir: &Path,
-    expected: Option<u64>,
-    progress: &dyn Fn(&str),
-) -> Result<PathBuf, GuestError> {
-    let spec = format!("{package}={version}");
-    let display = format!("apt-get download {spec}");
-    let mut child = Command::new("apt-get")
-        .args(["download", &spec])
-        .current_dir(dir)
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| GuestError::Spawn {
-            command: display.clone(),
-            source,
-        })?;
-    let (tx, rx) = mpsc::channel::<String>();
-    let stdout = child.stdout.take();
-    let out_thread = std::thread::spawn(move || {
-        if let Some(out) = stdout {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        }
-    });
-    let stderr = child.stderr.take();
-    let err_thread = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(mut e) = stderr {
-            let _ = e.read_to_string(&mut s);
-        }
-        s
-    });
-    let started = Instant::now();
-    let mut reported_decile = 0;
-    loop {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) => {
-                if !line.trim().is_empty() {
-                    progress(&format!("apt: {}", line.trim()));
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-        if let Some(total) = expected.filter(|t| *t > 0) {
-            let have = dir_bytes(dir);
-            let decile = (have.saturating_mul(10) / total).min(10);
-            if decile > reported_decile && decile < 10 {
-                reported_decile = decile;
-                progress(&format!(
-                    "downloading {package}: {} of {} ({}%)",
-                    mb(have),
-                    mb(total),
-                    have.saturating_mul(100) / total
-                ));
-            }
-        }
-    }
-    let _ = out_thread.join();
-    let status = child.wait();
-    let stderr = err_thread.join().unwrap_or_default();
-    let failed = |detail: String| GuestError::Command {
-        command: display.clone(),
-        detail,
-    };
-    match status {
-        Ok(s) if s.success() => {}
-        Ok(s) => return Err(failed(format!("{s}: {}", stderr.trim()))),
-        Err(e) => return Err(failed(e.to_string())),
-    }
-    let debs: Vec<PathBuf> = fs::read_dir(dir)
-        .map_err(|e| GuestError::io("list", dir, e))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
-        .collect();
-    let [deb] = debs.as_slice() else {
-        return Err(failed(format!(
-            "expected one .deb in {}, found {}",
-            dir.display(),
-            debs.len()
-        )));
-    };
-    let size = fs::metadata(deb).map(|m| m.len()).unwrap_or(0);
-    progress(&format!(
-        "downloaded {} in {:.1} s",
-        mb(size),
-        started.elapsed().as_secs_f64()
-    ));
-    Ok(deb.clone())
-}
-
-fn dir_bytes(dir: &Path) -> u64 {
-    fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| e.metadata().ok())
-                .filter(|m| m.is_file())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn meta_package_dependency() {
-        assert_eq!(
-            kernel_dependency("linux-image-6.1.0-56-cloud-amd64 (= 6.1.192-2)"),
-            Some((
-                "linux-image-6.1.0-56-cloud-amd64".into(),
-                Some("6.1.192-2".into())
-            ))
-        );
-        assert_eq!(
-            kernel_dependency(
-                "initramfs-tools | linux-initramfs-tool, linux-image-6.12.9-cloud-amd64:amd64"
-            ),
-            Some(("linux-image-6.12.9-cloud-amd64".into(), None))
-        );
-        assert_eq!(
-            kernel_dependency("linux-image-6.1.0-56-cloud-amd64 (>= 6.1)"),
-            Some(("linux-image-6.1.0-56-cloud-amd64".into(), None))
-        );
-        assert_eq!(kernel_dependency("kmod, linux-base"), None);
-        assert_eq!(kernel_dependency(""), None);
-    }
-
-    #[test]
-    fn control_stanza() {
-        let text = "\nPackage: linux-image-cloud-amd64\nVersion: 6.1.192-2\nDescription: Linux\n for cloud\n multi-line\nDepends: linux-image-6.1.0-56-cloud-amd64 (= 6.1.192-2)\n\nPackage: other\n";
-        let f = parse_control(text);
-        assert_eq!(f["Package"], "linux-image-cloud-amd64");
-        assert_eq!(f["Version"], "6.1.192-2");
-        assert_eq!(f["Description"], "Linux\nfor cloud\nmulti-line");
-        assert_eq!(
-            f["Depends"],
-            "linux-image-6.1.0-56-cloud-amd64 (= 6.1.192-2)"
-        );
-    }
 
     #[test]
     fn directory_names() {
@@ -876,49 +502,5 @@ mod tests {
             "linux-image-6.1.0-56-cloud-amd64_6.1.192-2"
         );
         assert_eq!(dir_name("p", "1:2.0/x"), "p_1_2.0_x");
-    }
-
-    #[test]
-    fn tar_scan_keeps_what_the_image_needs() {
-        let mut builder = tar::Builder::new(Vec::new());
-        let mut add = |path: &str, data: &[u8]| {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            h.set_entry_type(tar::EntryType::Regular);
-            h.set_cksum();
-            builder.append_data(&mut h, path, data).expect("append");
-        };
-        add("./boot/vmlinuz-6.1.0-9-cloud-amd64", b"bzImage");
-        add("./boot/config-6.1.0-9-cloud-amd64", b"CONFIG_PVH=y\n");
-        add("./boot/System.map-6.1.0-9-cloud-amd64", b"placeholder");
-        add(
-            "./lib/modules/6.1.0-9-cloud-amd64/modules.builtin",
-            b"kernel/drivers/virtio/virtio-foo.ko\n",
-        );
-        add(
-            "./lib/modules/6.1.0-9-cloud-amd64/kernel/net/vsock.ko",
-            b"ko",
-        );
-        add(
-            "./usr/lib/modules/6.1.0-9-cloud-amd64/kernel/x/virtio-rng.ko.xz",
-            b"xz",
-        );
-        add("./usr/share/doc/linux/changelog.gz", b"doc");
-        let tar = builder.into_inner().expect("tar");
-        let c = read_tar(tar.as_slice(), true).expect("scan");
-        assert_eq!(c.release.as_deref(), Some("6.1.0-9-cloud-amd64"));
-        assert_eq!(
-            c.vmlinuz.as_ref().map(|(_, d)| d.as_slice()),
-            Some(&b"bzImage"[..])
-        );
-        assert_eq!(c.config.as_deref(), Some(&b"CONFIG_PVH=y\n"[..]));
-        assert!(c.builtin.contains("virtio_foo"));
-        assert_eq!(c.modules.len(), 2);
-        assert_eq!(c.modules["vsock"].1, b"ko");
-        assert!(c.modules["virtio_rng"].0.ends_with(".ko.xz"));
-        let c = read_tar(tar.as_slice(), false).expect("scan");
-        assert!(c.vmlinuz.is_none() && c.config.is_none());
-        assert_eq!(c.modules.len(), 2);
     }
 }

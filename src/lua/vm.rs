@@ -13,7 +13,7 @@ use super::args;
 use super::errors::{ret, ApiError, ApiResult};
 use super::ops;
 use super::target::Target;
-use crate::images as guest;
+use crate::image::boot as guest;
 use crate::runtime;
 use crate::vm::console::{Console, TAIL_LINES};
 use crate::vm::{BootSpec, Machine, RestoreSpec, Transport};
@@ -172,7 +172,7 @@ impl VmHandle {
         };
         let mut cpus = cpus.unwrap_or(0);
         if profile != "default" {
-            let p = crate::config::profile(&profile)
+            let p = crate::image::config::profile(&profile)
                 .map_err(|e| ApiError::msg(format!("{CALL}(\"{name}\"): {e}")))?;
             if memory.is_none() {
                 if let Some(m) = p.memory {
@@ -259,7 +259,7 @@ impl VmHandle {
         })
     }
 
-    fn raw_endpoint(&self, call: &str) -> ApiResult<crate::vm::RawEndpoint> {
+    fn raw_endpoint(&self, call: &str) -> ApiResult<crate::vm::raw::RawEndpoint> {
         self.target(call)?;
         match &*self.lock() {
             State::Booted(m) => m.raw_endpoint().ok_or_else(|| {
@@ -444,7 +444,7 @@ impl VmHandle {
             })?;
             (image.kernel.clone(), image.initrd.clone(), String::new())
         } else {
-            let p = crate::config::profile(&self.cfg.profile)
+            let p = crate::image::config::profile(&self.cfg.profile)
                 .map_err(|e| ApiError::msg(format!("{CALL}: {e}")))?;
             let initrd = guest::profile_initrd(p.initrd.as_deref()).map_err(|e| {
                 ApiError::msg(format!("{CALL}: profile {:?}: {e}", self.cfg.profile))
