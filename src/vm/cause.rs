@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::console::Console;
+use super::console::{Console, HALTED};
 use super::process::{describe_exit, ChildGuard};
 
 /// How long a connection's end waits for QEMU to end too (a panicking or
@@ -104,9 +104,6 @@ impl Witnesses {
         guard.as_mut()?.status_within(QMP_PATIENCE).ok()
     }
 }
-
-/// What the guest kernel prints when it halts (`halt -f`).
-pub const HALTED: &str = "reboot: System halted";
 
 /// Whether process `pid` is stopped (state `T`, or `t` under a tracer).
 pub fn qemu_is_stopped(pid: i32) -> bool {

@@ -33,6 +33,9 @@ pub type HaltHook = Box<dyn Fn() + Send + Sync>;
 /// Lines of console shown in error messages.
 pub const TAIL_LINES: usize = 30;
 
+/// What the guest kernel prints when it halts (`halt -f`).
+pub const HALTED: &str = "reboot: System halted";
+
 /// Console lines that say nothing about the guest under test, left out of
 /// console tails: artefacts of the `microvm` machine every guest shares.
 pub const NOISE: &[&str] = &[
@@ -120,14 +123,11 @@ impl Console {
                 log.bytes.extend_from_slice(&buf[..n]);
                 // Look for the halt line in what arrived, plus enough of the
                 // bytes before to catch it split across reads.
-                let from = log
-                    .bytes
-                    .len()
-                    .saturating_sub(n + super::cause::HALTED.len());
+                let from = log.bytes.len().saturating_sub(n + HALTED.len());
                 let halt_now = !halted
                     && log.bytes[from..]
-                        .windows(super::cause::HALTED.len())
-                        .any(|w| w == super::cause::HALTED.as_bytes());
+                        .windows(HALTED.len())
+                        .any(|w| w == HALTED.as_bytes());
                 if log.bytes.len() > KEEP_BYTES + TRIM_SLACK {
                     let cut = log.bytes.len() - KEEP_BYTES;
                     log.bytes.drain(..cut);
