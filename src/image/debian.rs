@@ -13,8 +13,9 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::error::ImageError;
@@ -40,25 +41,10 @@ pub(super) struct DebContents {
 /// Reads the package's file system tree, keeping what [`DebContents`] holds.
 pub(super) fn scan_deb(deb: &Path, want_kernel: bool) -> Result<DebContents, ImageError> {
     let command = format!("dpkg-deb --fsys-tarfile {}", deb.display());
-    let mut child = Command::new("dpkg-deb")
-        .arg("--fsys-tarfile")
-        .arg(deb)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| ImageError::Spawn {
-            command: command.clone(),
-            source,
-        })?;
-    let stderr = child.stderr.take();
-    let err_thread = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(mut e) = stderr {
-            let _ = e.read_to_string(&mut s);
-        }
-        s
-    });
+    let (mut child, err_thread) = spawn_piped(
+        Command::new("dpkg-deb").arg("--fsys-tarfile").arg(deb),
+        &command,
+    )?;
     let scanned = match child.stdout.take() {
         Some(stdout) => read_tar(stdout, want_kernel),
         None => Err(io::Error::other("no stdout pipe")),
@@ -70,6 +56,32 @@ pub(super) fn scan_deb(deb: &Path, want_kernel: bool) -> Result<DebContents, Ima
         command,
         detail: format!("reading its tar stream: {e} {}", stderr.trim()),
     })
+}
+
+/// Spawns `cmd` (named `display` in errors) with stdout piped to the caller
+/// and stderr collected by a thread, whose result is the text it printed.
+fn spawn_piped(
+    cmd: &mut Command,
+    display: &str,
+) -> Result<(Child, JoinHandle<String>), ImageError> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| ImageError::Spawn {
+            command: display.to_string(),
+            source,
+        })?;
+    let stderr = child.stderr.take();
+    let err_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut e) = stderr {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    });
+    Ok((child, err_thread))
 }
 
 /// Fails naming `command` and what it printed on stderr unless it exited 0.
@@ -264,18 +276,13 @@ pub(super) fn apt_download(
 ) -> Result<PathBuf, ImageError> {
     let spec = format!("{package}={version}");
     let display = format!("apt-get download {spec}");
-    let mut child = Command::new("apt-get")
-        .args(["download", &spec])
-        .current_dir(dir)
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| ImageError::Spawn {
-            command: display.clone(),
-            source,
-        })?;
+    let (mut child, err_thread) = spawn_piped(
+        Command::new("apt-get")
+            .args(["download", &spec])
+            .current_dir(dir)
+            .env("LC_ALL", "C"),
+        &display,
+    )?;
     let (tx, rx) = mpsc::channel::<String>();
     let stdout = child.stdout.take();
     let out_thread = std::thread::spawn(move || {
@@ -286,14 +293,6 @@ pub(super) fn apt_download(
                 }
             }
         }
-    });
-    let stderr = child.stderr.take();
-    let err_thread = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(mut e) = stderr {
-            let _ = e.read_to_string(&mut s);
-        }
-        s
     });
     let started = Instant::now();
     let mut reported_decile = 0;
