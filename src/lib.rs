@@ -4,20 +4,18 @@
 //! * [`provium_protocol`] — frames and messages shared with the guest agent;
 //! * [`transport`] — the multiplexed connection to an agent;
 //! * [`vm`] — QEMU, the vsock device, the console;
-//! * [`guest`] / [`images`] — the default guest image and profile images;
+//! * [`image`] — what a guest boots: the default image (Debian's kernel and an
+//!   initramfs around the embedded agent), `provium.toml` profiles, extra files;
 //! * [`fixtures`] — the fixture cache key and the on-disk fixture cache;
 //! * [`lua`] — the Lua module.
 //!
 //! All I/O runs on the rock's own tokio runtime ([`runtime`]); Lua calls block
 //! on replies.
 
-pub mod agent_bin;
-pub mod config;
 pub mod fixtures;
 #[cfg(test)]
 mod fuzz_config;
-pub mod guest;
-pub mod images;
+pub mod image;
 pub mod interrupt;
 pub mod log;
 pub mod lua;

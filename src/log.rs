@@ -114,7 +114,7 @@ mod tests {
     fn the_default_shows_progress_and_warnings_only() {
         let (f, bad) = filter_from(None);
         assert!(bad.is_none());
-        assert!(f.would_enable("provium::images", &Level::INFO));
+        assert!(f.would_enable("provium::image", &Level::INFO));
         assert!(!f.would_enable("provium::vm", &Level::DEBUG));
     }
 
@@ -132,6 +132,6 @@ mod tests {
     fn a_bad_value_falls_back_and_is_reported() {
         let (f, bad) = filter_from(Some("provium=loud"));
         assert_eq!(bad.as_deref(), Some("provium=loud"));
-        assert!(f.would_enable("provium::images", &Level::INFO));
+        assert!(f.would_enable("provium::image", &Level::INFO));
     }
 }

@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
+use provium::image::{self, config};
+use provium::runtime;
 use provium::transport::Client;
 use provium::vm::console::Console;
 use provium::vm::{BootExtras, BootSpec, Machine, Transport, VmError};
-use provium::{config, images, runtime};
 
 use crate::cli::{TransportArg, VmArgs};
 use crate::defaults;
@@ -118,7 +119,7 @@ pub fn console_note(console: &Console) -> String {
 fn boot_spec(spec: &GuestSpec<'_>) -> Result<BootSpec, BootError> {
     let vm = spec.vm;
     let (kernel, initrd, cmdline, memory_mib, cpus) = if spec.profile == defaults::DEFAULT_PROFILE {
-        let image = images::default_image_cached().map_err(BootError::Image)?;
+        let image = image::boot::default_image_cached().map_err(BootError::Image)?;
         (
             image.kernel.clone(),
             image.initrd.clone(),
@@ -136,7 +137,7 @@ fn boot_spec(spec: &GuestSpec<'_>) -> Result<BootSpec, BootError> {
                 p.kernel.display()
             )));
         }
-        let initrd = images::profile_initrd(p.initrd.as_deref()).map_err(bad)?;
+        let initrd = image::boot::profile_initrd(p.initrd.as_deref()).map_err(bad)?;
         let memory_mib = match (vm.memory, &p.memory) {
             (Some(m), _) => m,
             (None, Some(text)) => crate::cli::parse_memory_mib(text)

@@ -5,9 +5,9 @@ use std::fmt;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use provium::agent_bin::AGENT;
 use provium::fixtures::{self, Cache};
-use provium::guest;
+use provium::image;
+use provium::image::agent::AGENT;
 use provium::vm::accel::{self, Accel};
 use provium::vm::host;
 use provium::vm::rundir::RunDir;
@@ -259,7 +259,7 @@ fn run_directory() -> Check {
 
 fn default_image() -> Check {
     const NAME: &str = "default guest";
-    match guest::cached_default_image(AGENT) {
+    match image::cached_default_image(AGENT) {
         Ok(Some(img)) => Check::new(
             NAME,
             Status::Ok,
@@ -283,18 +283,18 @@ fn default_image() -> Check {
 
 fn image_cache() -> Check {
     const NAME: &str = "image cache";
-    let dir = guest::cache_dir();
-    let images = match guest::gc::list_images() {
+    let dir = image::cache_dir();
+    let images = match image::gc::list_images() {
         Ok(i) => i,
         Err(e) => return Check::new(NAME, Status::Warn, e.to_string()),
     };
     let detail = format!(
         "{} image(s), {} in {} (fixtures excluded)",
         images.len(),
-        human::bytes(guest::gc::cache_disk_usage()),
+        human::bytes(image::gc::cache_disk_usage()),
         dir.display()
     );
-    if images.len() > guest::gc::AUTO_KEEP_RECENT + 1 {
+    if images.len() > image::gc::AUTO_KEEP_RECENT + 1 {
         Check::new(NAME, Status::Warn, detail).fix("provium image gc")
     } else {
         Check::new(NAME, Status::Ok, detail)

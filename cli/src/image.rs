@@ -2,9 +2,8 @@
 
 use std::time::SystemTime;
 
-use provium::agent_bin::AGENT;
-use provium::guest::{self, gc, CachedImage, GuestError};
-use provium::images;
+use provium::image::agent::AGENT;
+use provium::image::{self, boot, gc, CachedImage};
 
 use crate::cli::GcArgs;
 use crate::fmt;
@@ -16,20 +15,20 @@ pub enum ImageError {
     #[error("guest image cache {}: {source}", .dir.display())]
     Cache {
         dir: std::path::PathBuf,
-        source: GuestError,
+        source: image::ImageError,
     },
 }
 
-fn cache_err(source: GuestError) -> ImageError {
+fn cache_err(source: image::ImageError) -> ImageError {
     ImageError::Cache {
-        dir: guest::cache_dir(),
+        dir: image::cache_dir(),
         source,
     }
 }
 
 /// Builds the default image (or finds it) and says where it is.
 pub fn build() -> Result<(), ImageError> {
-    let image = guest::default_image(AGENT, &images::progress).map_err(cache_err)?;
+    let image = image::default_image(AGENT, &boot::progress).map_err(cache_err)?;
     println!(
         "default guest image {} (kernel {}, {})",
         fmt::short_key(&image.key),
@@ -44,7 +43,7 @@ pub fn build() -> Result<(), ImageError> {
 
 /// The key of the current default image, if it is cached.
 fn default_key() -> Option<String> {
-    guest::cached_default_image(AGENT)
+    image::cached_default_image(AGENT)
         .ok()
         .flatten()
         .map(|i| i.key)
@@ -82,7 +81,7 @@ pub fn table(images: &[CachedImage], default: Option<&str>, now: SystemTime) -> 
 /// Lists the cached images, most recently used first.
 pub fn list() -> Result<(), ImageError> {
     let images = gc::list_images().map_err(cache_err)?;
-    let dir = guest::cache_dir();
+    let dir = image::cache_dir();
     if images.is_empty() {
         println!("no guest images in {}", dir.join("images").display());
         return Ok(());
@@ -130,7 +129,7 @@ pub fn collect(args: &GcArgs) -> Result<(), ImageError> {
         println!("would free {}", fmt::bytes(bytes));
         return Ok(());
     }
-    let report = gc::collect_garbage(args.keep, &protect, &images::progress).map_err(cache_err)?;
+    let report = gc::collect_garbage(args.keep, &protect, &boot::progress).map_err(cache_err)?;
     for i in &report.removed {
         line("removed", i);
     }

@@ -141,7 +141,7 @@ fn run_nested(job: &Job, stop: &Arc<AtomicBool>) -> Result<Outcome, RunError> {
             job.kind
         )));
     }
-    let cache = provium::guest::cache_dir();
+    let cache = provium::image::cache_dir();
     if cache.starts_with("/tmp") || cache.starts_with("/run") {
         return Err(RunError::Setup(format!(
             "the provium cache {} is under /tmp or /run, which a nested host mounts afresh: \
@@ -150,7 +150,7 @@ fn run_nested(job: &Job, stop: &Arc<AtomicBool>) -> Result<Outcome, RunError> {
         )));
     }
     let image =
-        provium::guest::script_image(INIT, MODULES, &|line| eprintln!("host-matrix: {line}"))
+        provium::image::script_image(INIT, MODULES, &|line| eprintln!("host-matrix: {line}"))
             .map_err(|e| RunError::Setup(format!("cannot build the L1 image: {e}")))?;
     let tmp = tempfile::Builder::new()
         .prefix("provium-host-matrix-")
@@ -158,7 +158,7 @@ fn run_nested(job: &Job, stop: &Arc<AtomicBool>) -> Result<Outcome, RunError> {
         .map_err(|e| RunError::Setup(format!("cannot create a temporary directory: {e}")))?;
 
     // The initramfs: the cached image, then this run's stage 2 and command.
-    let extra = provium::guest::extra_cpio(&[
+    let extra = provium::image::extra_cpio(&[
         ("hm/stage2".to_string(), STAGE2.to_vec(), 0o755),
         (
             "hm/command".to_string(),

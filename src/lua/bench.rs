@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::errors::{ApiError, ApiResult};
 use crate::runtime;
-use crate::vm::RawEndpoint;
+use crate::vm::raw::RawEndpoint;
 
 /// Round-trip times in microseconds of `n` echoes of `size` bytes (after
 /// `warmup` untimed ones).

@@ -34,7 +34,7 @@ impl UserData for BuildLock {
 }
 
 fn key(lua: &Lua, builder: String, package_path: String) -> ApiResult<Table> {
-    let image = crate::images::default_image_cached()
+    let image = crate::image::boot::default_image_cached()
         .map_err(|e| ApiError::msg(format!("{CALL}: cannot prepare the default guest: {e}")))?;
     let builder = std::fs::canonicalize(&builder)
         .map_err(|e| ApiError::msg(format!("{CALL}: cannot read the builder {builder}: {e}")))?;

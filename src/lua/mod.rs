@@ -56,7 +56,7 @@ pub fn open(lua: &Lua) -> mlua::Result<Table> {
         "prepare_default_guest",
         lua.create_function(|lua, ()| {
             let r = (|| {
-                let img = crate::images::default_image_cached()
+                let img = crate::image::boot::default_image_cached()
                     .map_err(|e| ApiError::msg(format!("provium.prepare_default_guest: {e}")))?;
                 let t = lua.create_table()?;
                 t.set("kernel", img.kernel.display().to_string())?;

@@ -91,7 +91,7 @@ impl VmHandle {
         })
     }
 
-    fn raw_endpoint(&self, call: &str) -> ApiResult<crate::vm::RawEndpoint> {
+    fn raw_endpoint(&self, call: &str) -> ApiResult<crate::vm::raw::RawEndpoint> {
         self.target(call)?;
         match &*self.lock() {
             State::Booted(m) => m.raw_endpoint().ok_or_else(|| {

@@ -7,7 +7,7 @@ use mlua::{Table, Value};
 
 use super::args;
 use super::errors::{ApiError, ApiResult};
-use crate::images as guest;
+use crate::image::boot as guest;
 use crate::vm::{BootSpec, Transport};
 
 /// Default guest memory.
@@ -149,7 +149,7 @@ impl VmConfig {
         };
         let mut cpus = cpus.unwrap_or(0);
         if profile != "default" {
-            let p = crate::config::profile(&profile)
+            let p = crate::image::config::profile(&profile)
                 .map_err(|e| ApiError::msg(format!("{CALL}(\"{name}\"): {e}")))?;
             if memory.is_none() {
                 if let Some(m) = p.memory {
@@ -236,7 +236,7 @@ impl VmConfig {
             })?;
             (image.kernel.clone(), image.initrd.clone(), String::new())
         } else {
-            let p = crate::config::profile(&self.profile)
+            let p = crate::image::config::profile(&self.profile)
                 .map_err(|e| ApiError::msg(format!("{CALL}: {e}")))?;
             let initrd = guest::profile_initrd(p.initrd.as_deref())
                 .map_err(|e| ApiError::msg(format!("{CALL}: profile {:?}: {e}", self.profile)))?;

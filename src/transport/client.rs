@@ -30,8 +30,6 @@ use serde_bytes::ByteBuf;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use tokio::sync::watch;
-
 use super::liveness::{Liveness, PING_AFTER, WAIT_SLICE};
 use super::TransportError;
 use crate::interrupt;
@@ -64,7 +62,6 @@ pub struct Client {
     writer: FdWriter,
     shared: Arc<Mutex<Shared>>,
     next_id: AtomicU64,
-    closed_tx: watch::Sender<bool>,
     /// The agent's hello.
     pub hello: proto::AgentHello,
     /// Turns what the reader saw at the connection's end into the reason
@@ -103,14 +100,12 @@ impl Client {
             closed: None,
             paused: None,
         }));
-        let (closed_tx, _) = watch::channel(false);
         let live = Arc::new(Liveness::default());
         live.touch();
         let client = Arc::new(Client {
             writer,
             shared: shared.clone(),
             next_id: AtomicU64::new(1),
-            closed_tx,
             hello,
             token,
             explainer: std::sync::OnceLock::new(),
@@ -185,16 +180,10 @@ impl Client {
         self.lock().closed.clone()
     }
 
-    /// A receiver that turns true once the connection has ended.
-    pub fn closed_watch(&self) -> watch::Receiver<bool> {
-        self.closed_tx.subscribe()
-    }
-
     /// Ends the connection: every call in flight fails with `reason`.
     pub fn close(&self, reason: &str) {
         fail_all(&self.shared, reason);
         self.writer.shutdown();
-        let _ = self.closed_tx.send(true);
     }
 
     /// While `Some`, new calls fail at once with this message (the VM is

@@ -8,7 +8,7 @@
 use std::fs::OpenOptions;
 use std::path::Path;
 
-use super::VmError;
+use super::error::VmError;
 
 /// A QEMU accelerator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use tokio::process::Command;
 
+use super::error::VmError;
 use super::process::ChildGuard;
-use super::VmError;
 
 /// Guest CID used with vhost-user: each VM has its own daemon, so CIDs need not
 /// be unique across VMs.

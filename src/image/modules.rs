@@ -6,6 +6,14 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use object::{Object, ObjectSection};
 
+/// A module file as it goes into the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Module {
+    /// Module name (`virtio_pci`), also the file's stem.
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
 /// The module name a file stands for: its name without `.ko` (and a compression
 /// suffix), dashes turned into underscores, as the kernel and depmod name modules.
 pub(crate) fn name_from_file(file_name: &str) -> Option<String> {

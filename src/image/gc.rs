@@ -18,8 +18,9 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::cache::{self, Record};
-use super::usage::{self, MANIFEST};
-use super::GuestError;
+use super::entry::MANIFEST;
+use super::error::ImageError;
+use super::usage;
 
 /// How many images besides the one just built a builder keeps (the most
 /// recently used ones); the rest are removed unless in use.
@@ -62,20 +63,20 @@ pub struct GcReport {
 }
 
 /// The images in the cache ([`super::cache_dir`]), most recently used first.
-pub fn list_images() -> Result<Vec<CachedImage>, GuestError> {
-    list_in(&super::cache_dir())
+pub fn list_images() -> Result<Vec<CachedImage>, ImageError> {
+    list_in(&cache::cache_dir())
 }
 
-pub(crate) fn list_in(cache: &Path) -> Result<Vec<CachedImage>, GuestError> {
+pub(crate) fn list_in(cache: &Path) -> Result<Vec<CachedImage>, ImageError> {
     let images = cache.join("images");
     let entries = match fs::read_dir(&images) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(GuestError::io("list", &images, e)),
+        Err(e) => return Err(ImageError::io("list", &images, e)),
     };
     let mut out = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| GuestError::io("list", &images, e))?;
+        let entry = entry.map_err(|e| ImageError::io("list", &images, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         // `.tmp-*`: under construction or being removed.
         if name.starts_with('.') || !entry.path().is_dir() {
@@ -164,8 +165,8 @@ pub fn collect_garbage(
     keep_recent: usize,
     protect: &[String],
     progress: &dyn Fn(&str),
-) -> Result<GcReport, GuestError> {
-    let cache = super::cache_dir();
+) -> Result<GcReport, ImageError> {
+    let cache = cache::cache_dir();
     if !cache.join("images").is_dir() {
         return Ok(GcReport::default());
     }
@@ -179,7 +180,7 @@ pub(crate) fn collect_in(
     cache: &Path,
     keep_recent: usize,
     protect: &[String],
-) -> Result<GcReport, GuestError> {
+) -> Result<GcReport, ImageError> {
     let images = list_in(cache)?;
     let doomed: HashSet<String> = select_for_removal(&images, keep_recent, protect)
         .into_iter()
@@ -187,7 +188,7 @@ pub(crate) fn collect_in(
     let mut report = GcReport::default();
     for image in images.into_iter().filter(|i| doomed.contains(&i.key)) {
         let hold = usage::try_exclusive(&image.dir)
-            .map_err(|e| GuestError::io("lock", &image.dir.join(usage::PIN), e))?;
+            .map_err(|e| ImageError::io("lock", &image.dir.join(usage::PIN), e))?;
         let Some(_hold) = hold else {
             report.kept_in_use.push(image);
             continue;
@@ -196,7 +197,7 @@ pub(crate) fn collect_in(
         // the pin before the rename finds no manifest and builds anew.
         let tmp = cache::TempDir::new_in(&cache.join("images"))?;
         let away = tmp.path().join("image");
-        fs::rename(&image.dir, &away).map_err(|e| GuestError::io("move", &image.dir, e))?;
+        fs::rename(&image.dir, &away).map_err(|e| ImageError::io("move", &image.dir, e))?;
         drop(tmp); // removes the temporary directory and the image in it
         report.freed_bytes += image.own_bytes;
         report.removed.push(image);
@@ -209,7 +210,7 @@ pub(crate) fn collect_in(
 pub fn cache_disk_usage() -> u64 {
     let skip = crate::fixtures::cache_dir();
     let mut seen = HashSet::new();
-    du(&super::cache_dir(), &skip, &mut seen)
+    du(&cache::cache_dir(), &skip, &mut seen)
 }
 
 fn du(path: &Path, skip: &Path, seen: &mut HashSet<(u64, u64)>) -> u64 {

@@ -23,12 +23,12 @@ use std::time::SystemTime;
 
 use fs4::{FileExt, TryLockError};
 
+use super::entry::MANIFEST;
+
 /// The file whose modification time is the image's last use.
 pub(crate) const LAST_USED: &str = "last-used";
 /// The lock file users hold shared and cleaners exclusive.
 pub(crate) const PIN: &str = "pin";
-/// The file whose presence makes an image directory complete.
-pub(crate) const MANIFEST: &str = "manifest.txt";
 
 /// Pins this process holds, by image directory (kept until exit).
 static PINS: Mutex<Option<HashMap<PathBuf, File>>> = Mutex::new(None);

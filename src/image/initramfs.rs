@@ -17,7 +17,7 @@ use std::io::Write;
 
 use cpio::newc::{self, ModeFileType};
 
-use super::Module;
+use super::modules::Module;
 
 /// Where the modules go, with `order` listing their file names in load order.
 pub(crate) const MODULE_DIR: &str = "lib/modules/provium";

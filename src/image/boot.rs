@@ -1,12 +1,12 @@
 //! Boot images as the VM layer needs them: the default guest (built once per
-//! process, cached on disk by [`crate::guest`]), profile initrds with the agent
+//! process, cached on disk by [`crate::image`]), profile initrds with the agent
 //! added on top, and the extra cpio segment of `vm:boot{files=...}`.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::agent_bin::AGENT;
-use crate::guest::{self, GuestImage};
+use super::agent::AGENT;
+use super::entry::GuestImage;
 
 /// A file added to the initramfs at boot.
 pub struct ExtraFile {
@@ -29,7 +29,7 @@ pub fn default_image_cached() -> Result<Arc<GuestImage>, String> {
     if let Some(img) = slot.as_ref() {
         return Ok(img.clone());
     }
-    let img = Arc::new(guest::default_image(AGENT, &progress).map_err(|e| e.to_string())?);
+    let img = Arc::new(super::default_image(AGENT, &progress).map_err(|e| e.to_string())?);
     *slot = Some(img.clone());
     Ok(img)
 }
@@ -51,7 +51,7 @@ pub fn profile_initrd(user: Option<&Path>) -> Result<PathBuf, String> {
     };
     bytes.extend_from_slice(&overlay);
     let key = blake3::hash(&bytes).to_hex().to_string();
-    let dir = guest::cache_dir().join("profiles");
+    let dir = super::cache::cache_dir().join("profiles");
     let path = dir.join(format!("{key}.cpio"));
     if !path.is_file() {
         std::fs::create_dir_all(&dir)
@@ -70,5 +70,5 @@ pub fn extra_cpio(files: &[ExtraFile]) -> Result<Vec<u8>, String> {
         .iter()
         .map(|f| (f.path.clone(), f.content.clone(), f.mode))
         .collect();
-    Ok(guest::extra_cpio(&list))
+    Ok(super::initramfs::extra_cpio(&list))
 }

@@ -1,21 +1,23 @@
 //! Cache plumbing: the lock, temporary directories renamed into place, small
-//! `key=value` records, and the `images/<key>/` entries.
+//! `key=value` records and timestamps. What the entries hold is
+//! [`super::kernel`]'s and [`super::entry`]'s business.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::kernel::Kernel;
-use super::{GuestError, GuestImage};
+use fs4::{FileExt, TryLockError};
+
+use super::error::ImageError;
 
 /// Prefix of every directory or file under construction; anything with it that is
 /// found while holding the lock was left behind by a builder that died.
 const TMP_PREFIX: &str = ".tmp-";
 
-/// An exclusive `flock(2)` on `<cache>/lock`, released when dropped (the file is
+/// An exclusive `flock(2)` on `<cache>/lock` (through `fs4`, as every lock of
+/// the caches), released when dropped (the file is
 /// closed). flock locks belong to the open file description, so two threads of one
 /// process that each acquire a `Lock` exclude each other as two processes do.
 pub(crate) struct Lock {
@@ -23,7 +25,7 @@ pub(crate) struct Lock {
 }
 
 impl Lock {
-    pub(crate) fn acquire(cache: &Path, progress: &dyn Fn(&str)) -> Result<Lock, GuestError> {
+    pub(crate) fn acquire(cache: &Path, progress: &dyn Fn(&str)) -> Result<Lock, ImageError> {
         create_dir_all(cache)?;
         let path = cache.join("lock");
         let file = OpenOptions::new()
@@ -31,38 +33,54 @@ impl Lock {
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(|e| GuestError::io("open", &path, e))?;
-        if let Err(e) = flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
-            if e.kind() != io::ErrorKind::WouldBlock {
-                return Err(GuestError::io("lock", &path, e));
+            .map_err(|e| ImageError::io("open", &path, e))?;
+        match FileExt::try_lock(&file) {
+            Ok(()) => {}
+            Err(TryLockError::Error(e)) => return Err(ImageError::io("lock", &path, e)),
+            Err(TryLockError::WouldBlock) => {
+                progress(&format!(
+                    "waiting for another process building the guest image (lock {})",
+                    path.display()
+                ));
+                lock_retrying(&file).map_err(|e| ImageError::io("lock", &path, e))?;
             }
-            progress(&format!(
-                "waiting for another process building the guest image (lock {})",
-                path.display()
-            ));
-            flock(&file, libc::LOCK_EX).map_err(|e| GuestError::io("lock", &path, e))?;
         }
         Ok(Lock { _file: file })
     }
 }
 
-fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
+/// Waits for the exclusive lock, starting again when a signal interrupts the
+/// wait.
+fn lock_retrying(file: &File) -> io::Result<()> {
     loop {
-        // SAFETY: flock only reads the descriptor number, which `file` keeps open
-        // for the duration of the call.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
-        if rc == 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
+        match FileExt::lock(file) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
         }
     }
 }
 
-pub(crate) fn create_dir_all(path: &Path) -> Result<(), GuestError> {
-    fs::create_dir_all(path).map_err(|e| GuestError::io("create directory", path, e))
+pub(crate) fn create_dir_all(path: &Path) -> Result<(), ImageError> {
+    fs::create_dir_all(path).map_err(|e| ImageError::io("create directory", path, e))
+}
+
+/// Where provium caches what it fetches and builds: `$XDG_CACHE_HOME/provium`, else
+/// `$HOME/.cache/provium` (a relative or empty `XDG_CACHE_HOME` is ignored, as the
+/// XDG base directory specification says), else `provium-cache` in the temporary
+/// directory when neither variable is usable.
+pub fn cache_dir() -> PathBuf {
+    let from_env = |name: &str| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    if let Some(xdg) = from_env("XDG_CACHE_HOME") {
+        return xdg.join("provium");
+    }
+    if let Some(home) = from_env("HOME") {
+        return home.join(".cache").join("provium");
+    }
+    std::env::temp_dir().join("provium-cache")
 }
 
 fn unique_suffix() -> String {
@@ -82,10 +100,10 @@ pub(crate) struct TempDir {
 impl TempDir {
     /// Creates `<parent>/.tmp-<pid>-<nanos>`: same file system as the final name,
     /// so the final `rename` is atomic.
-    pub(crate) fn new_in(parent: &Path) -> Result<TempDir, GuestError> {
+    pub(crate) fn new_in(parent: &Path) -> Result<TempDir, ImageError> {
         create_dir_all(parent)?;
         let path = parent.join(format!("{TMP_PREFIX}{}", unique_suffix()));
-        fs::create_dir(&path).map_err(|e| GuestError::io("create directory", &path, e))?;
+        fs::create_dir(&path).map_err(|e| ImageError::io("create directory", &path, e))?;
         Ok(TempDir { path, done: false })
     }
 
@@ -95,11 +113,11 @@ impl TempDir {
 
     /// Renames the directory to `dest`, replacing whatever was there (the caller
     /// holds the lock, so nobody else writes `dest`).
-    pub(crate) fn persist(mut self, dest: &Path) -> Result<(), GuestError> {
+    pub(crate) fn persist(mut self, dest: &Path) -> Result<(), ImageError> {
         if dest.exists() {
-            fs::remove_dir_all(dest).map_err(|e| GuestError::io("remove", dest, e))?;
+            fs::remove_dir_all(dest).map_err(|e| ImageError::io("remove", dest, e))?;
         }
-        fs::rename(&self.path, dest).map_err(|e| GuestError::io("rename into", dest, e))?;
+        fs::rename(&self.path, dest).map_err(|e| ImageError::io("rename into", dest, e))?;
         self.done = true;
         Ok(())
     }
@@ -134,17 +152,17 @@ pub(crate) fn remove_stale_temporaries(cache: &Path) {
 
 /// Writes `path` through a temporary file in the same directory and a rename, so
 /// readers see the old content or the new one, never a part.
-pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), GuestError> {
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ImageError> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = path.with_file_name(format!("{TMP_PREFIX}{name}-{}", unique_suffix()));
     let result = (|| {
-        let mut f = File::create(&tmp).map_err(|e| GuestError::io("create", &tmp, e))?;
+        let mut f = File::create(&tmp).map_err(|e| ImageError::io("create", &tmp, e))?;
         f.write_all(data)
-            .map_err(|e| GuestError::io("write", &tmp, e))?;
-        fs::rename(&tmp, path).map_err(|e| GuestError::io("rename into", path, e))
+            .map_err(|e| ImageError::io("write", &tmp, e))?;
+        fs::rename(&tmp, path).map_err(|e| ImageError::io("rename into", path, e))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -152,8 +170,8 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), GuestError> {
     result
 }
 
-pub(crate) fn write_file(path: &Path, data: &[u8]) -> Result<(), GuestError> {
-    fs::write(path, data).map_err(|e| GuestError::io("write", path, e))
+pub(crate) fn write_file(path: &Path, data: &[u8]) -> Result<(), ImageError> {
+    fs::write(path, data).map_err(|e| ImageError::io("write", path, e))
 }
 
 /// A small text record: `key=value` lines, sorted by key. Values are single lines.
@@ -175,12 +193,12 @@ impl Record {
         self.fields.get(key).map(String::as_str)
     }
 
-    /// The field `key`, or a [`GuestError::Record`] naming `path`.
-    pub(crate) fn require(&self, key: &str, path: &Path) -> Result<String, GuestError> {
+    /// The field `key`, or a [`ImageError::Record`] naming `path`.
+    pub(crate) fn require(&self, key: &str, path: &Path) -> Result<String, ImageError> {
         self.get(key)
             .filter(|v| !v.is_empty())
             .map(str::to_string)
-            .ok_or_else(|| GuestError::Record {
+            .ok_or_else(|| ImageError::Record {
                 path: path.to_path_buf(),
                 detail: format!("no {key}= field"),
             })
@@ -208,82 +226,13 @@ impl Record {
     }
 
     /// Reads `path`; `Ok(None)` when it does not exist.
-    pub(crate) fn read(path: &Path) -> Result<Option<Record>, GuestError> {
+    pub(crate) fn read(path: &Path) -> Result<Option<Record>, ImageError> {
         match fs::read_to_string(path) {
             Ok(text) => Ok(Some(Record::parse(&text))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(GuestError::io("read", path, e)),
+            Err(e) => Err(ImageError::io("read", path, e)),
         }
     }
-}
-
-const MANIFEST: &str = "manifest.txt";
-const VMLINUX: &str = "vmlinux";
-const INITRD: &str = "initrd.cpio";
-
-fn image_for(dir: &Path, key: &str, kernel: &Kernel) -> GuestImage {
-    GuestImage {
-        kernel: dir.join(VMLINUX),
-        initrd: dir.join(INITRD),
-        key: key.to_string(),
-        kernel_release: kernel.release.clone(),
-        kernel_package: kernel.package_id(),
-    }
-}
-
-/// The complete entry `images/<key>/`, if there is one. The directory appears by an
-/// atomic rename, so its presence means complete; the sizes recorded in the
-/// manifest are checked as well, to catch a file truncated by a crash.
-pub(crate) fn cached_image(
-    cache: &Path,
-    key: &str,
-    kernel: &Kernel,
-) -> Result<Option<GuestImage>, GuestError> {
-    let dir = cache.join("images").join(key);
-    let Some(manifest) = Record::read(&dir.join(MANIFEST))? else {
-        return Ok(None);
-    };
-    let size_ok = |file: &str, field: &str| -> bool {
-        let want = manifest.get(field).and_then(|v| v.parse::<u64>().ok());
-        let have = fs::metadata(dir.join(file)).ok().map(|m| m.len());
-        want.is_some() && want == have
-    };
-    if manifest.get("key") != Some(key)
-        || !size_ok(INITRD, "initrd_size")
-        || !size_ok(VMLINUX, "vmlinux_size")
-    {
-        return Ok(None);
-    }
-    Ok(Some(image_for(&dir, key, kernel)))
-}
-
-/// Writes `images/<key>/` (call with the lock held).
-pub(crate) fn store_image(
-    cache: &Path,
-    key: &str,
-    kernel: &Kernel,
-    initrd: &[u8],
-    manifest: &Record,
-) -> Result<GuestImage, GuestError> {
-    let images = cache.join("images");
-    let tmp = TempDir::new_in(&images)?;
-    let src = kernel.vmlinux();
-    let vmlinux = tmp.path().join(VMLINUX);
-    // A hard link costs nothing: the 50 MB vmlinux is shared by every image of the
-    // same kernel (a new agent build makes a new image).
-    if fs::hard_link(&src, &vmlinux).is_err() {
-        fs::copy(&src, &vmlinux).map_err(|e| GuestError::io("copy", &src, e))?;
-    }
-    let vmlinux_size = fs::metadata(&vmlinux)
-        .map_err(|e| GuestError::io("stat", &vmlinux, e))?
-        .len();
-    write_file(&tmp.path().join(INITRD), initrd)?;
-    let mut manifest = manifest.clone();
-    manifest.set("vmlinux_size", &vmlinux_size.to_string());
-    write_file(&tmp.path().join(MANIFEST), manifest.to_text().as_bytes())?;
-    let dest = images.join(key);
-    tmp.persist(&dest)?;
-    Ok(image_for(&dest, key, kernel))
 }
 
 /// The current time as `YYYY-MM-DDTHH:MM:SSZ`.
@@ -354,10 +303,12 @@ mod tests {
             .write(true)
             .open(dir.join("lock"))
             .expect("open lock file");
-        let err = flock(&file, libc::LOCK_EX | libc::LOCK_NB).expect_err("second lock must fail");
-        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        assert!(matches!(
+            FileExt::try_lock(&file),
+            Err(TryLockError::WouldBlock)
+        ));
         drop(first);
-        flock(&file, libc::LOCK_EX | libc::LOCK_NB).expect("free after drop");
+        FileExt::try_lock(&file).expect("free after drop");
         drop(file);
         let _ = fs::remove_dir_all(&dir);
     }

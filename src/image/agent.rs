@@ -3,8 +3,3 @@
 
 /// The static agent binary.
 pub static AGENT: &[u8] = include_bytes!(env!("PROVIUM_AGENT_BIN"));
-
-/// blake3 of [`AGENT`], hex.
-pub fn agent_hash() -> String {
-    blake3::hash(AGENT).to_hex().to_string()
-}

@@ -1,6 +1,13 @@
-//! The default guest image: Debian's cloud kernel (booted as a PVH `vmlinux`) and
-//! an initramfs holding the agent as `/init`, static BusyBox with its applets, the
-//! virtio/vsock modules and a minimal `/etc`.
+//! What a guest boots.
+//!
+//! * this module — the default guest image: Debian's cloud kernel (booted as a
+//!   PVH `vmlinux`) and an initramfs holding the agent as `/init`, static BusyBox
+//!   with its applets, the virtio/vsock modules and a minimal `/etc`;
+//! * [`boot`] — images as the VM layer needs them: the default image once per
+//!   process, profile initrds with the agent on top, extra files;
+//! * [`config`] — `provium.toml` profiles;
+//! * [`agent`] — the agent binary embedded at build time;
+//! * [`gc`] — listing and removing cached images.
 //!
 //! Everything is built once and cached under [`cache_dir`]:
 //!
@@ -35,7 +42,13 @@
 //! parent and renamed into place, so readers never see a half-written entry; the
 //! lock keeps two processes from downloading or building the same thing twice.
 
+pub mod agent;
+pub mod boot;
 mod cache;
+pub mod config;
+mod debian;
+mod entry;
+mod error;
 pub mod gc;
 mod initramfs;
 mod kernel;
@@ -45,8 +58,12 @@ mod vmlinux;
 
 use std::path::{Path, PathBuf};
 
+pub use cache::cache_dir;
+pub use entry::GuestImage;
+pub use error::ImageError;
 pub use gc::{CachedImage, GcReport};
 pub use initramfs::extra_cpio;
+use modules::Module;
 
 /// The modules every default guest loads, in the order asked for; their
 /// dependencies are added and everything is ordered dependencies-first.
@@ -63,106 +80,6 @@ pub const DEFAULT_MODULES: &[&str] = &[
 /// Names more modules (comma- or space-separated) to put into the default image.
 const EXTRA_MODULES_ENV: &str = "PROVIUM_EXTRA_MODULES";
 
-/// A built guest: what QEMU needs to boot it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GuestImage {
-    /// `vmlinux`: an ELF image with the PVH entry note, for `-kernel`.
-    pub kernel: PathBuf,
-    /// The initramfs: an uncompressed newc cpio archive, for `-initrd`.
-    pub initrd: PathBuf,
-    /// blake3 (hex) of every input of the image.
-    pub key: String,
-    /// The kernel's release, e.g. `6.1.0-56-cloud-amd64`.
-    pub kernel_release: String,
-    /// The Debian package the kernel came from, as `name=version`.
-    pub kernel_package: String,
-}
-
-/// Why the default guest image could not be provided.
-#[derive(Debug, thiserror::Error)]
-pub enum GuestError {
-    /// cannot {action} {path}: {source}
-    #[error("cannot {action} {path}: {source}", path = .path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// cannot run {command}: {source}
-    #[error("cannot run {command}: {source}")]
-    Spawn {
-        command: String,
-        #[source]
-        source: std::io::Error,
-    },
-    /// {command} failed: {detail}
-    #[error("{command} failed: {detail}")]
-    Command { command: String, detail: String },
-    /// cannot resolve {package} with apt-cache: {detail}
-    #[error("cannot resolve {package} with apt-cache: {detail}")]
-    Resolve { package: String, detail: String },
-    /// busybox-static is not installed (expected a static {path}); run scripts/setup
-    #[error("busybox-static is not installed (expected a static {path}); run scripts/setup", path = .path.display())]
-    BusyboxMissing { path: PathBuf },
-    /// {path} is dynamically linked: busybox-static is not installed; run scripts/setup
-    #[error("{path} is dynamically linked: busybox-static is not installed; run scripts/setup", path = .path.display())]
-    BusyboxNotStatic { path: PathBuf },
-    /// the agent binary is not a static ELF executable: {detail}
-    #[error("the agent binary is not a static ELF executable: {detail}")]
-    AgentNotStatic { detail: String },
-    /// {path} is not a usable kernel package: {detail}
-    #[error("{path} is not a usable kernel package: {detail}", path = .path.display())]
-    Package { path: PathBuf, detail: String },
-    /// cannot extract vmlinux from {path}: {detail}
-    #[error("cannot extract vmlinux from {path}: {detail}")]
-    Vmlinux { path: String, detail: String },
-    /// the vmlinux extracted from {path} has no PVH entry point (Xen ELF note 18); the kernel needs CONFIG_PVH=y
-    #[error("the vmlinux extracted from {path} has no PVH entry point (Xen ELF note 18); the kernel needs CONFIG_PVH=y")]
-    NoPvhNote { path: String },
-    /// kernel module {module} is not in {package}
-    #[error("kernel module {module} is not in {package}")]
-    ModuleMissing { module: String, package: String },
-    /// kernel module dependency cycle in {package}: {cycle}
-    #[error("kernel module dependency cycle in {package}: {cycle}")]
-    ModuleCycle { package: String, cycle: String },
-    /// cannot read the .modinfo section of {module}: {detail}
-    #[error("cannot read the .modinfo section of {module}: {detail}")]
-    Modinfo { module: String, detail: String },
-    /// corrupt cache record {path}: {detail}; delete it to fetch the kernel again
-    #[error("corrupt cache record {path}: {detail}; delete it to fetch the kernel again", path = .path.display())]
-    Record { path: PathBuf, detail: String },
-}
-
-impl GuestError {
-    pub(crate) fn io(action: &'static str, path: &Path, source: std::io::Error) -> Self {
-        GuestError::Io {
-            action,
-            path: path.to_path_buf(),
-            source,
-        }
-    }
-}
-
-/// Where provium caches what it fetches and builds: `$XDG_CACHE_HOME/provium`, else
-/// `$HOME/.cache/provium` (a relative or empty `XDG_CACHE_HOME` is ignored, as the
-/// XDG base directory specification says), else `provium-cache` in the temporary
-/// directory when neither variable is usable.
-pub fn cache_dir() -> PathBuf {
-    let from_env = |name: &str| {
-        std::env::var_os(name)
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
-    };
-    if let Some(xdg) = from_env("XDG_CACHE_HOME") {
-        return xdg.join("provium");
-    }
-    if let Some(home) = from_env("HOME") {
-        return home.join(".cache").join("provium");
-    }
-    std::env::temp_dir().join("provium-cache")
-}
-
 /// Returns the default guest image for `agent` (the static agent binary, which
 /// becomes `/init`), fetching the kernel and building the initramfs on first use.
 /// `progress` receives one human-readable line per step of a fetch or build; a
@@ -170,14 +87,14 @@ pub fn cache_dir() -> PathBuf {
 ///
 /// `PROVIUM_KERNEL_DEB=/path/to.deb` takes the kernel from a local package instead
 /// of apt; `PROVIUM_EXTRA_MODULES=a,b` adds modules (with their dependencies).
-pub fn default_image(agent: &[u8], progress: &dyn Fn(&str)) -> Result<GuestImage, GuestError> {
+pub fn default_image(agent: &[u8], progress: &dyn Fn(&str)) -> Result<GuestImage, ImageError> {
     build_image(&default_spec(), &Init::Agent(agent), progress)
 }
 
 /// The default guest image for `agent` if it is in the cache; never fetches,
 /// builds or writes anything, nor records a use (`None` when it would have
 /// to be built).
-pub fn cached_default_image(agent: &[u8]) -> Result<Option<GuestImage>, GuestError> {
+pub fn cached_default_image(agent: &[u8]) -> Result<Option<GuestImage>, ImageError> {
     let spec = default_spec();
     check_static_agent(agent)?;
     let busybox = load_busybox(&spec.busybox)?;
@@ -213,7 +130,7 @@ pub fn script_image(
     script: &[u8],
     modules: &[&str],
     progress: &dyn Fn(&str),
-) -> Result<GuestImage, GuestError> {
+) -> Result<GuestImage, ImageError> {
     let spec = ImageSpec {
         cache: cache_dir(),
         kernel_deb: std::env::var_os(kernel::KERNEL_DEB_ENV)
@@ -261,7 +178,7 @@ fn build_image(
     spec: &ImageSpec,
     init: &Init<'_>,
     progress: &dyn Fn(&str),
-) -> Result<GuestImage, GuestError> {
+) -> Result<GuestImage, ImageError> {
     if let Init::Agent(agent) = init {
         check_static_agent(agent)?;
     }
@@ -288,7 +205,7 @@ fn build_image(
     };
     let mods = kernel.ensure_modules(&spec.modules, progress)?;
     let key = image_key(&kernel, &mods, &busybox.hash, init_bytes);
-    if let Some(image) = cache::cached_image(&spec.cache, &key, &kernel)? {
+    if let Some(image) = entry::cached_image(&spec.cache, &key, &kernel)? {
         // Under the lock no cleaner runs: the image stays.
         usage::note_use(&image_dir(&image));
         return Ok(image);
@@ -307,7 +224,7 @@ fn build_image(
         initrd.len().div_ceil(1024)
     ));
     let manifest = manifest(&key, &kernel, &mods, &busybox.hash, init_bytes, &initrd);
-    let image = cache::store_image(&spec.cache, &key, &kernel, &initrd, &manifest)?;
+    let image = entry::store_image(&spec.cache, &key, &kernel, &initrd, &manifest)?;
     usage::note_use(&image_dir(&image));
     progress(&format!(
         "guest image ready: {} (key {})",
@@ -342,7 +259,7 @@ fn find_cached(
     spec: &ImageSpec,
     busybox: &Busybox,
     init: &[u8],
-) -> Result<Option<GuestImage>, GuestError> {
+) -> Result<Option<GuestImage>, ImageError> {
     let Some(kernel) = kernel::cached(&spec.cache, spec.kernel_deb.as_deref())? else {
         return Ok(None);
     };
@@ -350,15 +267,7 @@ fn find_cached(
         return Ok(None);
     };
     let key = image_key(&kernel, &mods, &busybox.hash, init);
-    cache::cached_image(&spec.cache, &key, &kernel)
-}
-
-/// A module file as it goes into the image.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Module {
-    /// Module name (`virtio_pci`), also the file's stem.
-    pub name: String,
-    pub bytes: Vec<u8>,
+    entry::cached_image(&spec.cache, &key, &kernel)
 }
 
 struct Busybox {
@@ -366,25 +275,25 @@ struct Busybox {
     hash: blake3::Hash,
 }
 
-fn load_busybox(path: &Path) -> Result<Busybox, GuestError> {
+fn load_busybox(path: &Path) -> Result<Busybox, ImageError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(GuestError::BusyboxMissing {
+            return Err(ImageError::BusyboxMissing {
                 path: path.to_path_buf(),
             })
         }
-        Err(e) => return Err(GuestError::io("read", path, e)),
+        Err(e) => return Err(ImageError::io("read", path, e)),
     };
     match vmlinux::elf_interpreter(&bytes) {
         Ok(false) => {}
         Ok(true) => {
-            return Err(GuestError::BusyboxNotStatic {
+            return Err(ImageError::BusyboxNotStatic {
                 path: path.to_path_buf(),
             })
         }
         Err(_) => {
-            return Err(GuestError::BusyboxMissing {
+            return Err(ImageError::BusyboxMissing {
                 path: path.to_path_buf(),
             })
         }
@@ -394,18 +303,18 @@ fn load_busybox(path: &Path) -> Result<Busybox, GuestError> {
 }
 
 /// `busybox --list-full`: applet paths such as `bin/sh`, `usr/bin/logger`.
-fn busybox_applets(path: &Path) -> Result<Vec<String>, GuestError> {
+fn busybox_applets(path: &Path) -> Result<Vec<String>, ImageError> {
     let command = format!("{} --list-full", path.display());
     let out = std::process::Command::new(path)
         .arg("--list-full")
         .stdin(std::process::Stdio::null())
         .output()
-        .map_err(|source| GuestError::Spawn {
+        .map_err(|source| ImageError::Spawn {
             command: command.clone(),
             source,
         })?;
     if !out.status.success() {
-        return Err(GuestError::Command {
+        return Err(ImageError::Command {
             command,
             detail: format!(
                 "{}: {}",
@@ -421,7 +330,7 @@ fn busybox_applets(path: &Path) -> Result<Vec<String>, GuestError> {
         .map(str::to_string)
         .collect();
     if applets.is_empty() {
-        return Err(GuestError::Command {
+        return Err(ImageError::Command {
             command,
             detail: "it listed no applets".into(),
         });
@@ -429,13 +338,13 @@ fn busybox_applets(path: &Path) -> Result<Vec<String>, GuestError> {
     Ok(applets)
 }
 
-fn check_static_agent(agent: &[u8]) -> Result<(), GuestError> {
+fn check_static_agent(agent: &[u8]) -> Result<(), ImageError> {
     match vmlinux::elf_interpreter(agent) {
         Ok(false) => Ok(()),
-        Ok(true) => Err(GuestError::AgentNotStatic {
+        Ok(true) => Err(ImageError::AgentNotStatic {
             detail: "it names an ELF interpreter (dynamically linked)".into(),
         }),
-        Err(detail) => Err(GuestError::AgentNotStatic { detail }),
+        Err(detail) => Err(ImageError::AgentNotStatic { detail }),
     }
 }
 

@@ -184,7 +184,7 @@ fn cache_dir_follows_xdg() {
 
 /// The real thing: resolves and downloads the cloud kernel with apt into a fresh
 /// cache (or `PROVIUM_TEST_CACHE`), builds the image, then looks it up again.
-/// `cargo test --lib guest::tests::real -- --ignored --nocapture`
+/// `cargo test --lib image::tests::real -- --ignored --nocapture`
 #[test]
 #[ignore = "needs apt, network access to the Debian archive and busybox-static"]
 fn real_default_image() {
