@@ -21,41 +21,22 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use provium_protocol::{self as proto, AgentMsg, Failure, HostMsg, Op, Reply, RequestId};
+use provium_protocol::{self as proto, Failure, HostMsg, Op, Reply, RequestId};
 use serde_bytes::ByteBuf;
 use std::sync::mpsc;
 use std::time::Duration;
 
+pub use super::calls::Event;
+use super::calls::{fail_all, lock, Shared};
 use super::liveness::{Liveness, PING_AFTER, WAIT_SLICE};
+use super::reader::{read_loop, ReadEnd, READ_BUFFER};
+use super::writer::{FdWriter, WriteEnd};
 use super::TransportError;
 use crate::interrupt;
-
-/// Read buffer of the connection: small frames (and their headers) arrive in
-/// one read; bulk chunks, being larger, are read straight into their own
-/// buffer instead of through this one.
-const READ_BUFFER: usize = 64 * 1024;
-
-/// What a call receives from the agent.
-#[derive(Debug)]
-pub enum Event {
-    /// Bulk bytes on a channel, before the reply: `body[range]` (the frame
-    /// body is passed on whole, so the bytes are not copied out of it).
-    Data(u8, Vec<u8>, std::ops::Range<usize>),
-    /// The final answer.
-    Reply(Result<Reply, Failure>),
-}
-
-struct Shared {
-    pending: HashMap<RequestId, mpsc::Sender<Event>>,
-    /// Why the connection ended, once it has.
-    closed: Option<Arc<str>>,
-    /// Set while the VM is paused: new calls fail with it at once.
-    paused: Option<Arc<str>>,
-}
 
 /// One live connection to an agent.
 pub struct Client {
@@ -425,20 +406,6 @@ pub struct Completed {
     pub channels: [Vec<u8>; 3],
 }
 
-fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
-    // A poisoned lock only means another thread panicked while holding it; the
-    // map itself is still consistent (every operation on it is one step).
-    shared.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn fail_all(shared: &Mutex<Shared>, reason: &str) {
-    let mut s = lock(shared);
-    if s.closed.is_none() {
-        s.closed = Some(Arc::from(reason));
-    }
-    s.pending.clear();
-}
-
 /// The reader thread: routes frames until the connection ends; then, while
 /// QEMU runs on, takes the agent back when its op server restarted (a new
 /// hello on the serial port, a new connection over vsock).
@@ -486,238 +453,5 @@ fn serve_reads(
                 return;
             }
         }
-    }
-}
-
-/// How a connection's stream of frames ended.
-enum ReadEnd {
-    /// The agent said hello again: its op server restarted (same stream).
-    AgentHello,
-    /// The stream ended or broke, for this reason.
-    Ended(String),
-}
-
-impl ReadEnd {
-    fn reason(&self) -> &str {
-        match self {
-            ReadEnd::AgentHello => "the guest agent restarted",
-            ReadEnd::Ended(r) => r,
-        }
-    }
-}
-
-fn read_loop<R: std::io::Read>(rd: &mut R, shared: &Mutex<Shared>, live: &Liveness) -> ReadEnd {
-    use std::io::Read;
-    let mut header = [0u8; proto::FRAME_HEADER_LEN];
-    loop {
-        match rd.read_exact(&mut header) {
-            Ok(_) => live.touch(),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return ReadEnd::Ended("the agent closed the connection".into())
-            }
-            Err(e) => return ReadEnd::Ended(format!("read from agent failed: {e}")),
-        }
-        let len = match proto::frame::body_len(header) {
-            Ok(len) => len,
-            Err(e) => return ReadEnd::Ended(format!("bad frame from agent: {e}")),
-        };
-        // Read into spare capacity: no zeroing of bulk chunks first.
-        let mut body = Vec::with_capacity(len);
-        match rd.take(len as u64).read_to_end(&mut body) {
-            Ok(n) if n == len => {}
-            Ok(n) => {
-                return ReadEnd::Ended(format!(
-                    "connection to agent lost inside a frame ({n} of {len} bytes)"
-                ))
-            }
-            Err(e) => {
-                return ReadEnd::Ended(format!("connection to agent lost inside a frame: {e}"))
-            }
-        }
-        if let Some(view) = AgentMsg::data_view(&body) {
-            match view {
-                Ok(v) => {
-                    let mut guard = lock(shared);
-                    if let Some(tx) = guard.pending.get(&v.id) {
-                        if tx.send(Event::Data(v.channel, body, v.chunk)).is_err() {
-                            // The caller gave up on this call (a closed stream).
-                            guard.pending.remove(&v.id);
-                        }
-                    }
-                    continue;
-                }
-                Err(e) => return ReadEnd::Ended(format!("bad frame from agent: {e}")),
-            }
-        }
-        let msg: AgentMsg = match proto::decode(&body) {
-            Ok(m) => m,
-            Err(e) => return ReadEnd::Ended(format!("bad frame from agent: {e}")),
-        };
-        match msg {
-            AgentMsg::Reply { id, result } => {
-                if let Some(tx) = lock(shared).pending.remove(&id) {
-                    let _ = tx.send(Event::Reply(result));
-                }
-            }
-            AgentMsg::Data { id, channel, chunk } => {
-                // Not reached (data_view above), kept for completeness.
-                if let Some(tx) = lock(shared).pending.get(&id) {
-                    let len = chunk.len();
-                    let _ = tx.send(Event::Data(channel, chunk.into_vec(), 0..len));
-                }
-            }
-            AgentMsg::Hello(_) => return ReadEnd::AgentHello,
-            AgentMsg::HelloRejected { reason, .. } => {
-                return ReadEnd::Ended(format!("the agent rejected us in mid-session: {reason}"))
-            }
-        }
-    }
-}
-
-/// Why a write ended early.
-enum WriteEnd {
-    Io(io::Error),
-    /// Ctrl-C; `clean` when no byte of the frame had been sent.
-    Interrupted {
-        clean: bool,
-    },
-    /// The peer took nothing for this long.
-    Stalled(Duration),
-}
-
-/// The write side: a duplicate of the socket's descriptor, written under a
-/// mutex so that frames never interleave. Shutting down does not take the
-/// mutex, so it also wakes a writer blocked on a full socket.
-struct FdWriter {
-    lock: Mutex<()>,
-    /// The socket written to (changes when the agent reconnects).
-    raw: std::sync::atomic::AtomicI32,
-    /// Every descriptor used so far, kept open while the writer lives so
-    /// that `raw` never names a number reused by someone else.
-    owned: Mutex<Vec<OwnedFd>>,
-    shut: std::sync::atomic::AtomicBool,
-}
-
-/// A close-on-exec duplicate of `fd`.
-fn dup_fd(fd: RawFd) -> io::Result<OwnedFd> {
-    // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a descriptor we are handed; the
-    // result is a new descriptor that we own.
-    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-    if new < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `new` is a fresh descriptor owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(new) })
-}
-
-impl FdWriter {
-    fn dup(fd: RawFd) -> io::Result<FdWriter> {
-        let fd = dup_fd(fd)?;
-        Ok(FdWriter {
-            lock: Mutex::new(()),
-            raw: std::sync::atomic::AtomicI32::new(fd.as_raw_fd()),
-            owned: Mutex::new(vec![fd]),
-            shut: std::sync::atomic::AtomicBool::new(false),
-        })
-    }
-
-    /// Writes to a duplicate of `fd` from now on (a new connection).
-    fn replace(&self, fd: RawFd) -> io::Result<()> {
-        let fd = dup_fd(fd)?;
-        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        self.raw.store(fd.as_raw_fd(), Ordering::Release);
-        self.owned
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(fd);
-        Ok(())
-    }
-
-    /// The write lock, if nobody holds it.
-    fn try_lock(&self) -> Option<MutexGuard<'_, ()>> {
-        self.lock.try_lock().ok()
-    }
-
-    /// Writes a whole frame under the write lock (`held`, or taken here).
-    /// Never blocks in the kernel: a full socket is polled in slices, so a
-    /// frozen peer ends the write at the stall timeout and Ctrl-C ends it at
-    /// once (cleanly if no byte of the frame was sent yet).
-    fn write_all(
-        &self,
-        mut buf: &[u8],
-        live: &Liveness,
-        held: Option<MutexGuard<'_, ()>>,
-    ) -> Result<(), WriteEnd> {
-        let _guard = held.unwrap_or_else(|| self.lock.lock().unwrap_or_else(|e| e.into_inner()));
-        let fd = self.raw.load(Ordering::Acquire);
-        let whole = buf.len();
-        let mut blocked_since: Option<std::time::Instant> = None;
-        let mut watch: Option<interrupt::Watch> = None;
-        while !buf.is_empty() {
-            if self.shut.load(Ordering::Acquire) {
-                return Err(WriteEnd::Io(io::Error::new(
-                    io::ErrorKind::NotConnected,
-                    "connection closed",
-                )));
-            }
-            // send(MSG_NOSIGNAL), not write: a peer that is gone (the vsock
-            // daemon killed, say) must give EPIPE, not a SIGPIPE that would
-            // kill the Lua interpreter hosting the rock.
-            // SAFETY: sends from a valid slice on a socket we own.
-            let n = unsafe {
-                libc::send(
-                    fd,
-                    buf.as_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-                )
-            };
-            if n > 0 {
-                buf = &buf[n as usize..];
-                // Room appearing in a socket that was full means the peer
-                // is reading: a sign of life (a long upload gets no replies).
-                // A send into free buffer space says nothing about the peer.
-                if blocked_since.take().is_some() {
-                    live.touch();
-                }
-                continue;
-            }
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::Interrupted => {}
-                io::ErrorKind::WouldBlock => {
-                    let since = *blocked_since.get_or_insert_with(std::time::Instant::now);
-                    let mut pfd = libc::pollfd {
-                        fd,
-                        events: libc::POLLOUT,
-                        revents: 0,
-                    };
-                    // SAFETY: one valid pollfd.
-                    unsafe { libc::poll(&mut pfd, 1, WAIT_SLICE.as_millis() as i32) };
-                    if watch.get_or_insert_with(interrupt::Watch::arm).fired() {
-                        return Err(WriteEnd::Interrupted {
-                            clean: buf.len() == whole,
-                        });
-                    }
-                    if let Some(stall) = live.stall_after() {
-                        let silence = live.silence(since);
-                        if silence >= stall {
-                            return Err(WriteEnd::Stalled(silence));
-                        }
-                    }
-                }
-                _ => return Err(WriteEnd::Io(err)),
-            }
-        }
-        Ok(())
-    }
-
-    /// Shuts the socket down both ways: the reader sees the end, a blocked
-    /// writer wakes up with an error, later writes fail.
-    fn shutdown(&self) {
-        self.shut.store(true, Ordering::Release);
-        // SAFETY: shutdown(2) on a descriptor we own (it stays open until the
-        // writer is dropped, so the number cannot be reused meanwhile).
-        unsafe { libc::shutdown(self.raw.load(Ordering::Acquire), libc::SHUT_RDWR) };
     }
 }

@@ -5,13 +5,17 @@
 //! * [`handshake`] — the versioned hello on a fresh stream.
 //! * [`client`] — the multiplexed request/reply connection on top.
 
+mod calls;
 pub mod client;
 pub mod listen;
 pub mod liveness;
+mod reader;
+mod writer;
 
 use provium_protocol::{self as proto, AgentHello, AgentMsg, FrameError, HostMsg};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+pub use calls::Event;
 pub use client::{Client, Completed};
 pub use listen::{AgentListener, AgentStream};
 

@@ -8,7 +8,13 @@
 use std::fs::OpenOptions;
 use std::path::Path;
 
-use super::error::VmError;
+/// Errors of accelerator selection.
+#[derive(Debug, thiserror::Error)]
+pub enum AccelError {
+    /// `PROVIUM_ACCEL` names no accelerator.
+    #[error("PROVIUM_ACCEL={0:?} is not one of \"kvm\", \"tcg\"")]
+    BadOverride(String),
+}
 
 /// A QEMU accelerator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,21 +34,17 @@ impl Accel {
 }
 
 /// Picks the accelerator for this host.
-pub fn detect() -> Result<Accel, VmError> {
+pub fn detect() -> Result<Accel, AccelError> {
     detect_why().map(|(a, _)| a)
 }
 
 /// Picks the accelerator for this host and says why.
-pub fn detect_why() -> Result<(Accel, String), VmError> {
+pub fn detect_why() -> Result<(Accel, String), AccelError> {
     match std::env::var("PROVIUM_ACCEL").ok().as_deref() {
         Some("kvm") => return Ok((Accel::Kvm, "PROVIUM_ACCEL=kvm".into())),
         Some("tcg") => return Ok((Accel::Tcg, "PROVIUM_ACCEL=tcg".into())),
         Some("") | None => {}
-        Some(other) => {
-            return Err(VmError::Config(format!(
-                "PROVIUM_ACCEL={other:?} is not one of \"kvm\", \"tcg\""
-            )))
-        }
+        Some(other) => return Err(AccelError::BadOverride(other.to_string())),
     }
     Ok(hardware_kvm())
 }

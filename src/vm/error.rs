@@ -1,5 +1,6 @@
 //! The one error of the VM backend.
 
+use super::accel::AccelError;
 use super::qmp::QmpError;
 use super::snapshot;
 use crate::transport::TransportError;
@@ -25,6 +26,9 @@ pub enum VmError {
     /// monitor failure
     #[error("{0}")]
     Qmp(#[from] QmpError),
+    /// no usable accelerator setting
+    #[error("{0}")]
+    Accel(#[from] AccelError),
     /// unusable snapshot
     #[error("{0}")]
     Snapshot(#[from] snapshot::SnapshotError),
