@@ -24,8 +24,11 @@ local core_call, core_batch = core.call, core.batch
 
 --- Names of the operations a batch records.
 M.BATCHABLE = {}
-for _, def in ipairs(OPS) do
+-- The index of `run` (its batch results become RunResults).
+local RUN_INDEX
+for index, def in ipairs(OPS) do
   if def.batch then M.BATCHABLE[#M.BATCHABLE + 1] = def.name end
+  if def.name == "run" then RUN_INDEX = index end
 end
 
 -- File objects passed where a handle id is expected (fd_stream, ioctl).
@@ -93,13 +96,9 @@ function M.install(C, label, classes)
     end
     fn(b)
     local results = check(core_batch(ud, recorded))
-    local run_index
-    for index, def in ipairs(OPS) do
-      if def.name == "run" then run_index = index end
-    end
     for i, r in ipairs(results) do
       if type(r.err) == "table" then setmetatable(r.err, errors.GuestError) end
-      if recorded[i][1] == run_index and r.ok then RunResult._adopt(r.ok, object.vm_of(self)) end
+      if recorded[i][1] == RUN_INDEX and r.ok then RunResult._adopt(r.ok, object.vm_of(self)) end
     end
     return results
   end

@@ -238,26 +238,28 @@ pub fn call(lua: &Lua, ud: &AnyUserData, op: &Value, rest: &[Value]) -> ApiResul
             args::show(op)
         ))
     })?;
+    let (prefix, t) = endpoint(ud, def.name)?;
+    let call = format!("{prefix}:{}", def.name);
+    if prefix == "worker" && def.offer == Offer::VmOnly {
+        return Err(ApiError::msg(format!(
+            "{call}: workers cannot {0}; use vm:{0}",
+            def.name.replace('_', " ")
+        )));
+    }
+    run_def(lua, def, &call, &t, rest)
+}
+
+/// The agent endpoint of a VM or a Worker userdata for op `name`: its call
+/// prefix (`vm`, `worker`) and its target.
+fn endpoint(ud: &AnyUserData, name: &str) -> ApiResult<(&'static str, Target)> {
     if let Ok(vm) = ud.borrow::<VmHandle>() {
-        let call = format!("vm:{}", def.name);
-        let t = vm.target(def.name)?;
-        return run_def(lua, def, &call, &t, rest);
+        return Ok(("vm", vm.target(name)?));
     }
     if let Ok(w) = ud.borrow::<WorkerUd>() {
-        let call = format!("worker:{}", def.name);
-        w.live(&call)?;
-        if def.offer == Offer::VmOnly {
-            return Err(ApiError::msg(format!(
-                "{call}: workers cannot {0}; use vm:{0}",
-                def.name.replace('_', " ")
-            )));
-        }
-        return run_def(lua, def, &call, w.target(), rest);
+        w.live(&format!("worker:{name}"))?;
+        return Ok(("worker", w.target().clone()));
     }
-    Err(ApiError::msg(format!(
-        "{}: expected a VM or a Worker",
-        def.name
-    )))
+    Err(ApiError::msg(format!("{name}: expected a VM or a Worker")))
 }
 
 fn run_def(
@@ -280,14 +282,7 @@ fn run_def(
 /// `op` an index or a name, `n` counting it) in one round trip; returns
 /// `{ {ok=value} | {err=error}, ... }` in order.
 pub fn batch(lua: &Lua, ud: &AnyUserData, list: &Value) -> ApiResult<MultiValue> {
-    let (prefix, t) = if let Ok(vm) = ud.borrow::<VmHandle>() {
-        ("vm", vm.target("batch")?)
-    } else if let Ok(w) = ud.borrow::<WorkerUd>() {
-        w.live("worker:batch")?;
-        ("worker", w.target().clone())
-    } else {
-        return Err(ApiError::msg("batch: expected a VM or a Worker"));
-    };
+    let (prefix, t) = endpoint(ud, "batch")?;
     let call = format!("{prefix}:batch");
     let Value::Table(list) = list else {
         return Err(ApiError::msg(format!(

@@ -154,8 +154,12 @@ pub fn chmod(call: &str, _t: &Target, rest: &[Value]) -> ApiResult<Request> {
 
 /// `write_file` called directly: data beyond one chunk streams after the
 /// call instead of travelling in one huge frame.
-pub fn write_file_call(lua: &Lua, call: &str, t: &Target, rest: &[Value]) -> ApiResult<MultiValue> {
-    let _ = lua;
+pub fn write_file_call(
+    _lua: &Lua,
+    call: &str,
+    t: &Target,
+    rest: &[Value],
+) -> ApiResult<MultiValue> {
     let path = args::path(call, "path", arg(rest, 0))?;
     let data = match arg(rest, 1) {
         Value::String(s) => s.clone(),
