@@ -8,6 +8,8 @@ pub mod console;
 pub mod errors;
 pub mod file;
 pub mod fixtures;
+#[cfg(test)]
+pub mod loopback;
 pub mod ops;
 pub mod process;
 pub mod readinto;
@@ -15,6 +17,8 @@ pub mod registry;
 pub mod snapshot;
 pub mod tail;
 pub mod target;
+#[cfg(test)]
+mod tests;
 pub mod vm;
 pub mod vm_options;
 pub mod worker;

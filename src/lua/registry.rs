@@ -242,8 +242,9 @@ pub fn call(lua: &Lua, ud: &AnyUserData, op: &Value, rest: &[Value]) -> ApiResul
     let call = format!("{prefix}:{}", def.name);
     if prefix == "worker" && def.offer == Offer::VmOnly {
         return Err(ApiError::msg(format!(
-            "{call}: workers cannot {0}; use vm:{0}",
-            def.name.replace('_', " ")
+            "{call}: workers cannot {}; use vm:{}",
+            def.name.replace('_', " "),
+            def.name
         )));
     }
     run_def(lua, def, &call, &t, rest)
@@ -258,6 +259,10 @@ fn endpoint(ud: &AnyUserData, name: &str) -> ApiResult<(&'static str, Target)> {
     if let Ok(w) = ud.borrow::<WorkerUd>() {
         w.live(&format!("worker:{name}"))?;
         return Ok(("worker", w.target().clone()));
+    }
+    #[cfg(test)]
+    if let Ok(l) = ud.borrow::<super::loopback::Loopback>() {
+        return Ok(("vm", l.target(&format!("vm:{name}"))?));
     }
     Err(ApiError::msg(format!("{name}: expected a VM or a Worker")))
 }
