@@ -43,6 +43,23 @@ describe("vm:run_async", function()
     assert.are.equal(9, p:wait("10s").signal)
   end)
 
+  it("kill ends the whole command (its process group); signal the process alone", function()
+    local p = vm:run_async("sleep 30; echo never")
+    p:kill()
+    local r = p:wait("20s")
+    assert.are.equal(15, r.signal)
+    assert.are.equal("", r.stdout)
+    local ps = vm:run("ps -o comm | grep -c '^sleep$' || true")
+    assert.are.equal("0", (ps.stdout:gsub("%s", "")))
+
+    p = vm:run_async("sleep 30; echo never")
+    local sleeper = vm:run("sleep 0.2; pgrep -P " .. p:pid() .. " sleep"):assert_ok().stdout
+    p:signal("kill")
+    assert.are.equal(9, p:wait("300ms").signal)
+    -- The sleep outlived its shell (then the wait's deadline ended it).
+    assert.is_true(tonumber(sleeper) > 0)
+  end)
+
   it("a wait timeout kills the whole group", function()
     local p = vm:run_async("sleep 30 & sleep 30")
     local r = p:wait("300ms")

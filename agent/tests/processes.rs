@@ -158,6 +158,32 @@ fn status_running_then_exited_without_reaping() {
 }
 
 #[test]
+fn signal_the_group() {
+    let mut h = start();
+    // `sh -c` forks `sleep`: signalling the shell alone would leave it
+    // holding the pipes; the group ends both.
+    let (p, _) = spawn(&mut h, sh("sleep 30; true"));
+    let started = std::time::Instant::now();
+    assert_eq!(
+        h.call(Op::ProcSignal {
+            handle: p,
+            signal: libc::SIGTERM,
+            group: true,
+        }),
+        Ok(Reply::Unit)
+    );
+    assert_eq!(
+        wait(&mut h, p, Some(20_000)).status,
+        ExitStatus::Signalled(libc::SIGTERM)
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "the sleep was not signalled"
+    );
+    h.call(Op::Close { handle: p }).unwrap();
+}
+
+#[test]
 fn signal_the_process() {
     let mut h = start();
     // exec: a `sleep` left behind would hold the pipes, and a wait (like
@@ -167,6 +193,7 @@ fn signal_the_process() {
         h.call(Op::ProcSignal {
             handle: p,
             signal: libc::SIGTERM,
+            group: false,
         }),
         Ok(Reply::Unit)
     );
@@ -179,6 +206,7 @@ fn signal_the_process() {
         h.call(Op::ProcSignal {
             handle: p,
             signal: libc::SIGTERM,
+            group: false,
         }),
         Ok(Reply::Unit)
     );
@@ -186,6 +214,7 @@ fn signal_the_process() {
         .call(Op::ProcSignal {
             handle: p,
             signal: 1000,
+            group: false,
         })
         .err();
     assert!(err.is_none(), "reaped: not even sent");

@@ -735,11 +735,13 @@ local Process = {}
 function Process:wait(timeout) end
 
 ---Sends `sig` (a number or a name such as "TERM" or "SIGKILL"; default
----SIGTERM) to the process.
+---SIGTERM) to the process's group: the command and what it started, like
+---a timeout or Ctrl-C in a terminal (`run_async("sleep 9")` runs `sh -c`,
+---which forks `sleep`).
 ---@param sig? integer|string
 function Process:kill(sig) end
 
----Sends `sig` to the process (no default).
+---Sends `sig` to the process alone, not its group (no default).
 ---@param sig integer|string
 function Process:signal(sig) end
 

@@ -295,8 +295,13 @@ pub enum Op {
         handle: HandleId,
         timeout_ms: Option<u64>,
     },
-    /// Sends a signal to the process (not its group) → [`Reply::Unit`].
-    ProcSignal { handle: HandleId, signal: i32 },
+    /// Sends a signal to the process, or with `group` to its process group
+    /// (the command and what it started) → [`Reply::Unit`].
+    ProcSignal {
+        handle: HandleId,
+        signal: i32,
+        group: bool,
+    },
     /// → [`Reply::ProcStatus`].
     ProcStatus { handle: HandleId },
     /// Writes to the process's stdin → [`Reply::Count`].

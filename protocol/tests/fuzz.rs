@@ -277,7 +277,13 @@ fn leaf_op() -> impl Strategy<Value = Op> {
         run_spec().prop_map(Op::RunAsync),
         (handle(), proptest::option::of(num()))
             .prop_map(|(handle, timeout_ms)| Op::ProcWait { handle, timeout_ms }),
-        (handle(), any::<i32>()).prop_map(|(handle, signal)| Op::ProcSignal { handle, signal }),
+        (handle(), any::<i32>(), any::<bool>()).prop_map(|(handle, signal, group)| {
+            Op::ProcSignal {
+                handle,
+                signal,
+                group,
+            }
+        }),
         handle().prop_map(|handle| Op::ProcStatus { handle }),
         (handle(), buf(32)).prop_map(|(handle, data)| Op::ProcStdin { handle, data }),
         handle().prop_map(|handle| Op::ProcCloseStdin { handle }),

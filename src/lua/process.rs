@@ -190,6 +190,7 @@ impl ProcessUd {
                 Op::ProcSignal {
                     handle: self.handle,
                     signal: libc::SIGTERM,
+                    group: true,
                 },
             );
             let _ = self.t.roundtrip(
@@ -243,8 +244,13 @@ impl UserData for ProcessUd {
             })();
             ret(lua, r)
         });
-        // `kill` defaults to SIGTERM; `signal` requires a signal.
-        for (name, default) in [("kill", Some(libc::SIGTERM)), ("signal", None)] {
+        // `kill` ends the command: its process group, SIGTERM by default
+        // (like a timeout, or Ctrl-C in a terminal: `sh -c` forks, and a
+        // child left running would hold the output pipes that `wait` reads
+        // to their end). `signal` reaches the process alone, and requires
+        // a signal.
+        for (name, default, group) in [("kill", Some(libc::SIGTERM), true), ("signal", None, false)]
+        {
             m.add_method(name, move |lua, this, sig: Value| {
                 let call = format!("proc:{name}");
                 let r = signal(&call, &sig, default).and_then(|signal| {
@@ -253,6 +259,7 @@ impl UserData for ProcessUd {
                         Op::ProcSignal {
                             handle: this.handle,
                             signal,
+                            group,
                         },
                     )
                     .map(drop)

@@ -183,8 +183,12 @@ pub fn run<C: Context>(op: Op, cx: &mut C) -> C::Out {
         Op::ProcWait { handle, timeout_ms } => {
             cx.special("ProcWait", Special::ProcWait { handle, timeout_ms })
         }
-        Op::ProcSignal { handle, signal } => cx.plain(H::inline("ProcSignal"), move || {
-            process::signal(handle, signal)
+        Op::ProcSignal {
+            handle,
+            signal,
+            group,
+        } => cx.plain(H::inline("ProcSignal"), move || {
+            process::signal(handle, signal, group)
         }),
         Op::ProcStatus { handle } => {
             cx.plain(H::inline("ProcStatus"), move || process::status(handle))
@@ -358,6 +362,7 @@ mod tests {
                 Op::ProcSignal {
                     handle: h,
                     signal: 9,
+                    group: false,
                 },
                 ("ProcSignal", "inline", true),
             ),

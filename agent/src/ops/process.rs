@@ -361,13 +361,16 @@ pub fn wait(sender: &Sender, req: RequestId, id: HandleId, timeout_ms: Option<u6
     }))
 }
 
-/// `Op::ProcSignal`: signals the process (not its group); a process that
-/// is gone (or reaped) is no error.
-pub fn signal(id: HandleId, sig: i32) -> OpResult {
+/// `Op::ProcSignal`: signals the process, or its process group (the
+/// process leads its own group: `sh -c` and what it started); a process
+/// that is gone (or reaped) is no error. Until the process is reaped its
+/// pid, and so its group id, stays ours.
+pub fn signal(id: HandleId, sig: i32, group: bool) -> OpResult {
     let process = handles::get::<Process>(id, "signal")?;
     let st = process.lock();
     if !st.reaped {
-        sys::kill(process.pid, sig).map_err(|e| io_failure(&e))?;
+        let target = if group { -process.pid } else { process.pid };
+        sys::kill(target, sig).map_err(|e| io_failure(&e))?;
     }
     Ok(Reply::Unit)
 }

@@ -203,6 +203,7 @@ fn op_samples() -> Vec<Op> {
         Op::ProcSignal {
             handle: h(),
             signal: 9,
+            group: true,
         },
         Op::ProcStatus { handle: h() },
         Op::ProcStdin {
