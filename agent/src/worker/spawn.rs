@@ -24,6 +24,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use provium_protocol::{Failure, WorkerSpec};
+use rustix::fs::{Mode, OFlags};
 
 use crate::error::{bad_request, internal, io_failure, strerror};
 use crate::sys;
@@ -108,8 +109,8 @@ pub fn start(spec: &WorkerSpec) -> Result<(i32, UnixStream), Failure> {
     // Above the standard streams, which the child redirects.
     let channel = dup_above_stdio(&OwnedFd::from(theirs))?;
     let (err_r, err_w) = pipe()?;
-    let devnull =
-        sys::open(b"/dev/null", libc::O_RDWR | libc::O_CLOEXEC, 0).map_err(|e| io_failure(&e))?;
+    let devnull = sys::open(b"/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| io_failure(&e))?;
     let exe = sys::cstring(std::os::unix::ffi::OsStrExt::as_bytes(
         program().as_os_str(),
     ))
@@ -219,7 +220,7 @@ fn read_report(err_r: &OwnedFd) -> Option<(u32, i32)> {
     let mut report = [0u8; 8];
     let mut got = 0;
     while got < report.len() {
-        match sys::read(err_r.as_raw_fd(), &mut report[got..]) {
+        match sys::read(err_r, &mut report[got..]) {
             Ok(0) => break,
             Ok(n) => got += n,
             Err(_) => break,
