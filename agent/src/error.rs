@@ -23,6 +23,12 @@ pub fn errno_failure(errno: i32) -> Failure {
     Failure::os(errno, strerror(errno))
 }
 
+/// A failure carrying the errno of a rustix call (the same number an
+/// [`io::Error`] converted from it would carry).
+pub fn os_failure(err: rustix::io::Errno) -> Failure {
+    errno_failure(err.raw_os_error())
+}
+
 /// Converts an I/O error: OS errors keep their errno; invalid input (a path
 /// with a NUL byte, say) is a bad request; anything else is internal.
 pub fn io_failure(err: &io::Error) -> Failure {
@@ -48,14 +54,27 @@ pub fn internal(message: impl Into<String>) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustix::io::Errno;
 
     #[test]
     fn strerror_is_plain() {
-        assert_eq!(strerror(libc::ENOENT), "No such file or directory");
-        let f = io_failure(&io::Error::from_raw_os_error(libc::EACCES));
+        assert_eq!(
+            strerror(Errno::NOENT.raw_os_error()),
+            "No such file or directory"
+        );
+        let eacces = Errno::ACCESS.raw_os_error();
+        let f = io_failure(&io::Error::from_raw_os_error(eacces));
         assert_eq!(f.kind, FailureKind::Os);
-        assert_eq!(f.errno, libc::EACCES);
+        assert_eq!(f.errno, eacces);
         assert_eq!(f.message, "Permission denied");
+    }
+
+    #[test]
+    fn rustix_errors_keep_their_errno() {
+        let f = os_failure(Errno::NOENT);
+        assert_eq!(f.kind, FailureKind::Os);
+        assert_eq!(f.errno, Errno::NOENT.raw_os_error());
+        assert_eq!(f, io_failure(&io::Error::from(Errno::NOENT)));
     }
 
     #[test]

@@ -21,6 +21,9 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use rustix::io::Errno;
+use rustix::mount::MountFlags;
+
 use crate::config::{Config, POWEROFF_EXIT_CODE};
 use crate::server::{self, ServerEnv};
 use crate::sys::{self, Forked, WaitStatus};
@@ -55,41 +58,30 @@ fn setup() -> (Config, ServerEnv) {
         "devtmpfs",
         "/dev",
         "devtmpfs",
-        libc::MS_NOSUID,
-        Some("mode=0755"),
+        MountFlags::NOSUID,
+        Some(c"mode=0755"),
     );
     ensure_stdio();
-    let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    let nosuid_nodev_noexec = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
     mount("proc", "/proc", "proc", nosuid_nodev_noexec, None);
     mount("sysfs", "/sys", "sysfs", nosuid_nodev_noexec, None);
     mount(
         "devpts",
         "/dev/pts",
         "devpts",
-        libc::MS_NOSUID | libc::MS_NOEXEC,
-        Some("gid=5,mode=0620,ptmxmode=0666"),
+        MountFlags::NOSUID | MountFlags::NOEXEC,
+        Some(c"gid=5,mode=0620,ptmxmode=0666"),
     );
+    let nosuid_nodev = MountFlags::NOSUID | MountFlags::NODEV;
     mount(
         "tmpfs",
         "/dev/shm",
         "tmpfs",
-        libc::MS_NOSUID | libc::MS_NODEV,
-        Some("mode=1777"),
+        nosuid_nodev,
+        Some(c"mode=1777"),
     );
-    mount(
-        "tmpfs",
-        "/tmp",
-        "tmpfs",
-        libc::MS_NOSUID | libc::MS_NODEV,
-        Some("mode=1777"),
-    );
-    mount(
-        "tmpfs",
-        "/run",
-        "tmpfs",
-        libc::MS_NOSUID | libc::MS_NODEV,
-        Some("mode=0755"),
-    );
+    mount("tmpfs", "/tmp", "tmpfs", nosuid_nodev, Some(c"mode=1777"));
+    mount("tmpfs", "/run", "tmpfs", nosuid_nodev, Some(c"mode=0755"));
     dev_links();
 
     let cfg = Config::load();
@@ -110,7 +102,7 @@ fn setup() -> (Config, ServerEnv) {
 }
 
 /// Console log level from here on: everything but debug messages.
-const CONSOLE_LOGLEVEL: libc::c_int = 7;
+const CONSOLE_LOGLEVEL: std::ffi::c_int = 7;
 
 /// Lets every kernel message but debug ones reach the console from now on.
 ///
@@ -128,6 +120,7 @@ fn full_console_log() {
         return;
     }
     // SYSLOG_ACTION_CONSOLE_LEVEL (8) takes the level as its length argument.
+    // Stays raw: rustix has no syslog(2)/klogctl.
     // SAFETY: this action reads no buffer; a null pointer is allowed.
     if unsafe { libc::klogctl(8, std::ptr::null_mut(), CONSOLE_LOGLEVEL) } == -1 {
         log!(
@@ -139,13 +132,13 @@ fn full_console_log() {
 
 /// Mounts a file system, creating the mount point; errors are logged
 /// (an already mounted file system is fine).
-fn mount(source: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: Option<&str>) {
+fn mount(source: &str, target: &str, fstype: &str, flags: MountFlags, data: Option<&CStr>) {
     if let Err(e) = fs::create_dir_all(target) {
         log!("cannot create {target}: {e}");
     }
-    match sys::mount(source, target, fstype, flags, data) {
+    match rustix::mount::mount(source, target, fstype, flags, data) {
         Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => debug!("{target} already mounted"),
+        Err(Errno::BUSY) => debug!("{target} already mounted"),
         Err(e) => log!("cannot mount {fstype} on {target}: {e}"),
     }
 }
@@ -214,10 +207,14 @@ pub fn load_modules(dir: &Path, cfg: &Config) {
             continue;
         }
         let path = dir.join(name);
-        let loaded = File::open(&path).and_then(|module| sys::finit_module(&module));
+        let loaded = File::open(&path).and_then(|module| {
+            rustix::system::finit_module(&module, c"", 0).map_err(io::Error::from)
+        });
         match loaded {
             Ok(()) => debug!("loaded {name}"),
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => debug!("{name} already loaded"),
+            Err(e) if Errno::from_io_error(&e) == Some(Errno::EXIST) => {
+                debug!("{name} already loaded")
+            }
             Err(e) => log!("cannot load module {}: {e}", path.display()),
         }
     }
@@ -232,7 +229,7 @@ fn set_hostname() {
     if name.is_empty() {
         return;
     }
-    if let Err(e) = sys::sethostname(name.as_bytes()) {
+    if let Err(e) = rustix::system::sethostname(name.as_bytes()) {
         log!("cannot set the hostname to {name:?}: {e}");
     }
 }
@@ -316,7 +313,7 @@ fn supervise(cfg: &Config, env: &ServerEnv) -> ! {
 /// Syncs and powers off; never returns.
 pub fn power_off() -> ! {
     log!("powering off");
-    sys::sync();
+    rustix::fs::sync();
     let err = sys::power_off();
     log!("power-off failed: {err}");
     loop {

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 use provium_agent::config::Config;
 use provium_agent::server::{self, ServerEnv};
-use provium_agent::{init, log, sys, worker};
+use provium_agent::{init, log, worker};
 
 const USAGE: &str =
     "usage: provium-agent [--server | --serve-stdio | --serve-fd N | --worker-fd N | --version]
@@ -30,7 +30,7 @@ fn main() -> ExitCode {
         log::set_debug(true);
     }
     match args.as_slice() {
-        [] if sys::getpid() == 1 => init::run(),
+        [] if rustix::process::getpid().is_init() => init::run(),
         ["--server"] => {
             let cfg = Config::load();
             if cfg.debug {

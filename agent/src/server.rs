@@ -22,12 +22,15 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use std::thread;
 use std::time::{Duration, Instant};
+
+use rustix::io::Errno;
+use rustix::net::RecvFlags;
 
 use provium_protocol::{
     AGENT_PORT, CHUNK_LEN, RAW_ECHO_MAGIC, RAW_SINK_MAGIC, RAW_SOURCE_MAGIC, SERIAL_PORT_NAME,
@@ -89,7 +92,7 @@ fn finished(what: &str, result: Result<ConnEnd, ConnError>, under_init: bool) {
     match result {
         Ok(ConnEnd::Poweroff) if under_init => {
             debug!("power-off requested on {what}");
-            sys::sync();
+            rustix::fs::sync();
             std::process::exit(POWEROFF_EXIT_CODE);
         }
         Ok(ConnEnd::Poweroff) => {
@@ -201,7 +204,7 @@ fn accepted(mut stream: VsockStream, under_init: bool) {
         debug!("a connection without the session token was closed");
         return;
     }
-    if let Some(mode) = raw_mode(stream.as_raw_fd()) {
+    if let Some(mode) = raw_mode(stream.as_fd()) {
         let mut magic = [0u8; RAW_ECHO_MAGIC.len()];
         if stream.read_exact(&mut magic).is_err() {
             return;
@@ -267,7 +270,7 @@ fn raw_source(stream: &mut VsockStream) -> io::Result<()> {
 
 /// Peeks (without consuming) for one of the raw probe magics during
 /// [`ECHO_GRACE`].
-fn raw_mode(fd: RawFd) -> Option<RawMode> {
+fn raw_mode(fd: BorrowedFd<'_>) -> Option<RawMode> {
     let deadline = Instant::now() + ECHO_GRACE;
     let mut buf = [0u8; RAW_ECHO_MAGIC.len()];
     loop {
@@ -278,16 +281,8 @@ fn raw_mode(fd: RawFd) -> Option<RawMode> {
             Ok(false) => continue,
             Err(_) => return None,
         }
-        // SAFETY: buf is valid for buf.len() bytes.
-        let n = unsafe {
-            libc::recv(
-                fd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
-        let Ok(n) = usize::try_from(n) else {
+        let Ok((n, _)) = rustix::net::recv(fd, &mut buf, RecvFlags::PEEK | RecvFlags::DONTWAIT)
+        else {
             return None;
         };
         if n == 0 {
@@ -413,11 +408,13 @@ pub fn serve_fds(read_fd: OwnedFd, write_fd: OwnedFd) -> ExitCode {
 /// Duplicates a descriptor that must be open (for the developer modes).
 pub fn dup_fd(fd: RawFd) -> io::Result<OwnedFd> {
     if !sys::fd_is_open(fd) {
-        return Err(io::Error::from_raw_os_error(libc::EBADF));
+        return Err(Errno::BADF.into());
     }
+    // A descriptor number from the command line: borrowing it (for rustix
+    // and std alike) needs unsafe, made sound by the check above.
     // SAFETY: fd is open; we only borrow it to duplicate it.
-    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    borrowed.as_fd().try_clone_to_owned()
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    borrowed.try_clone_to_owned()
 }
 
 /// Writes a line to standard output (usage and version), ignoring errors.

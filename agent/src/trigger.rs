@@ -8,7 +8,7 @@
 //! ([`Trigger::on_fire`]).
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
@@ -43,7 +43,7 @@ impl Trigger {
         }
         // A descriptor created concurrently sees `fired` itself (see `fd`).
         if let Some(fd) = self.fd.get() {
-            sys::eventfd_signal(fd.as_raw_fd());
+            sys::eventfd_signal(fd.as_fd());
         }
         let wakers = std::mem::take(&mut *self.wakers());
         for wake in wakers {
@@ -58,23 +58,26 @@ impl Trigger {
 
     /// A descriptor that is readable once the trigger fired (for `poll`);
     /// created on first use.
-    pub fn fd(&self) -> io::Result<RawFd> {
+    pub fn fd(&self) -> io::Result<BorrowedFd<'_>> {
         if let Some(fd) = self.fd.get() {
-            return Ok(fd.as_raw_fd());
+            return Ok(fd.as_fd());
         }
         let new = sys::eventfd()?;
-        let raw = new.as_raw_fd();
-        match self.fd.set(new) {
-            Ok(()) => {
-                // Either `fire` saw this descriptor or we see `fired`.
-                if self.fired() {
-                    sys::eventfd_signal(raw);
-                }
-                Ok(raw)
-            }
-            // Another thread created one first: use it (ours is closed).
-            Err(_ours) => self.fd(),
+        let mut ours = false;
+        // Another thread may have created one first: then that one is
+        // used (ours is closed).
+        let fd = self
+            .fd
+            .get_or_init(|| {
+                ours = true;
+                new
+            })
+            .as_fd();
+        // Either `fire` saw this descriptor or we see `fired`.
+        if ours && self.fired() {
+            sys::eventfd_signal(fd);
         }
+        Ok(fd)
     }
 
     /// Runs `wake` when the trigger fires (at once if it already has).
@@ -93,6 +96,7 @@ impl Trigger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
     use std::sync::atomic::AtomicUsize;
     use std::sync::Arc;
     use std::time::Duration;
@@ -127,6 +131,6 @@ mod tests {
         t.fire();
         let fd = t.fd().unwrap();
         assert!(sys::poll_readable(fd, Some(Duration::ZERO)).unwrap());
-        assert_eq!(t.fd().unwrap(), fd);
+        assert_eq!(t.fd().unwrap().as_raw_fd(), fd.as_raw_fd());
     }
 }

@@ -17,7 +17,8 @@
 //! The whole reply is one frame, so the encoded results share a budget of
 //! [`INLINE_LIMIT`] bytes: an entry whose result would go past what is
 //! left fails with `EFBIG` instead (a `ReadFile` or `Run` is told the limit
-//! up front, so it never reads or collects more than that).
+//! up front, so it never reads or collects more than that). `libc::EFBIG`
+//! is used only as the number sent to the host.
 //!
 //! Batches are processed as a stream: each op is decoded from the host's
 //! frame, run, and its result encoded straight into the reply frame. Under

@@ -12,15 +12,20 @@
 //!   `O_NONBLOCK`; their reads and writes run on a pooled thread that waits
 //!   in `poll` on the descriptor and on the handle's close trigger, so
 //!   closing the handle wakes (and fails) an I/O that is waiting.
+//!
+//! `libc` errno constants appear here only as the numbers sent to the host.
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
+
+use rustix::event::{PollFd, PollFlags};
+use rustix::fs::{FileType, Mode, OFlags, SeekFrom};
 
 use provium_protocol::{Failure, HandleId, IoctlSpec, OpenMode, Reply, Whence, CHUNK_LEN};
 use serde_bytes::ByteBuf;
 
 use super::rawcall::{address, guarded, splice, Guarded};
-use crate::error::{bad_request, errno_failure, io_failure, OpResult};
+use crate::error::{bad_request, errno_failure, io_failure, os_failure, OpResult};
 use crate::handles::{self, Resource};
 use crate::sys;
 use crate::trigger::Trigger;
@@ -38,8 +43,8 @@ pub struct FileHandle {
 
 impl FileHandle {
     /// The descriptor (valid while the handle is referenced).
-    pub fn fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 
     /// Whether this is a regular file (grows, can be tailed with inotify).
@@ -60,12 +65,12 @@ impl FileHandle {
 }
 
 /// `open(2)` flags for a mode, or why the mode is invalid.
-pub fn open_flags(mode: &OpenMode) -> Result<libc::c_int, Failure> {
+pub fn open_flags(mode: &OpenMode) -> Result<OFlags, Failure> {
     let writes = mode.write || mode.append;
     let access = match (mode.read, writes) {
-        (true, true) => libc::O_RDWR,
-        (true, false) => libc::O_RDONLY,
-        (false, true) => libc::O_WRONLY,
+        (true, true) => OFlags::RDWR,
+        (true, false) => OFlags::RDONLY,
+        (false, true) => OFlags::WRONLY,
         (false, false) => {
             return Err(bad_request(
                 "open_file: must specify at least one of `read`, `write`, `append`",
@@ -77,18 +82,18 @@ pub fn open_flags(mode: &OpenMode) -> Result<libc::c_int, Failure> {
             "open_file: `create` and `truncate` need `write` or `append` access",
         ));
     }
-    let mut flags = access | libc::O_CLOEXEC | libc::O_NOCTTY;
+    let mut flags = access | OFlags::CLOEXEC | OFlags::NOCTTY;
     if mode.append {
-        flags |= libc::O_APPEND;
+        flags |= OFlags::APPEND;
     }
     if mode.create {
-        flags |= libc::O_CREAT;
+        flags |= OFlags::CREATE;
         if mode.exclusive {
-            flags |= libc::O_EXCL;
+            flags |= OFlags::EXCL;
         }
     }
     if mode.truncate {
-        flags |= libc::O_TRUNC;
+        flags |= OFlags::TRUNC;
     }
     Ok(flags)
 }
@@ -96,15 +101,20 @@ pub fn open_flags(mode: &OpenMode) -> Result<libc::c_int, Failure> {
 /// `Op::OpenFile` → [`Reply::Handle`].
 pub fn open(path: &[u8], mode: &OpenMode) -> OpResult {
     let flags = open_flags(mode)?;
-    let perm = mode.perm.unwrap_or(DEFAULT_PERM);
-    let fd = sys::open(path, flags | libc::O_NONBLOCK, perm).map_err(|e| io_failure(&e))?;
-    let st = sys::fstat(fd.as_raw_fd()).map_err(|e| io_failure(&e))?;
-    let fmt = st.st_mode & libc::S_IFMT;
-    let regular = fmt == libc::S_IFREG;
-    let may_block = matches!(fmt, libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFCHR);
+    // Every bit the host asked for reaches open(2), as before (the kernel
+    // keeps the permission bits).
+    let perm = Mode::from_bits_retain(mode.perm.unwrap_or(DEFAULT_PERM));
+    let fd = sys::open(path, flags | OFlags::NONBLOCK, perm).map_err(|e| io_failure(&e))?;
+    let st = rustix::fs::fstat(&fd).map_err(os_failure)?;
+    let file_type = FileType::from_raw_mode(st.st_mode);
+    let regular = file_type == FileType::RegularFile;
+    let may_block = matches!(
+        file_type,
+        FileType::Fifo | FileType::Socket | FileType::CharacterDevice
+    );
     if !may_block {
         // F_SETFL only changes the status flags (O_APPEND stays as asked).
-        sys::set_status_flags(fd.as_raw_fd(), flags).map_err(|e| io_failure(&e))?;
+        rustix::fs::fcntl_setfl(&fd, flags).map_err(os_failure)?;
     }
     let handle = FileHandle {
         fd,
@@ -127,11 +137,11 @@ pub fn read_now(file: &FileHandle, buf: &mut [u8]) -> Result<usize, Failure> {
 
 /// Waits until `file` is ready for `events` (or hung up); fails with EBADF
 /// when the handle is closed meanwhile.
-fn wait_ready(file: &FileHandle, id: HandleId, events: libc::c_short) -> Result<(), Failure> {
+fn wait_ready(file: &FileHandle, id: HandleId, events: PollFlags) -> Result<(), Failure> {
     let closed = file.closed.fd().map_err(|e| io_failure(&e))?;
     let mut fds = [
-        sys::pollfd(file.fd(), events),
-        sys::pollfd(closed, libc::POLLIN),
+        PollFd::from_borrowed_fd(file.fd(), events),
+        PollFd::from_borrowed_fd(closed, PollFlags::IN),
     ];
     loop {
         if file.closed.fired() {
@@ -140,7 +150,7 @@ fn wait_ready(file: &FileHandle, id: HandleId, events: libc::c_short) -> Result<
                 format!("{id} was closed while waiting for I/O"),
             ));
         }
-        if sys::poll(&mut fds, None).map_err(|e| io_failure(&e))? > 0 && fds[0].revents != 0 {
+        if sys::poll(&mut fds, None).map_err(|e| io_failure(&e))? > 0 && sys::has_events(&fds[0]) {
             return Ok(());
         }
     }
@@ -155,14 +165,14 @@ pub fn read_waiting(file: &FileHandle, id: HandleId, len: u64) -> Result<Vec<u8>
     }
     loop {
         if file.may_block {
-            wait_ready(file, id, libc::POLLIN)?;
+            wait_ready(file, id, PollFlags::IN)?;
         }
         match sys::read(file.fd(), &mut buf) {
             Ok(n) => {
                 buf.truncate(n);
                 return Ok(buf);
             }
-            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && file.may_block => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && file.may_block => {}
             Err(e) => return Err(io_failure(&e)),
         }
     }
@@ -185,11 +195,11 @@ pub fn write(id: HandleId, data: &[u8]) -> OpResult {
 pub fn write_to(file: &FileHandle, id: HandleId, data: &[u8]) -> OpResult {
     loop {
         if file.may_block {
-            wait_ready(file, id, libc::POLLOUT)?;
+            wait_ready(file, id, PollFlags::OUT)?;
         }
         match sys::write(file.fd(), data) {
             Ok(n) => return Ok(Reply::Count(n as u64)),
-            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && file.may_block => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && file.may_block => {}
             Err(e) => return Err(io_failure(&e)),
         }
     }
@@ -199,14 +209,14 @@ pub fn write_to(file: &FileHandle, id: HandleId, data: &[u8]) -> OpResult {
 /// offset for `Set` is clamped to 0.
 pub fn seek(id: HandleId, offset: i64, whence: Whence) -> OpResult {
     let file = handles::get::<FileHandle>(id, "seek")?;
-    let (offset, whence) = match whence {
-        Whence::Set => (offset.max(0), libc::SEEK_SET),
-        Whence::Cur => (offset, libc::SEEK_CUR),
-        Whence::End => (offset, libc::SEEK_END),
+    let pos = match whence {
+        Whence::Set => SeekFrom::Start(offset.max(0) as u64),
+        Whence::Cur => SeekFrom::Current(offset),
+        Whence::End => SeekFrom::End(offset),
     };
-    sys::lseek(file.fd(), offset, whence)
+    rustix::fs::seek(file.fd(), pos)
         .map(Reply::Count)
-        .map_err(|e| io_failure(&e))
+        .map_err(os_failure)
 }
 
 /// Closes a file handle already removed from the table: wakes its streams
@@ -239,10 +249,12 @@ pub fn ioctl(spec: IoctlSpec) -> OpResult {
     } else {
         address(data.as_mut_slice())
     };
+    // A host-requested ioctl (any request, any argument) stays raw by design,
+    // like `Op::Syscall` (see `rawcall`).
     // SAFETY: the kernel gets the address of `data` (or null), as the host
     // asked; every buffer it may reach lives until after the call. The
     // raw syscall avoids libc's differing `ioctl` request types.
-    let ret = unsafe { libc::syscall(libc::SYS_ioctl, file.fd(), spec.cmd, arg) };
+    let ret = unsafe { libc::syscall(libc::SYS_ioctl, file.fd().as_raw_fd(), spec.cmd, arg) };
     if ret < 0 {
         let errno = std::io::Error::last_os_error()
             .raw_os_error()
@@ -271,23 +283,23 @@ mod tests {
             exclusive,
             perm: None,
         };
-        let base = libc::O_CLOEXEC | libc::O_NOCTTY;
+        let base = OFlags::CLOEXEC | OFlags::NOCTTY;
         assert_eq!(
             open_flags(&m(true, false, false, false, false, false)),
             Ok(base)
         );
         assert_eq!(
             open_flags(&m(false, true, false, true, true, false)),
-            Ok(base | libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC)
+            Ok(base | OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC)
         );
         assert_eq!(
             open_flags(&m(true, false, true, true, false, true)),
-            Ok(base | libc::O_RDWR | libc::O_APPEND | libc::O_CREAT | libc::O_EXCL)
+            Ok(base | OFlags::RDWR | OFlags::APPEND | OFlags::CREATE | OFlags::EXCL)
         );
         // exclusive without create has no effect
         assert_eq!(
             open_flags(&m(false, true, false, false, false, true)),
-            Ok(base | libc::O_WRONLY)
+            Ok(base | OFlags::WRONLY)
         );
         assert!(open_flags(&m(false, false, false, false, false, false)).is_err());
         assert!(open_flags(&m(true, false, false, true, false, false)).is_err());

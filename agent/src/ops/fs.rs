@@ -144,7 +144,8 @@ pub fn unlink(p: &[u8]) -> OpResult {
 
 /// `unlink(2)` on a directory fails with `EISDIR` on Linux, `EPERM` per POSIX.
 fn is_dir_error(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EISDIR | libc::EPERM))
+    use rustix::io::Errno;
+    matches!(Errno::from_io_error(e), Some(Errno::ISDIR | Errno::PERM))
 }
 
 fn is_dir(p: &[u8]) -> bool {

@@ -16,12 +16,17 @@
 //!   short. Writers take turns, the initial `spec.stdin` bytes first.
 //! * **close**: an unwaited process gets SIGTERM (its group), 2 s to exit,
 //!   then SIGKILL (its group); it is reaped and its output freed.
+//!
+//! `libc` errno constants appear here only as the numbers sent to the host.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::Child;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags};
+use rustix::process::Signal;
 
 use provium_protocol::{
     ExitStatus, Failure, HandleId, Reply, RequestId, RunOutcome, RunSpec, CHUNK_LEN, CH_STDERR,
@@ -111,19 +116,21 @@ impl Stdin {
         }
         let closed = self.closed.fd().map_err(|e| io_failure(&e))?;
         let mut fds = [
-            sys::pollfd(fd.as_raw_fd(), libc::POLLOUT),
-            sys::pollfd(closed, libc::POLLIN),
+            PollFd::new(fd, PollFlags::OUT),
+            PollFd::from_borrowed_fd(closed, PollFlags::IN),
         ];
         loop {
             if self.closed.fired() {
                 return Err(Self::closed_failure(id));
             }
-            if sys::poll(&mut fds, None).map_err(|e| io_failure(&e))? == 0 || fds[0].revents == 0 {
+            if sys::poll(&mut fds, None).map_err(|e| io_failure(&e))? == 0
+                || !sys::has_events(&fds[0])
+            {
                 continue;
             }
-            match sys::write(fd.as_raw_fd(), data) {
+            match sys::write(fd, data) {
                 Ok(n) => return Ok(n),
-                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(io_failure(&e)),
             }
         }
@@ -173,7 +180,7 @@ impl Process {
 
     /// Kills the group and reaps (after an internal error).
     fn abandon(&self) {
-        sys::kill_group(self.pid, libc::SIGKILL);
+        sys::kill_group(self.pid, Signal::KILL);
         let _ = self.reap();
     }
 
@@ -192,7 +199,7 @@ impl Process {
         } else if !self.output.wait_eof(deadline) {
             // Exited, but something outside the group still holds the
             // pipes past the deadline (see `run`).
-            sys::kill_group(self.pid, libc::SIGKILL);
+            sys::kill_group(self.pid, Signal::KILL);
             self.output.wait_eof(Some(Instant::now() + KILL_GRACE));
         }
         let status = self.reap()?;
@@ -219,12 +226,12 @@ impl Process {
         };
         let Ok(cancel_fd) = cancel.fd() else { return };
         let mut fds = [
-            sys::pollfd(pidfd.as_raw_fd(), libc::POLLIN),
-            sys::pollfd(cancel_fd, libc::POLLIN),
+            PollFd::new(&pidfd, PollFlags::IN),
+            PollFd::from_borrowed_fd(cancel_fd, PollFlags::IN),
         ];
         while !cancel.fired() {
             match sys::poll(&mut fds, None) {
-                Ok(_) if fds[0].revents != 0 => return,
+                Ok(_) if sys::has_events(&fds[0]) => return,
                 Ok(_) => {}
                 Err(_) => return,
             }
@@ -292,7 +299,7 @@ fn start(
     busy: bool,
 ) -> std::io::Result<()> {
     if let Some(fd) = stdin {
-        sys::set_nonblocking(fd.as_raw_fd())?;
+        sys::set_nonblocking(fd.as_fd())?;
         if busy {
             let p = Arc::clone(process);
             spawn_thread("proc-stdin", move || write_initial(&p, fd, &initial))?;
@@ -401,7 +408,7 @@ pub fn close_stdin(id: HandleId) -> OpResult {
 /// Closes a process handle already removed from the table.
 pub fn close(process: &Process) -> OpResult {
     if process.claim() {
-        sys::kill_group(process.pid, libc::SIGTERM);
+        sys::kill_group(process.pid, Signal::TERM);
         let deadline = Instant::now() + CLOSE_GRACE;
         match run::wait_exit(process.pid, Some(deadline)) {
             Ok(_) => {

@@ -6,6 +6,10 @@
 //! buffer's contents after the call. A failing system call is not a
 //! failure of the operation: its errno is part of [`Reply::Syscall`].
 //! Descriptors a call returns stay open in the agent process.
+//!
+//! This module stays raw `libc` by design (not rustix): it makes whatever
+//! system call the host names, with the host's arguments, and maps guarded
+//! buffers for it.
 
 use provium_protocol::{Reply, SyscallSpec};
 use serde_bytes::ByteBuf;

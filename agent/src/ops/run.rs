@@ -15,15 +15,20 @@
 //!   output collected so far; pipes still held open (by processes that left
 //!   the group) get only [`KILL_GRACE`] to reach end of file. Without a
 //!   timeout the call waits for the pipes' end of file, like a shell's `$(…)`.
+//!
+//! `libc` errno constants appear here only as the numbers sent to the host.
 
 use std::ffi::OsStr;
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags};
+use rustix::process::Signal;
 
 use provium_protocol::{
     ExitStatus, Failure, Reply, RequestId, RunOutcome, RunSpec, CHUNK_LEN, CH_STDERR, CH_STDOUT,
@@ -114,7 +119,7 @@ fn run_with(
         // The process exited but something still holds its pipes past the
         // deadline: kill the group (its id is still ours: the leader is a
         // zombie) and give the pipes a short grace.
-        sys::kill_group(pid, libc::SIGKILL);
+        sys::kill_group(pid, Signal::KILL);
         collector.wait_pipes(Some(Instant::now() + KILL_GRACE));
     }
     let (stdout, stderr, overflow) = collector.finish();
@@ -228,7 +233,7 @@ fn start_threads(
 
 /// Kills the process group and reaps the leader (after an internal error).
 fn abandon(child: &mut Child, pid: i32) {
-    sys::kill_group(pid, libc::SIGKILL);
+    sys::kill_group(pid, Signal::KILL);
     let _ = child.wait();
 }
 
@@ -290,7 +295,7 @@ pub(crate) fn wait_exit_or(
             if sys::has_exited(pid)? {
                 return Ok(Waited::Exited);
             }
-            sys::kill_group(pid, libc::SIGKILL);
+            sys::kill_group(pid, Signal::KILL);
             return Ok(Waited::Cancelled);
         }
         let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
@@ -298,16 +303,17 @@ pub(crate) fn wait_exit_or(
             if sys::has_exited(pid)? {
                 return Ok(Waited::Exited);
             }
-            sys::kill_group(pid, libc::SIGKILL);
+            sys::kill_group(pid, Signal::KILL);
             return Ok(Waited::TimedOut);
         }
         match &pidfd {
             Some(fd) => {
-                let mut fds = vec![sys::pollfd(fd.as_raw_fd(), libc::POLLIN)];
-                if let Some(c) = cancel_fd {
-                    fds.push(sys::pollfd(c, libc::POLLIN));
-                }
-                if sys::poll(&mut fds, remaining)? > 0 && fds[0].revents != 0 {
+                // Without a cancel trigger the pidfd stands in for it.
+                let mut fds = [
+                    PollFd::new(fd, PollFlags::IN),
+                    PollFd::from_borrowed_fd(cancel_fd.unwrap_or(fd.as_fd()), PollFlags::IN),
+                ];
+                if sys::poll(&mut fds, remaining)? > 0 && sys::has_events(&fds[0]) {
                     return Ok(Waited::Exited);
                 }
             }
@@ -405,7 +411,7 @@ impl Collector {
                 // endless) and drop the rest.
                 st.overflow = true;
                 st.bufs = [Vec::new(), Vec::new()];
-                sys::kill_group(*pid, libc::SIGKILL);
+                sys::kill_group(*pid, Signal::KILL);
                 return;
             }
             Sink::Host { sender, id, .. } => (sender, *id),

@@ -27,13 +27,15 @@
 //!   or at end of file of a non-regular file.
 //! * **Processes**: see [`super::process::stream`].
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use inotify::{EventMask, Inotify, WatchMask};
 use provium_protocol::{Failure, Reply, RequestId, StreamSource, TailStart, CHUNK_LEN, CH_BODY};
+use rustix::event::{PollFd, PollFlags};
+use rustix::fs::{FileType, Mode, OFlags, SeekFrom};
 
 use super::process;
-use crate::error::{internal, io_failure, OpResult};
+use crate::error::{internal, io_failure, os_failure, OpResult};
 use crate::handles;
 use crate::sender::Sender;
 use crate::sys;
@@ -87,12 +89,12 @@ fn tail_path(
     cancel: &Trigger,
     parked: &mut Parked,
 ) -> OpResult {
-    let flags = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK;
-    let fd: OwnedFd = sys::open(path, flags, 0).map_err(|e| io_failure(&e))?;
-    let st = sys::fstat(fd.as_raw_fd()).map_err(|e| io_failure(&e))?;
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
+    let fd: OwnedFd = sys::open(path, flags, Mode::empty()).map_err(|e| io_failure(&e))?;
+    let st = rustix::fs::fstat(&fd).map_err(os_failure)?;
     crate::sender::acknowledge_stream(sender, req)?;
-    let mut f = Follower::new(sender, req, fd.as_raw_fd(), cancel, None);
-    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+    let mut f = Follower::new(sender, req, fd.as_fd(), cancel, None);
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
         // Not seekable: `start` has no meaning; follow what comes next.
         return f.follow_pollable();
     }
@@ -106,8 +108,9 @@ fn tail_path(
         // Already "truncated below the position".
         return Ok(Reply::Unit);
     }
-    let offset = i64::try_from(pos).map_err(|_| internal("offset out of range"))?;
-    sys::lseek(fd.as_raw_fd(), offset, libc::SEEK_SET).map_err(|e| io_failure(&e))?;
+    // lseek takes a signed offset.
+    i64::try_from(pos).map_err(|_| internal("offset out of range"))?;
+    rustix::fs::seek(&fd, SeekFrom::Start(pos)).map_err(os_failure)?;
     f.follow_regular(Some(pos), parked)
 }
 
@@ -115,7 +118,7 @@ fn tail_path(
 struct Follower<'a> {
     sender: &'a Sender,
     req: RequestId,
-    fd: RawFd,
+    fd: BorrowedFd<'a>,
     cancel: &'a Trigger,
     /// A handle's close trigger.
     closed: Option<&'a Trigger>,
@@ -126,7 +129,7 @@ impl<'a> Follower<'a> {
     fn new(
         sender: &'a Sender,
         req: RequestId,
-        fd: RawFd,
+        fd: BorrowedFd<'a>,
         cancel: &'a Trigger,
         closed: Option<&'a Trigger>,
     ) -> Self {
@@ -144,18 +147,22 @@ impl<'a> Follower<'a> {
         self.cancel.fired() || self.closed.is_some_and(|c| c.fired())
     }
 
-    /// The poll set: the source, the cancel trigger, the close trigger.
-    fn pollfds(&self, source: RawFd) -> Result<[libc::pollfd; 3], Failure> {
+    /// The poll set: the source, the cancel trigger, the close trigger
+    /// (without one, the cancel trigger stands in: polling a descriptor
+    /// twice is allowed, and its events are only ever tested in slot 0).
+    fn pollfds<'f>(&self, source: BorrowedFd<'f>) -> Result<[PollFd<'f>; 3], Failure>
+    where
+        'a: 'f,
+    {
         let cancel = self.cancel.fd().map_err(|e| io_failure(&e))?;
-        // A negative descriptor is ignored by poll.
         let closed = match self.closed {
             Some(c) => c.fd().map_err(|e| io_failure(&e))?,
-            None => -1,
+            None => cancel,
         };
         Ok([
-            sys::pollfd(source, libc::POLLIN),
-            sys::pollfd(cancel, libc::POLLIN),
-            sys::pollfd(closed, libc::POLLIN),
+            PollFd::from_borrowed_fd(source, PollFlags::IN),
+            PollFd::from_borrowed_fd(cancel, PollFlags::IN),
+            PollFd::from_borrowed_fd(closed, PollFlags::IN),
         ])
     }
 
@@ -166,7 +173,7 @@ impl<'a> Follower<'a> {
         }
         match sys::read(self.fd, &mut self.buf) {
             Ok(n) => Ok(Some(n)),
-            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
             Err(e) => Err(io_failure(&e)),
         }
     }
@@ -189,7 +196,10 @@ impl<'a> Follower<'a> {
         let mut inotify = Inotify::init().map_err(|e| io_failure(&e))?;
         let result = inotify
             .watches()
-            .add(format!("/proc/self/fd/{}", self.fd), WatchMask::MODIFY)
+            .add(
+                format!("/proc/self/fd/{}", self.fd.as_raw_fd()),
+                WatchMask::MODIFY,
+            )
             .map_err(|e| io_failure(&e))
             .and_then(|_| self.follow_inotify(&mut inotify, pos));
         parked.push(OwnedFd::from(inotify));
@@ -199,7 +209,10 @@ impl<'a> Follower<'a> {
     /// The loop of [`Self::follow_regular`].
     fn follow_inotify(&mut self, inotify: &mut Inotify, mut pos: Option<u64>) -> OpResult {
         let mut events = [0u8; EVENT_BUFFER];
-        let mut fds = self.pollfds(inotify.as_raw_fd())?;
+        // The poll set borrows `inotify`, which reading events needs
+        // mutably: it is rebuilt for each sleep, and built once here so a
+        // failure (no trigger descriptor) comes before any data.
+        self.pollfds(inotify.as_fd())?;
         loop {
             // Everything there is now (the watch is already set, so an
             // append from here on raises an event).
@@ -216,17 +229,19 @@ impl<'a> Follower<'a> {
                 }
             }
             if let Some(p) = pos {
-                let size = sys::fstat(self.fd).map_err(|e| io_failure(&e))?.st_size;
+                let size = rustix::fs::fstat(self.fd).map_err(os_failure)?.st_size;
                 if (size.max(0) as u64) < p {
                     return Ok(Reply::Unit);
                 }
             }
             // Sleep until the kernel reports a change, a cancel or a close.
+            let mut fds = self.pollfds(inotify.as_fd())?;
             loop {
                 if self.stopped() {
                     return Ok(Reply::Unit);
                 }
-                if sys::poll(&mut fds, None).map_err(|e| io_failure(&e))? > 0 && fds[0].revents != 0
+                if sys::poll(&mut fds, None).map_err(|e| io_failure(&e))? > 0
+                    && sys::has_events(&fds[0])
                 {
                     break;
                 }
@@ -259,7 +274,9 @@ impl<'a> Follower<'a> {
             if self.stopped() {
                 return Ok(Reply::Unit);
             }
-            if sys::poll(&mut fds, None).map_err(|e| io_failure(&e))? == 0 || fds[0].revents == 0 {
+            if sys::poll(&mut fds, None).map_err(|e| io_failure(&e))? == 0
+                || !sys::has_events(&fds[0])
+            {
                 continue;
             }
             match self.read_some()? {

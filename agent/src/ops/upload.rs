@@ -5,6 +5,8 @@
 //! inline in arrival order. Stdin chunks go through a channel to the process's
 //! stdin writer thread, so a process that does not read cannot stall the
 //! connection.
+//!
+//! `libc` errno constants appear here only as the numbers sent to the host.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -150,10 +152,12 @@ pub fn write_whole(p: &[u8], attrs: FileAttrs, data: &[u8]) -> OpResult {
 /// would swallow).
 fn close(file: File) -> OpResult {
     let fd = file.into_raw_fd();
+    // Stays raw: std and rustix's safe API close without reporting the error
+    // (rustix's `try_close` is a discouraged opt-in feature, unsafe as well).
     // SAFETY: fd was owned by `file` and is closed exactly once here.
     if unsafe { libc::close(fd) } == -1 {
         let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EINTR) {
+        if err.kind() != io::ErrorKind::Interrupted {
             return Err(io_failure(&err));
         }
     }

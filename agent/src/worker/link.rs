@@ -5,7 +5,8 @@
 //! thread per worker passes `Data` frames through without decoding their
 //! bytes and re-addresses each reply by rewriting only its id (the encoded
 //! result is copied as it is). When the channel ends, every call still
-//! routed fails with `ESRCH`.
+//! routed fails with `ESRCH` (`libc`'s constant, used only as the number
+//! sent to the host).
 
 use std::collections::HashMap;
 use std::io::{self, IoSlice, Write};

@@ -9,15 +9,20 @@
 //! and one reader thread per worker relays every `Data` frame and the final
 //! reply back to the host call they belong to (so streams, uploads and
 //! large outputs work through workers exactly as they do directly).
+//!
+//! `libc` errno constants appear here only as the numbers sent to the host.
 
 pub mod link;
 pub mod spawn;
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+
+use rustix::io::FdFlags;
+use rustix::process::Signal;
 
 use provium_protocol::{
     check_version, decode, AgentHello, Failure, HandleId, Op, Reply, RequestId, WorkerSpec,
@@ -129,7 +134,7 @@ pub fn spawn_worker(spec: &WorkerSpec) -> OpResult {
 
 /// Kills and reaps a worker that could not be set up.
 fn abandon(pid: i32) {
-    let _ = sys::kill(pid, libc::SIGKILL);
+    let _ = sys::kill(pid, Signal::KILL.as_raw());
     let _ = sys::wait_pid(pid);
 }
 
@@ -180,7 +185,7 @@ pub fn join(id: HandleId) -> OpResult {
 pub fn close(worker: &Worker) -> OpResult {
     // A failed signal (the worker runs as another user) still ends in a
     // join: closing the channel makes a worker exit.
-    let _ = worker.signal(libc::SIGTERM);
+    let _ = worker.signal(Signal::TERM.as_raw());
     worker.join().map(|_| Reply::Unit)
 }
 
@@ -220,12 +225,13 @@ pub fn serve_channel(fd: RawFd) -> ExitCode {
         log!("worker: descriptor {fd} is not open");
         return ExitCode::from(2);
     }
+    // An inherited descriptor number: owning it (for rustix and std alike)
+    // needs unsafe, made sound by the check above and the spawn protocol.
     // SAFETY: the descriptor is open and was handed to this process alone.
     let channel = unsafe { OwnedFd::from_raw_fd(fd) };
     // Processes the worker runs must not inherit its channel.
-    // SAFETY: plain system call on an open descriptor.
-    unsafe { libc::fcntl(channel.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
-    if sys::getpid() == 1 {
+    let _ = rustix::io::fcntl_setfd(&channel, FdFlags::CLOEXEC);
+    if rustix::process::getpid().is_init() {
         init_of_namespace();
     }
     let reader = UnixStream::from(channel);
@@ -249,12 +255,15 @@ pub fn serve_channel(fd: RawFd) -> ExitCode {
 /// handler, so termination signals get one that exits with 128+signal
 /// (what a default death would report).
 fn init_of_namespace() {
-    extern "C" fn die(sig: libc::c_int) {
+    extern "C" fn die(sig: std::ffi::c_int) {
+        // rustix has no `_exit` outside its runtime module (for libc-less
+        // programs); libc's is async-signal-safe.
         // SAFETY: _exit is async-signal-safe.
         unsafe { libc::_exit(128 + sig) }
     }
-    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+    for sig in [Signal::TERM, Signal::INT, Signal::HUP] {
+        // Signal handlers: rustix does not install them.
         // SAFETY: installs an async-signal-safe handler.
-        unsafe { libc::signal(sig, die as *const () as libc::sighandler_t) };
+        unsafe { libc::signal(sig.as_raw(), die as *const () as libc::sighandler_t) };
     }
 }

@@ -3,10 +3,12 @@
 //!
 //! The agent is multi-threaded, so the child may only make raw system calls
 //! between the clone and the exec: everything (C strings, argv, the group
-//! list) is prepared before. Credentials are changed with raw system calls,
-//! not libc's wrappers, which would try to broadcast the change to threads
-//! that only exist in the parent. The order is: namespaces (by the clone
-//! itself; for a mount namespace `/` is then made recursively private so
+//! list) is prepared before. rustix's calls are such system calls (no
+//! allocation, no lock, no errno) when given C strings. Credentials are
+//! changed with rustix's per-thread calls (`set_thread_*`: the plain system
+//! calls), not libc's wrappers, which would try to broadcast the change to
+//! threads that only exist in the parent. The order is: namespaces (by the
+//! clone itself; for a mount namespace `/` is then made recursively private so
 //! nothing propagates back), `setgroups`, `setgid`, `setuid` (groups and
 //! gid first, while we still may), `chdir` (as the new user), stdin and
 //! stdout to `/dev/null`, exec. A failing step writes `[step, errno]` to a
@@ -16,16 +18,26 @@
 //! The worker is cloned rather than forked so that, with a PID namespace,
 //! it is PID 1 of the new namespace itself (with `unshare` only its first
 //! child would be, and the namespace would die with that child).
+//!
+//! rustix has no clone, exec or `_exit` (outside its runtime module, meant
+//! for libc-less programs): those three stay raw libc calls, and the clone
+//! flags are libc's constants; errno constants are the numbers sent to the
+//! host.
 
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::ffi::{c_char, CString};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use provium_protocol::{Failure, WorkerSpec};
+use rustix::fs::{Mode, OFlags};
+use rustix::io::{Errno, FdFlags};
+use rustix::mount::MountPropagationFlags;
+use rustix::pipe::PipeFlags;
+use rustix::thread::{Gid, Uid};
 
-use crate::error::{bad_request, internal, io_failure, strerror};
+use crate::error::{bad_request, internal, io_failure, os_failure, strerror};
 use crate::sys;
 
 /// The program a worker runs (see [`set_program`]).
@@ -90,11 +102,11 @@ pub fn namespace_flags(names: &[String]) -> Result<libc::c_int, Failure> {
 struct Prepared {
     exe: CString,
     _argv: Vec<CString>,
-    argv_ptrs: Vec<*const libc::c_char>,
+    argv_ptrs: Vec<*const c_char>,
     cwd: Option<CString>,
-    groups: Option<Vec<libc::gid_t>>,
-    gid: Option<libc::gid_t>,
-    uid: Option<libc::uid_t>,
+    groups: Option<Vec<Gid>>,
+    gid: Option<Gid>,
+    uid: Option<Uid>,
     mount_private: bool,
     devnull: OwnedFd,
     channel: OwnedFd,
@@ -107,9 +119,9 @@ pub fn start(spec: &WorkerSpec) -> Result<(i32, UnixStream), Failure> {
     let (ours, theirs) = UnixStream::pair().map_err(|e| io_failure(&e))?;
     // Above the standard streams, which the child redirects.
     let channel = dup_above_stdio(&OwnedFd::from(theirs))?;
-    let (err_r, err_w) = pipe()?;
-    let devnull =
-        sys::open(b"/dev/null", libc::O_RDWR | libc::O_CLOEXEC, 0).map_err(|e| io_failure(&e))?;
+    let (err_r, err_w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(os_failure)?;
+    let devnull = rustix::fs::open(c"/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+        .map_err(os_failure)?;
     let exe = sys::cstring(std::os::unix::ffi::OsStrExt::as_bytes(
         program().as_os_str(),
     ))
@@ -122,7 +134,7 @@ pub fn start(spec: &WorkerSpec) -> Result<(i32, UnixStream), Failure> {
     .into_iter()
     .map(|a| CString::new(a).map_err(|e| internal(e.to_string())))
     .collect::<Result<_, _>>()?;
-    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    let mut argv_ptrs: Vec<*const c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
     let cwd = spec
         .cwd
@@ -130,12 +142,14 @@ pub fn start(spec: &WorkerSpec) -> Result<(i32, UnixStream), Failure> {
         .map(|c| sys::cstring(c))
         .transpose()
         .map_err(|e| io_failure(&e))?;
-    // SAFETY: plain system calls.
-    let (uid_now, gid_now) = unsafe { (libc::getuid(), libc::getgid()) };
+    let uid_now = rustix::process::getuid().as_raw();
+    let gid_now = rustix::process::getgid().as_raw();
     let changes_ids =
         spec.uid.is_some_and(|u| u != uid_now) || spec.gid.is_some_and(|g| g != gid_now);
+    // `from_raw_unchecked` passes any number on (-1 included), as before:
+    // the kernel judges it.
     let groups = match &spec.groups {
-        Some(groups) => Some(groups.clone()),
+        Some(groups) => Some(groups.iter().map(|&g| Gid::from_raw_unchecked(g)).collect()),
         None if changes_ids => Some(Vec::new()),
         None => None,
     };
@@ -145,14 +159,15 @@ pub fn start(spec: &WorkerSpec) -> Result<(i32, UnixStream), Failure> {
         argv_ptrs,
         cwd,
         groups,
-        gid: spec.gid,
-        uid: spec.uid,
+        gid: spec.gid.map(Gid::from_raw_unchecked),
+        uid: spec.uid.map(Uid::from_raw_unchecked),
         mount_private: flags & libc::CLONE_NEWNS != 0,
         devnull,
         channel,
         err_w,
     };
 
+    // rustix has no clone: a raw one, fork-like.
     // SAFETY: a fork-like clone (no shared memory, no new stack); the child
     // only runs `child`, which makes raw system calls and execs or exits.
     let pid = unsafe {
@@ -166,6 +181,7 @@ pub fn start(spec: &WorkerSpec) -> Result<(i32, UnixStream), Failure> {
         )
     };
     if pid == 0 {
+        // `child` is unsafe to call anywhere but in the cloned child.
         // SAFETY: we are the freshly cloned child.
         unsafe { child(&prepared) }
     }
@@ -194,24 +210,7 @@ pub fn start(spec: &WorkerSpec) -> Result<(i32, UnixStream), Failure> {
 
 /// Duplicates a descriptor to one above 2, close-on-exec.
 fn dup_above_stdio(fd: &OwnedFd) -> Result<OwnedFd, Failure> {
-    // SAFETY: plain system call on an open descriptor.
-    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
-    if new < 0 {
-        return Err(io_failure(&std::io::Error::last_os_error()));
-    }
-    // SAFETY: fcntl returned a new descriptor that we now own.
-    Ok(unsafe { OwnedFd::from_raw_fd(new) })
-}
-
-/// A close-on-exec pipe: (read end, write end).
-fn pipe() -> Result<(OwnedFd, OwnedFd), Failure> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: fds is a valid array of two ints.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io_failure(&std::io::Error::last_os_error()));
-    }
-    // SAFETY: pipe2 returned two new descriptors that we now own.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    rustix::io::fcntl_dupfd_cloexec(fd, 3).map_err(os_failure)
 }
 
 /// Reads the child's failure report; `None` when the exec succeeded.
@@ -219,7 +218,7 @@ fn read_report(err_r: &OwnedFd) -> Option<(u32, i32)> {
     let mut report = [0u8; 8];
     let mut got = 0;
     while got < report.len() {
-        match sys::read(err_r.as_raw_fd(), &mut report[got..]) {
+        match sys::read(err_r, &mut report[got..]) {
             Ok(0) => break,
             Ok(n) => got += n,
             Err(_) => break,
@@ -233,19 +232,43 @@ fn read_report(err_r: &OwnedFd) -> Option<(u32, i32)> {
     Some((step, errno))
 }
 
-/// Reports a failed step to the parent and exits.
-///
-/// # Safety
-/// Only for the cloned child.
-unsafe fn fail(p: &Prepared, step: u32) -> ! {
-    let errno = std::io::Error::last_os_error()
-        .raw_os_error()
-        .unwrap_or(libc::EIO);
+/// Reports a failed step to the parent and exits. Only for the cloned child.
+fn fail(p: &Prepared, step: u32, errno: i32) -> ! {
     let mut report = [0u8; 8];
     report[..4].copy_from_slice(&step.to_le_bytes());
     report[4..].copy_from_slice(&errno.to_le_bytes());
-    libc::write(p.err_w.as_raw_fd(), report.as_ptr().cast(), report.len());
-    libc::_exit(127)
+    let _ = rustix::io::write(&p.err_w, &report);
+    // rustix has no `_exit` (outside its runtime module); libc's ends the
+    // child at once, without the parent's atexit handlers or std cleanup.
+    // SAFETY: _exit only ends the process.
+    unsafe { libc::_exit(127) }
+}
+
+/// The set-up steps of the cloned child, up to the exec; a failure names
+/// its step. Only for the cloned child: every call is one rustix system
+/// call on data prepared before the clone (no allocation, no lock).
+fn set_up(p: &Prepared) -> Result<(), (u32, Errno)> {
+    let at = |step: u32| move |e: Errno| (step, e);
+    if p.mount_private {
+        let flags = MountPropagationFlags::REC | MountPropagationFlags::PRIVATE;
+        rustix::mount::mount_change(c"/", flags).map_err(at(STEP_MOUNT))?;
+    }
+    if let Some(groups) = &p.groups {
+        rustix::thread::set_thread_groups(groups).map_err(at(STEP_SETGROUPS))?;
+    }
+    if let Some(gid) = p.gid {
+        rustix::thread::set_thread_gid(gid).map_err(at(STEP_SETGID))?;
+    }
+    if let Some(uid) = p.uid {
+        rustix::thread::set_thread_uid(uid).map_err(at(STEP_SETUID))?;
+    }
+    if let Some(cwd) = &p.cwd {
+        rustix::process::chdir(cwd.as_c_str()).map_err(at(STEP_CHDIR))?;
+    }
+    rustix::stdio::dup2_stdin(&p.devnull)
+        .and_then(|()| rustix::stdio::dup2_stdout(&p.devnull))
+        .and_then(|()| rustix::io::fcntl_setfd(&p.channel, FdFlags::empty()))
+        .map_err(at(STEP_STDIO))
 }
 
 /// The cloned child: sets up and execs the worker, or reports and exits.
@@ -254,47 +277,13 @@ unsafe fn fail(p: &Prepared, step: u32) -> ! {
 /// Only for the cloned child: raw system calls only (no allocation, no
 /// locks), since other threads of the parent may have held them.
 unsafe fn child(p: &Prepared) -> ! {
-    if p.mount_private {
-        let root = c"/";
-        let flags = (libc::MS_REC | libc::MS_PRIVATE) as libc::c_ulong;
-        if libc::mount(
-            std::ptr::null(),
-            root.as_ptr(),
-            std::ptr::null(),
-            flags,
-            std::ptr::null(),
-        ) != 0
-        {
-            fail(p, STEP_MOUNT);
-        }
+    if let Err((step, errno)) = set_up(p) {
+        fail(p, step, errno.raw_os_error());
     }
-    if let Some(groups) = &p.groups {
-        if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) != 0 {
-            fail(p, STEP_SETGROUPS);
-        }
-    }
-    if let Some(gid) = p.gid {
-        if libc::syscall(libc::SYS_setgid, gid) != 0 {
-            fail(p, STEP_SETGID);
-        }
-    }
-    if let Some(uid) = p.uid {
-        if libc::syscall(libc::SYS_setuid, uid) != 0 {
-            fail(p, STEP_SETUID);
-        }
-    }
-    if let Some(cwd) = &p.cwd {
-        if libc::chdir(cwd.as_ptr()) != 0 {
-            fail(p, STEP_CHDIR);
-        }
-    }
-    let null = p.devnull.as_raw_fd();
-    if libc::dup2(null, 0) < 0
-        || libc::dup2(null, 1) < 0
-        || libc::fcntl(p.channel.as_raw_fd(), libc::F_SETFD, 0) != 0
-    {
-        fail(p, STEP_STDIO);
-    }
+    // rustix has no exec (outside its runtime module): libc's execv.
     libc::execv(p.exe.as_ptr(), p.argv_ptrs.as_ptr());
-    fail(p, STEP_EXEC)
+    let errno = std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO);
+    fail(p, STEP_EXEC, errno)
 }
