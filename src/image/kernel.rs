@@ -4,7 +4,7 @@
 //!
 //! Fetching and reading the package is [`super::debian`]'s job.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,7 @@ use super::debian::{
     apt_download, apt_show, deb_identity, kernel_dependency, mb, scan_deb, DebContents,
 };
 use super::error::ImageError;
+use super::modindex::Index;
 use super::modules::Module;
 use super::modules::{self, ResolveError};
 use super::records::{CurrentKernel, KernelRecord};
@@ -27,8 +28,6 @@ pub(crate) const KERNEL_DEB_ENV: &str = "PROVIUM_KERNEL_DEB";
 const META_PACKAGE: &str = "linux-image-cloud-amd64";
 
 const MODULES: &str = "modules";
-const MODULES_DEP: &str = "modules.dep";
-const MODULES_BUILTIN: &str = "modules.builtin";
 
 /// A kernel in the cache: `<cache>/kernel/<dir>/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,63 +138,6 @@ impl Kernel {
         index.builtin.extend(contents.builtin);
         index.write(&self.dir)?;
         Ok(resolved.into_iter().map(|m| m.module).collect())
-    }
-}
-
-/// `modules.dep` and `modules.builtin` of a kernel directory.
-#[derive(Debug, Default)]
-struct Index {
-    deps: BTreeMap<String, Vec<String>>,
-    builtin: HashSet<String>,
-}
-
-impl Index {
-    fn read(dir: &Path) -> Result<Index, ImageError> {
-        let read = |name: &str| -> Result<String, ImageError> {
-            let path = dir.join(name);
-            match fs::read_to_string(&path) {
-                Ok(s) => Ok(s),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
-                Err(e) => Err(ImageError::io("read", &path, e)),
-            }
-        };
-        let mut index = Index::default();
-        for line in read(MODULES_DEP)?.lines() {
-            if let Some((name, deps)) = line.split_once(':') {
-                index.deps.insert(
-                    name.trim().to_string(),
-                    deps.split_whitespace().map(str::to_string).collect(),
-                );
-            }
-        }
-        index.builtin = read(MODULES_BUILTIN)?
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
-            .collect();
-        Ok(index)
-    }
-
-    fn write(&self, dir: &Path) -> Result<(), ImageError> {
-        let mut dep = String::new();
-        for (name, deps) in &self.deps {
-            dep.push_str(name);
-            dep.push(':');
-            for d in deps {
-                dep.push(' ');
-                dep.push_str(d);
-            }
-            dep.push('\n');
-        }
-        let mut builtin: Vec<&String> = self.builtin.iter().collect();
-        builtin.sort();
-        let builtin: String = builtin.into_iter().map(|n| format!("{n}\n")).collect();
-        metadata::write_atomic(&dir.join(MODULES_BUILTIN), builtin.as_bytes())?;
-        Ok(metadata::write_atomic(
-            &dir.join(MODULES_DEP),
-            dep.as_bytes(),
-        )?)
     }
 }
 

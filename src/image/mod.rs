@@ -58,6 +58,7 @@ mod error;
 pub mod gc;
 mod initramfs;
 mod kernel;
+mod modindex;
 mod modules;
 mod records;
 mod usage;
