@@ -7,6 +7,7 @@
 //! * [`image`] — what a guest boots: the default image (Debian's kernel and an
 //!   initramfs around the embedded agent), `provium.toml` profiles, extra files;
 //! * [`fixtures`] — the fixture cache key and the on-disk fixture cache;
+//! * [`metadata`] — the JSON metadata files of both caches;
 //! * [`lua`] — the Lua module.
 //!
 //! All I/O runs on the rock's own tokio runtime ([`runtime`]); Lua calls block
@@ -19,6 +20,7 @@ pub mod image;
 pub mod interrupt;
 pub mod log;
 pub mod lua;
+pub mod metadata;
 pub mod runtime;
 pub mod transport;
 pub mod vm;

@@ -308,7 +308,7 @@ fn fixture_cache() -> Check {
         Err(e) => {
             return Check::new(NAME, Status::Fail, e.to_string()).fix(format!(
                 "unset {} or give a size like 20G",
-                fixtures::cache::CAP_VAR
+                fixtures::CAP_VAR
             ))
         }
     };

@@ -284,11 +284,14 @@ fn fake_image(cache: &Path, key: &str, age: Duration) {
     let dir = cache.join("provium/images").join(key);
     std::fs::create_dir_all(&dir).expect("mkdir");
     std::fs::write(dir.join("initrd.cpio"), vec![1u8; 10_000]).expect("initrd");
-    std::fs::write(
-        dir.join("manifest.txt"),
-        format!("key={key}\nkernel_release=6.1.0-test\n"),
-    )
-    .expect("manifest");
+    let manifest = format!(
+        r#"{{"key": "{key}", "format": "provium-guest-image/1",
+            "kernel_package": "linux-image-test=1", "kernel_release": "6.1.0-test",
+            "kernel_deb_blake3": "00", "kernel_dir": "/k", "modules": [],
+            "busybox_blake3": "11", "init_blake3": "22", "initrd_size": 10000,
+            "vmlinux_size": 0, "built": "2026-01-01T00:00:00Z"}}"#
+    );
+    std::fs::write(dir.join("manifest.json"), manifest).expect("manifest");
     let stamp = std::fs::File::create(dir.join("last-used")).expect("stamp");
     stamp
         .set_modified(std::time::SystemTime::now() - age)
@@ -320,6 +323,7 @@ fn image_list_and_gc_in_a_cache_of_their_own() {
         rows[3].starts_with(&key('c')[..16]) && rows[3].contains("3 days ago"),
         "{rows:?}"
     );
+    assert!(rows[1].contains("6.1.0-test"), "{rows:?}");
     assert!(rows[4].starts_with("3 image(s)"), "{rows:?}");
 
     let dry = with_cache(&["image", "gc", "--keep", "1", "--dry-run"]);
@@ -369,12 +373,17 @@ fn fixtures_dir_list_and_clean() {
     // A complete entry: a directory `<key>.snap` with its metadata file.
     let entry = dir.join(format!("{}.snap", "d".repeat(64)));
     std::fs::create_dir_all(&entry).expect("mkdir");
-    std::fs::write(entry.join("fixture.meta"), "builder=/x/web.fixture.lua\n").expect("meta");
+    std::fs::write(
+        entry.join("fixture.json"),
+        r#"{"builder": "/x/web.fixture.lua", "created": 0, "manifest": []}"#,
+    )
+    .expect("meta");
     std::fs::write(entry.join("ram"), vec![0u8; 8192]).expect("ram");
     let out = with_cache(&["fixtures", "list"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(
-        text(&out.stdout).contains(&"d".repeat(16)),
+        text(&out.stdout).contains(&"d".repeat(16))
+            && text(&out.stdout).contains("/x/web.fixture.lua"),
         "{}",
         text(&out.stdout)
     );

@@ -1,20 +1,18 @@
-//! Cache plumbing: the lock, temporary directories renamed into place, small
-//! `key=value` records and timestamps. What the entries hold is
-//! [`super::kernel`]'s and [`super::entry`]'s business.
+//! Cache plumbing: the lock, temporary directories renamed into place and
+//! timestamps. What the entries hold is [`super::kernel`]'s and
+//! [`super::entry`]'s business; their metadata files are [`super::records`].
 
-use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use fs4::{FileExt, TryLockError};
 
 use super::error::ImageError;
-
-/// Prefix of every directory or file under construction; anything with it that is
-/// found while holding the lock was left behind by a builder that died.
-const TMP_PREFIX: &str = ".tmp-";
+// Every directory or file under construction has this prefix; anything with it
+// that is found while holding the lock was left behind by a builder that died.
+use crate::metadata::{unique_suffix, TMP_PREFIX};
 
 /// An exclusive `flock(2)` on `<cache>/lock` (through `fs4`, as every lock of
 /// the caches), released when dropped (the file is
@@ -83,14 +81,6 @@ pub fn cache_dir() -> PathBuf {
     std::env::temp_dir().join("provium-cache")
 }
 
-fn unique_suffix() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{}-{nanos:08x}", std::process::id())
-}
-
 /// A directory under construction, removed when dropped unless renamed into place.
 pub(crate) struct TempDir {
     path: PathBuf,
@@ -150,89 +140,8 @@ pub(crate) fn remove_stale_temporaries(cache: &Path) {
     }
 }
 
-/// Writes `path` through a temporary file in the same directory and a rename, so
-/// readers see the old content or the new one, never a part.
-pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ImageError> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!("{TMP_PREFIX}{name}-{}", unique_suffix()));
-    let result = (|| {
-        let mut f = File::create(&tmp).map_err(|e| ImageError::io("create", &tmp, e))?;
-        f.write_all(data)
-            .map_err(|e| ImageError::io("write", &tmp, e))?;
-        fs::rename(&tmp, path).map_err(|e| ImageError::io("rename into", path, e))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
 pub(crate) fn write_file(path: &Path, data: &[u8]) -> Result<(), ImageError> {
     fs::write(path, data).map_err(|e| ImageError::io("write", path, e))
-}
-
-/// A small text record: `key=value` lines, sorted by key. Values are single lines.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Record {
-    fields: BTreeMap<String, String>,
-}
-
-impl Record {
-    pub(crate) fn set(&mut self, key: &str, value: &str) {
-        let value: String = value
-            .chars()
-            .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
-            .collect();
-        self.fields.insert(key.to_string(), value);
-    }
-
-    pub(crate) fn get(&self, key: &str) -> Option<&str> {
-        self.fields.get(key).map(String::as_str)
-    }
-
-    /// The field `key`, or a [`ImageError::Record`] naming `path`.
-    pub(crate) fn require(&self, key: &str, path: &Path) -> Result<String, ImageError> {
-        self.get(key)
-            .filter(|v| !v.is_empty())
-            .map(str::to_string)
-            .ok_or_else(|| ImageError::Record {
-                path: path.to_path_buf(),
-                detail: format!("no {key}= field"),
-            })
-    }
-
-    pub(crate) fn to_text(&self) -> String {
-        let mut s = String::new();
-        for (k, v) in &self.fields {
-            s.push_str(k);
-            s.push('=');
-            s.push_str(v);
-            s.push('\n');
-        }
-        s
-    }
-
-    pub(crate) fn parse(text: &str) -> Record {
-        let mut r = Record::default();
-        for line in text.lines() {
-            if let Some((k, v)) = line.split_once('=') {
-                r.fields.insert(k.trim().to_string(), v.to_string());
-            }
-        }
-        r
-    }
-
-    /// Reads `path`; `Ok(None)` when it does not exist.
-    pub(crate) fn read(path: &Path) -> Result<Option<Record>, ImageError> {
-        match fs::read_to_string(path) {
-            Ok(text) => Ok(Some(Record::parse(&text))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(ImageError::io("read", path, e)),
-        }
-    }
 }
 
 /// The current time as `YYYY-MM-DDTHH:MM:SSZ`.
@@ -276,26 +185,6 @@ mod tests {
     }
 
     #[test]
-    fn record_round_trip() {
-        let mut r = Record::default();
-        r.set("package", "linux-image-6.1.0-56-cloud-amd64");
-        r.set("note", "two\nlines");
-        r.set("empty", "");
-        let text = r.to_text();
-        assert_eq!(
-            text,
-            "empty=\nnote=two lines\npackage=linux-image-6.1.0-56-cloud-amd64\n"
-        );
-        let back = Record::parse(&text);
-        assert_eq!(back, r);
-        assert!(back.require("empty", Path::new("x")).is_err());
-        assert_eq!(
-            back.require("package", Path::new("x")).ok().as_deref(),
-            Some("linux-image-6.1.0-56-cloud-amd64")
-        );
-    }
-
-    #[test]
     fn lock_excludes_a_second_holder() {
         let dir = std::env::temp_dir().join(format!("provium-lock-test-{}", unique_suffix()));
         let first = Lock::acquire(&dir, &|_| {}).expect("first lock");
@@ -326,8 +215,6 @@ mod tests {
         let dest = parent.join("final");
         t.persist(&dest).expect("persist");
         assert_eq!(fs::read(dest.join("f")).expect("read"), b"x");
-        write_atomic(&parent.join("rec"), b"a=1\n").expect("atomic");
-        assert_eq!(fs::read(parent.join("rec")).expect("read"), b"a=1\n");
         let _ = fs::remove_dir_all(&parent);
     }
 }

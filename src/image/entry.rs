@@ -4,9 +4,11 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::cache::{write_file, Record, TempDir};
+use super::cache::{write_file, TempDir};
 use super::error::ImageError;
 use super::kernel::Kernel;
+use super::records::ImageManifest;
+use crate::metadata::{MetadataError, MetadataFile};
 
 /// A built guest: what QEMU needs to boot it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,9 +25,6 @@ pub struct GuestImage {
     pub kernel_package: String,
 }
 
-/// The manifest: the inputs the key was computed from, and the file sizes;
-/// its presence makes an image directory complete.
-pub(crate) const MANIFEST: &str = "manifest.txt";
 /// The kernel, a hard link to the kernel directory's `vmlinux`.
 pub(crate) const VMLINUX: &str = "vmlinux";
 /// The initramfs.
@@ -43,24 +42,25 @@ fn image_for(dir: &Path, key: &str, kernel: &Kernel) -> GuestImage {
 
 /// The complete entry `images/<key>/`, if there is one. The directory appears by an
 /// atomic rename, so its presence means complete; the sizes recorded in the
-/// manifest are checked as well, to catch a file truncated by a crash.
+/// manifest are checked as well, to catch a file truncated by a crash. An
+/// unreadable manifest means no entry: building one replaces it.
 pub(crate) fn cached_image(
     cache: &Path,
     key: &str,
     kernel: &Kernel,
 ) -> Result<Option<GuestImage>, ImageError> {
     let dir = cache.join("images").join(key);
-    let Some(manifest) = Record::read(&dir.join(MANIFEST))? else {
-        return Ok(None);
+    let manifest = match ImageManifest::read_in(&dir) {
+        Ok(Some(manifest)) => manifest,
+        Ok(None) | Err(MetadataError::Malformed { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
     };
-    let size_ok = |file: &str, field: &str| -> bool {
-        let want = manifest.get(field).and_then(|v| v.parse::<u64>().ok());
-        let have = fs::metadata(dir.join(file)).ok().map(|m| m.len());
-        want.is_some() && want == have
+    let size_ok = |file: &str, want: u64| -> bool {
+        fs::metadata(dir.join(file)).is_ok_and(|m| m.len() == want)
     };
-    if manifest.get("key") != Some(key)
-        || !size_ok(INITRD, "initrd_size")
-        || !size_ok(VMLINUX, "vmlinux_size")
+    if manifest.key != key
+        || !size_ok(INITRD, manifest.initrd_size)
+        || !size_ok(VMLINUX, manifest.vmlinux_size)
     {
         return Ok(None);
     }
@@ -73,7 +73,7 @@ pub(crate) fn store_image(
     key: &str,
     kernel: &Kernel,
     initrd: &[u8],
-    manifest: &Record,
+    manifest: &ImageManifest,
 ) -> Result<GuestImage, ImageError> {
     let images = cache.join("images");
     let tmp = TempDir::new_in(&images)?;
@@ -88,9 +88,11 @@ pub(crate) fn store_image(
         .map_err(|e| ImageError::io("stat", &vmlinux, e))?
         .len();
     write_file(&tmp.path().join(INITRD), initrd)?;
-    let mut manifest = manifest.clone();
-    manifest.set("vmlinux_size", &vmlinux_size.to_string());
-    write_file(&tmp.path().join(MANIFEST), manifest.to_text().as_bytes())?;
+    let manifest = ImageManifest {
+        vmlinux_size,
+        ..manifest.clone()
+    };
+    manifest.write_in(tmp.path())?;
     let dest = images.join(key);
     tmp.persist(&dest)?;
     Ok(image_for(&dest, key, kernel))

@@ -56,6 +56,9 @@ pub enum ImageError {
     /// corrupt cache record {path}: {detail}; delete it to fetch the kernel again
     #[error("corrupt cache record {path}: {detail}; delete it to fetch the kernel again", path = .path.display())]
     Record { path: PathBuf, detail: String },
+    /// a metadata file of the cache cannot be read or written (the message names it)
+    #[error(transparent)]
+    Metadata(#[from] crate::metadata::MetadataError),
 }
 
 impl ImageError {
@@ -64,6 +67,17 @@ impl ImageError {
             action,
             path: path.to_path_buf(),
             source,
+        }
+    }
+
+    /// The error for a kernel's metadata file: a malformed one is a
+    /// [`ImageError::Record`], which says how to recover.
+    pub(crate) fn kernel_record(e: crate::metadata::MetadataError) -> Self {
+        match e {
+            crate::metadata::MetadataError::Malformed { path, detail } => {
+                ImageError::Record { path, detail }
+            }
+            other => ImageError::Metadata(other),
         }
     }
 }

@@ -17,10 +17,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::cache::{self, Record};
-use super::entry::MANIFEST;
+use super::cache;
 use super::error::ImageError;
+use super::records::ImageManifest;
 use super::usage;
+use crate::metadata::MetadataFile;
 
 /// How many images besides the one just built a builder keeps (the most
 /// recently used ones); the rest are removed unless in use.
@@ -89,23 +90,18 @@ pub(crate) fn list_in(cache: &Path) -> Result<Vec<CachedImage>, ImageError> {
 }
 
 fn describe(dir: &Path, key: String) -> CachedImage {
-    let manifest = Record::read(&dir.join(MANIFEST)).ok().flatten();
-    let field = |k: &str| {
-        manifest
-            .as_ref()
-            .and_then(|m| m.get(k))
-            .filter(|v| !v.is_empty())
-            .map(str::to_string)
-    };
+    let manifest = ImageManifest::read_in(dir).ok().flatten();
+    let field =
+        |get: fn(ImageManifest) -> String| manifest.clone().map(get).filter(|v| !v.is_empty());
     let (own_bytes, shared_bytes) = sizes(dir);
     CachedImage {
-        kernel_release: field("kernel_release"),
-        kernel_package: field("kernel_package"),
-        built: field("built"),
+        kernel_release: field(|m| m.kernel_release),
+        kernel_package: field(|m| m.kernel_package),
+        built: field(|m| m.built),
         last_used: usage::last_used(dir),
         own_bytes,
         shared_bytes,
-        complete: manifest.is_some(),
+        complete: ImageManifest::existing_in(dir).is_some(),
         in_use: usage::in_use(dir),
         key,
         dir: dir.to_path_buf(),
@@ -297,11 +293,21 @@ mod tests {
         fs::write(dir.join("initrd.cpio"), vec![7u8; 20_000]).expect("initrd");
         fs::write(cache.join(format!("vmlinux-{key}")), b"kernel").expect("kernel");
         fs::hard_link(cache.join(format!("vmlinux-{key}")), dir.join("vmlinux")).expect("link");
-        fs::write(
-            dir.join(MANIFEST),
-            format!("key={key}\nkernel_release=6.1-test\nbuilt=2026-01-01T00:00:00Z\n"),
-        )
-        .expect("manifest");
+        let manifest = ImageManifest {
+            key: key.into(),
+            format: "provium-guest-image/1".into(),
+            kernel_package: "linux-image-test=1".into(),
+            kernel_release: "6.1-test".into(),
+            kernel_deb_blake3: "00".repeat(32),
+            kernel_dir: cache.join("kernel/test").display().to_string(),
+            modules: vec!["virtio_mmio".into()],
+            busybox_blake3: "11".repeat(32),
+            init_blake3: "22".repeat(32),
+            initrd_size: 20_000,
+            vmlinux_size: 6,
+            built: "2026-01-01T00:00:00Z".into(),
+        };
+        manifest.write_in(&dir).expect("manifest");
         let used = fs::File::create(dir.join(usage::LAST_USED)).expect("stamp");
         used.set_modified(SystemTime::now() - Duration::from_secs(age_secs))
             .expect("mtime");
@@ -313,7 +319,17 @@ mod tests {
         let cache = temp_cache("collect");
         fake_image(&cache, "current", 500);
         fake_image(&cache, "recent", 10);
-        fake_image(&cache, "old", 300);
+        let old = fake_image(&cache, "old", 300);
+        // Built by an earlier version: a `key=value` manifest.
+        fs::remove_file(old.join(ImageManifest::FILE)).expect("rm");
+        fs::write(
+            old.join(ImageManifest::LEGACY_FILE),
+            "built=2025-01-01T00:00:00Z\nbusybox_blake3=11\nformat=provium-guest-image/1\n\
+             init_blake3=22\ninitrd_size=20000\nkernel_deb_blake3=00\nkernel_dir=/k\n\
+             kernel_package=linux-image-old=1\nkernel_release=6.0-old\nkey=old\n\
+             modules=virtio_mmio\nvmlinux_size=6\n",
+        )
+        .expect("legacy manifest");
         let busy = fake_image(&cache, "busy", 400);
         fs::create_dir_all(cache.join("images/.tmp-123-x")).expect("tmp");
         assert!(usage::note_use(&busy), "this process uses it");
@@ -325,6 +341,11 @@ mod tests {
         assert!(busy_info.in_use && busy_info.complete);
         assert_eq!(busy_info.kernel_release.as_deref(), Some("6.1-test"));
         assert!(busy_info.own_bytes >= 20_000 && busy_info.shared_bytes > 0);
+        let old_info = &listed[2];
+        assert!(old_info.complete);
+        assert_eq!(old_info.kernel_release.as_deref(), Some("6.0-old"));
+        assert_eq!(old_info.built.as_deref(), Some("2025-01-01T00:00:00Z"));
+        assert!(old.join(ImageManifest::FILE).is_file(), "migrated");
 
         let report = collect_in(&cache, 0, &["current".to_string()]).expect("gc");
         let removed: Vec<&str> = report.removed.iter().map(|i| i.key.as_str()).collect();

@@ -1,22 +1,25 @@
 //! The guest kernel: Debian's cloud kernel, resolved and fetched with apt once,
 //! then used from the cache without touching apt again (exact versions vanish from
-//! the archive, so what was fetched is recorded in `kernel/current`).
+//! the archive, so what was fetched is recorded in `kernel/current.json`).
 //!
 //! Fetching and reading the package is [`super::debian`]'s job.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::cache::{self, Record, TempDir};
+use super::cache::{self, TempDir};
 use super::debian::{
     apt_download, apt_show, deb_identity, kernel_dependency, mb, scan_deb, DebContents,
 };
 use super::error::ImageError;
+use super::modindex::Index;
 use super::modules::Module;
 use super::modules::{self, ResolveError};
+use super::records::{CurrentKernel, KernelRecord};
 use super::vmlinux;
+use crate::metadata::{self, MetadataFile};
 
 /// Names a local `.deb` to take the kernel from instead of apt.
 pub(crate) const KERNEL_DEB_ENV: &str = "PROVIUM_KERNEL_DEB";
@@ -24,11 +27,7 @@ pub(crate) const KERNEL_DEB_ENV: &str = "PROVIUM_KERNEL_DEB";
 /// The meta package whose dependency is the current cloud kernel.
 const META_PACKAGE: &str = "linux-image-cloud-amd64";
 
-const RECORD: &str = "record";
-const CURRENT: &str = "current";
 const MODULES: &str = "modules";
-const MODULES_DEP: &str = "modules.dep";
-const MODULES_BUILTIN: &str = "modules.builtin";
 
 /// A kernel in the cache: `<cache>/kernel/<dir>/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,19 +42,18 @@ pub(crate) struct Kernel {
 }
 
 impl Kernel {
-    /// Reads `<dir>/record`; `Ok(None)` if there is no such kernel.
+    /// Reads `<dir>/record.json`; `Ok(None)` if there is no such kernel.
     fn load(dir: &Path) -> Result<Option<Kernel>, ImageError> {
-        let path = dir.join(RECORD);
-        let Some(r) = Record::read(&path)? else {
+        let Some(r) = KernelRecord::read_in(dir).map_err(ImageError::kernel_record)? else {
             return Ok(None);
         };
         Ok(Some(Kernel {
             dir: dir.to_path_buf(),
-            package: r.require("package", &path)?,
-            version: r.require("version", &path)?,
-            release: r.require("release", &path)?,
-            deb_file: r.require("deb", &path)?,
-            deb_blake3: r.require("deb_blake3", &path)?,
+            package: r.package,
+            version: r.version,
+            release: r.release,
+            deb_file: r.deb,
+            deb_blake3: r.deb_blake3,
         }))
     }
 
@@ -134,66 +132,12 @@ impl Kernel {
         let dir = self.dir.join(MODULES);
         cache::create_dir_all(&dir)?;
         for m in &resolved {
-            cache::write_atomic(&dir.join(format!("{}.ko", m.module.name)), &m.module.bytes)?;
+            metadata::write_atomic(&dir.join(format!("{}.ko", m.module.name)), &m.module.bytes)?;
             index.deps.insert(m.module.name.clone(), m.deps.clone());
         }
         index.builtin.extend(contents.builtin);
         index.write(&self.dir)?;
         Ok(resolved.into_iter().map(|m| m.module).collect())
-    }
-}
-
-/// `modules.dep` and `modules.builtin` of a kernel directory.
-#[derive(Debug, Default)]
-struct Index {
-    deps: BTreeMap<String, Vec<String>>,
-    builtin: HashSet<String>,
-}
-
-impl Index {
-    fn read(dir: &Path) -> Result<Index, ImageError> {
-        let read = |name: &str| -> Result<String, ImageError> {
-            let path = dir.join(name);
-            match fs::read_to_string(&path) {
-                Ok(s) => Ok(s),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
-                Err(e) => Err(ImageError::io("read", &path, e)),
-            }
-        };
-        let mut index = Index::default();
-        for line in read(MODULES_DEP)?.lines() {
-            if let Some((name, deps)) = line.split_once(':') {
-                index.deps.insert(
-                    name.trim().to_string(),
-                    deps.split_whitespace().map(str::to_string).collect(),
-                );
-            }
-        }
-        index.builtin = read(MODULES_BUILTIN)?
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
-            .collect();
-        Ok(index)
-    }
-
-    fn write(&self, dir: &Path) -> Result<(), ImageError> {
-        let mut dep = String::new();
-        for (name, deps) in &self.deps {
-            dep.push_str(name);
-            dep.push(':');
-            for d in deps {
-                dep.push(' ');
-                dep.push_str(d);
-            }
-            dep.push('\n');
-        }
-        let mut builtin: Vec<&String> = self.builtin.iter().collect();
-        builtin.sort();
-        let builtin: String = builtin.into_iter().map(|n| format!("{n}\n")).collect();
-        cache::write_atomic(&dir.join(MODULES_BUILTIN), builtin.as_bytes())?;
-        cache::write_atomic(&dir.join(MODULES_DEP), dep.as_bytes())
     }
 }
 
@@ -212,7 +156,7 @@ fn resolve_error(e: ResolveError, package: &str) -> ImageError {
 }
 
 /// The kernel a cache lookup without the lock may use: the one named by
-/// `PROVIUM_KERNEL_DEB` if that is set, else the one recorded in `current`.
+/// `PROVIUM_KERNEL_DEB` if that is set, else the one recorded in `current.json`.
 pub(crate) fn cached(cache: &Path, local_deb: Option<&Path>) -> Result<Option<Kernel>, ImageError> {
     match local_deb {
         Some(deb) => {
@@ -229,17 +173,18 @@ fn local_dir(cache: &Path, deb_blake3: &str) -> PathBuf {
         .join(format!("local-{}", &deb_blake3[..16]))
 }
 
-/// The kernel recorded in `kernel/current`, if it is still in the cache.
+/// The kernel recorded in `kernel/current.json`, if it is still in the cache.
 pub(crate) fn recorded(cache: &Path) -> Result<Option<Kernel>, ImageError> {
-    let current = cache.join("kernel").join(CURRENT);
-    let Some(r) = Record::read(&current)? else {
+    let kernels = cache.join("kernel");
+    let Some(CurrentKernel { dir }) =
+        CurrentKernel::read_in(&kernels).map_err(ImageError::kernel_record)?
+    else {
         return Ok(None);
     };
-    let dir = r.require("dir", &current)?;
-    if dir.contains('/') || dir.starts_with('.') {
+    if dir.is_empty() || dir.contains('/') || dir.starts_with('.') {
         return Err(ImageError::Record {
-            path: current,
-            detail: format!("bad dir={dir}"),
+            path: kernels.join(CurrentKernel::FILE),
+            detail: format!("bad dir {dir:?}"),
         });
     }
     Kernel::load(&cache.join("kernel").join(dir))
@@ -253,7 +198,7 @@ fn hash_file(path: &Path) -> Result<String, ImageError> {
 }
 
 /// Takes the kernel from a local package (`PROVIUM_KERNEL_DEB`), caching it under
-/// `kernel/local-<hash>/`; `kernel/current` is left alone.
+/// `kernel/local-<hash>/`; `kernel/current.json` is left alone.
 pub(crate) fn from_local_deb(
     cache: &Path,
     deb: &Path,
@@ -277,14 +222,16 @@ pub(crate) fn from_local_deb(
         .unwrap_or_else(|| "kernel.deb".to_string());
     let kept = tmp.path().join(&file_name);
     fs::copy(deb, &kept).map_err(|e| ImageError::io("copy", deb, e))?;
-    let mut record = Record::default();
-    record.set("source", &format!("file {}", deb.display()));
-    install(tmp, &kept, &hash, record, &dest, wanted, progress)
+    let origin = Origin {
+        source: format!("file {}", deb.display()),
+        deb_sha256: None,
+    };
+    install(tmp, &kept, &hash, origin, &dest, wanted, progress)
 }
 
 /// Resolves the package behind `linux-image-cloud-amd64`, downloads it with
 /// `apt-get download`, unpacks it into `kernel/<package>_<version>/` and records
-/// it in `kernel/current` (call with the cache lock held).
+/// it in `kernel/current.json` (call with the cache lock held).
 pub(crate) fn fetch_from_apt(
     cache: &Path,
     wanted: &[String],
@@ -324,17 +271,17 @@ pub(crate) fn fetch_from_apt(
         });
     }
     let hash = hash_file(&deb)?;
-    let mut record = Record::default();
-    record.set("source", &format!("apt {META_PACKAGE}"));
-    if let Some(sha) = info.get("SHA256") {
+    let origin = Origin {
+        source: format!("apt {META_PACKAGE}"),
         // Checked by apt-get against the archive's signed index while downloading.
-        record.set("deb_sha256", sha);
-    }
+        deb_sha256: info.get("SHA256").cloned(),
+    };
     let dest = kernel_dir.join(dir_name(&package, &version));
-    let kernel = install(tmp, &deb, &hash, record, &dest, wanted, progress)?;
-    let mut current = Record::read(&dest.join(RECORD))?.unwrap_or_default();
-    current.set("dir", &dir_name(&package, &version));
-    cache::write_atomic(&kernel_dir.join(CURRENT), current.to_text().as_bytes())?;
+    let kernel = install(tmp, &deb, &hash, origin, &dest, wanted, progress)?;
+    let current = CurrentKernel {
+        dir: dir_name(&package, &version),
+    };
+    current.write_in(&kernel_dir)?;
     Ok(kernel)
 }
 
@@ -352,13 +299,21 @@ fn dir_name(package: &str, version: &str) -> String {
         .collect()
 }
 
+/// Where a kernel package came from, for its record.
+struct Origin {
+    /// `apt <meta package>` or `file <path>`.
+    source: String,
+    /// The archive's SHA-256 of the package, when apt fetched it.
+    deb_sha256: Option<String>,
+}
+
 /// Unpacks `deb` (inside `tmp`) into `tmp`, writes the record and renames `tmp`
 /// to `dest`.
 fn install(
     tmp: TempDir,
     deb: &Path,
     deb_blake3: &str,
-    mut record: Record,
+    origin: Origin,
     dest: &Path,
     wanted: &[String],
     progress: &dyn Fn(&str),
@@ -426,19 +381,23 @@ fn install(
     }
     index.write(tmp.path())?;
 
-    record.set("package", &package);
-    record.set("version", &version);
-    record.set("release", &release);
-    record.set("deb", &deb_file);
-    record.set("deb_size", &deb_size.to_string());
-    record.set("deb_blake3", deb_blake3);
-    record.set("fetched", &cache::utc_now());
-    record.set("vmlinux_size", &v.elf.len().to_string());
-    record.set("vmlinuz_compression", v.compression.name());
-    cache::write_file(&tmp.path().join(RECORD), record.to_text().as_bytes())?;
+    let record = KernelRecord {
+        source: origin.source,
+        package,
+        version,
+        release,
+        deb: deb_file,
+        deb_size,
+        deb_blake3: deb_blake3.to_string(),
+        deb_sha256: origin.deb_sha256,
+        fetched: cache::utc_now(),
+        vmlinux_size: v.elf.len() as u64,
+        vmlinuz_compression: v.compression.name().to_string(),
+    };
+    record.write_in(tmp.path())?;
     tmp.persist(dest)?;
     Kernel::load(dest)?.ok_or_else(|| ImageError::Record {
-        path: dest.join(RECORD),
+        path: dest.join(KernelRecord::FILE),
         detail: "missing right after it was written".into(),
     })
 }

@@ -13,9 +13,9 @@
 //!
 //! ```text
 //! <cache>/lock                      flock(2) taken by whoever fetches or builds
-//! <cache>/kernel/current            what was fetched from apt (package, version, hashes, date)
+//! <cache>/kernel/current.json       which kernel directory apt's kernel is in
 //! <cache>/kernel/<package>_<version>/
-//!     record                        same fields as `current`
+//!     record.json                   package, version, release, hashes, sizes, date
 //!     vmlinux                       ELF with the PVH note, extracted from the bzImage
 //!     config                        the kernel's build configuration
 //!     modules/<name>.ko             the modules the images need (uncompressed)
@@ -27,10 +27,16 @@
 //! <cache>/images/<key>/
 //!     vmlinux                       hard link to the kernel's vmlinux (copy if that fails)
 //!     initrd.cpio                   newc archive, uncompressed
-//!     manifest.txt                  the inputs the key was computed from
+//!     manifest.json                 the inputs the key was computed from, file sizes
 //!     last-used                     its modification time is the last use ([`usage`])
 //!     pin                           lock file: users hold it shared until they exit
 //! ```
+//!
+//! The metadata files are JSON ([`records`]). Caches made by earlier versions have
+//! them as `key=value` text (`current`, `record`, `manifest.txt`): such a file is
+//! read when its JSON one is absent, and the JSON one written from it, so nothing is
+//! fetched or built again (keys hash the inputs, not these files); the text file
+//! stays for those versions.
 //!
 //! A new image makes the old ones useless to this build; builders remove all
 //! but the [`gc::AUTO_KEEP_RECENT`] most recently used others (never one in
@@ -52,7 +58,9 @@ mod error;
 pub mod gc;
 mod initramfs;
 mod kernel;
+mod modindex;
 mod modules;
+mod records;
 mod usage;
 mod vmlinux;
 
@@ -378,21 +386,22 @@ fn manifest(
     busybox: &blake3::Hash,
     init: &[u8],
     initrd: &[u8],
-) -> cache::Record {
-    let mut r = cache::Record::default();
-    r.set("key", key);
-    r.set("format", FORMAT_VERSION);
-    r.set("kernel_package", &kernel.package_id());
-    r.set("kernel_release", &kernel.release);
-    r.set("kernel_deb_blake3", &kernel.deb_blake3);
-    r.set("kernel_dir", &kernel.dir.display().to_string());
-    let names: Vec<&str> = mods.iter().map(|m| m.name.as_str()).collect();
-    r.set("modules", &names.join(" "));
-    r.set("busybox_blake3", &busybox.to_hex());
-    r.set("init_blake3", &blake3::hash(init).to_hex());
-    r.set("initrd_size", &initrd.len().to_string());
-    r.set("built", &cache::utc_now());
-    r
+) -> records::ImageManifest {
+    records::ImageManifest {
+        key: key.to_string(),
+        format: FORMAT_VERSION.to_string(),
+        kernel_package: kernel.package_id(),
+        kernel_release: kernel.release.clone(),
+        kernel_deb_blake3: kernel.deb_blake3.clone(),
+        kernel_dir: kernel.dir.display().to_string(),
+        modules: mods.iter().map(|m| m.name.clone()).collect(),
+        busybox_blake3: busybox.to_hex().to_string(),
+        init_blake3: blake3::hash(init).to_hex().to_string(),
+        initrd_size: initrd.len() as u64,
+        // Set by `entry::store_image`, which makes the file.
+        vmlinux_size: 0,
+        built: cache::utc_now(),
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::*;
+use crate::metadata::MetadataFile;
 
 fn temp_cache(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
@@ -23,8 +24,24 @@ fn host_busybox() -> Option<PathBuf> {
     matches!(vmlinux::elf_interpreter(&fs::read(&p).ok()?), Ok(false)).then_some(p)
 }
 
-/// A kernel directory as `fetch_from_apt` leaves it, with made-up content.
-fn fake_kernel(cache: &Path) {
+/// The record of the fake kernel, as the `key=value` lines earlier versions
+/// wrote (all fields, sorted); `current` held the same and `dir`.
+const LEGACY_RECORD: &str = "\
+deb=linux-image-test_1.0_amd64.deb
+deb_blake3=00112233445566778899
+deb_size=1234
+fetched=2026-01-01T00:00:00Z
+package=linux-image-test
+release=1.0-test
+source=apt linux-image-cloud-amd64
+version=1.0
+vmlinux_size=24
+vmlinuz_compression=LZ4
+";
+
+/// A kernel directory as `fetch_from_apt` leaves it, with made-up content;
+/// its record and `current` in the legacy text format if `legacy`.
+fn fake_kernel_as(cache: &Path, legacy: bool) {
     let dir = cache.join("kernel").join("linux-image-test_1.0");
     fs::create_dir_all(dir.join("modules")).expect("mkdir");
     fs::write(dir.join("vmlinux"), b"\x7fELF not really a kernel").expect("vmlinux");
@@ -32,14 +49,42 @@ fn fake_kernel(cache: &Path) {
     fs::write(dir.join("modules/b.ko"), b"module b").expect("b");
     fs::write(dir.join("modules.dep"), "a:\nb: a\n").expect("dep");
     fs::write(dir.join("modules.builtin"), "virtio\n").expect("builtin");
-    let record = "package=linux-image-test\nversion=1.0\nrelease=1.0-test\n\
-                  deb=linux-image-test_1.0_amd64.deb\ndeb_blake3=00112233445566778899\n";
-    fs::write(dir.join("record"), record).expect("record");
-    fs::write(
-        cache.join("kernel").join("current"),
-        format!("{record}dir=linux-image-test_1.0\n"),
-    )
-    .expect("current");
+    if legacy {
+        fs::write(dir.join("record"), LEGACY_RECORD).expect("record");
+        let current = LEGACY_RECORD.replace("fetched=", "dir=linux-image-test_1.0\nfetched=");
+        fs::write(cache.join("kernel").join("current"), current).expect("current");
+        return;
+    }
+    let record = records::KernelRecord::parse_legacy(LEGACY_RECORD).expect("record");
+    record.write_in(&dir).expect("record");
+    let current = records::CurrentKernel {
+        dir: "linux-image-test_1.0".into(),
+    };
+    current.write_in(&cache.join("kernel")).expect("current");
+}
+
+fn fake_kernel(cache: &Path) {
+    fake_kernel_as(cache, false);
+}
+
+/// `manifest` as the `key=value` lines of `manifest.txt` in earlier versions.
+fn legacy_manifest(m: &records::ImageManifest) -> String {
+    let mut fields = [
+        ("built", m.built.clone()),
+        ("busybox_blake3", m.busybox_blake3.clone()),
+        ("format", m.format.clone()),
+        ("init_blake3", m.init_blake3.clone()),
+        ("initrd_size", m.initrd_size.to_string()),
+        ("kernel_deb_blake3", m.kernel_deb_blake3.clone()),
+        ("kernel_dir", m.kernel_dir.clone()),
+        ("kernel_package", m.kernel_package.clone()),
+        ("kernel_release", m.kernel_release.clone()),
+        ("key", m.key.clone()),
+        ("modules", m.modules.join(" ")),
+        ("vmlinux_size", m.vmlinux_size.to_string()),
+    ];
+    fields.sort();
+    fields.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
 }
 
 fn spec(cache: &Path, busybox: &Path, modules: &[&str]) -> ImageSpec {
@@ -79,9 +124,12 @@ fn cached_build_reuse_and_rebuild() {
     let out = lines.borrow().join("\n");
     assert!(out.contains("building initramfs ("), "{out}");
     assert!(out.contains("guest image ready: "), "{out}");
-    let manifest =
-        fs::read_to_string(first.initrd.with_file_name("manifest.txt")).expect("manifest");
-    assert!(manifest.contains("modules=a b\n"), "{manifest}");
+    let dir = image_dir(&first);
+    let manifest = records::ImageManifest::read_in(&dir).expect("manifest");
+    assert_eq!(
+        manifest.map(|m| m.modules),
+        Some(vec!["a".into(), "b".into()])
+    );
 
     // Unchanged inputs: same image, nothing reported, fast.
     lines.borrow_mut().clear();
@@ -116,6 +164,75 @@ fn cached_build_reuse_and_rebuild() {
         err.to_string().contains("linux-image-test_1.0_amd64.deb"),
         "{err}"
     );
+    let _ = fs::remove_dir_all(&cache);
+}
+
+/// A cache made by a version that wrote `key=value` metadata is used as it
+/// is: its kernel is not fetched again, its images are not built again,
+/// and its files are rewritten as JSON (the old ones stay).
+#[test]
+fn legacy_cache_is_used_and_migrated() {
+    let Some(busybox) = host_busybox() else {
+        eprintln!("skipped: no static {BUSYBOX}");
+        return;
+    };
+    let agent = fs::read(&busybox).expect("agent stand-in");
+    // The same kernel and inputs with JSON metadata give the key to expect.
+    let reference = temp_cache("legacy-reference");
+    fake_kernel(&reference);
+    let want = build_image(
+        &spec(&reference, &busybox, &["b"]),
+        &Init::Agent(&agent),
+        &|_| {},
+    )
+    .expect("reference build")
+    .key;
+    let _ = fs::remove_dir_all(&reference);
+
+    let cache = temp_cache("legacy");
+    fake_kernel_as(&cache, true);
+    let s = spec(&cache, &busybox, &["b"]);
+    let lines = RefCell::new(Vec::<String>::new());
+    let progress = |l: &str| lines.borrow_mut().push(l.to_string());
+    let first = build_image(&s, &Init::Agent(&agent), &progress).expect("build");
+    assert_eq!(first.key, want, "keys do not depend on the metadata format");
+    let out = lines.borrow().join("\n");
+    assert!(
+        !out.contains("downloading") && !out.contains("resolving"),
+        "{out}"
+    );
+    let kernel_dir = cache.join("kernel/linux-image-test_1.0");
+    for (dir, json, legacy) in [
+        (&cache.join("kernel"), "current.json", "current"),
+        (&kernel_dir, "record.json", "record"),
+    ] {
+        assert!(dir.join(json).is_file(), "{json} written");
+        assert!(dir.join(legacy).is_file(), "{legacy} kept");
+    }
+    let record = records::KernelRecord::read_in(&kernel_dir)
+        .expect("record")
+        .expect("present");
+    assert_eq!(record.deb_size, 1234);
+    assert_eq!(record.vmlinuz_compression, "LZ4");
+
+    // Its image with a legacy manifest (and no JSON one) is found as is.
+    let dir = image_dir(&first);
+    let manifest = records::ImageManifest::read_in(&dir)
+        .expect("manifest")
+        .expect("present");
+    fs::remove_file(dir.join("manifest.json")).expect("rm");
+    fs::write(dir.join("manifest.txt"), legacy_manifest(&manifest)).expect("legacy");
+    lines.borrow_mut().clear();
+    let again = build_image(&s, &Init::Agent(&agent), &progress).expect("cached");
+    assert_eq!(again, first);
+    assert!(
+        lines.borrow().is_empty(),
+        "not rebuilt: {:?}",
+        lines.borrow()
+    );
+    let migrated = records::ImageManifest::read_in(&dir).expect("manifest");
+    assert_eq!(migrated, Some(manifest));
+    assert!(dir.join("manifest.json").is_file());
     let _ = fs::remove_dir_all(&cache);
 }
 

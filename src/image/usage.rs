@@ -23,7 +23,8 @@ use std::time::SystemTime;
 
 use fs4::{FileExt, TryLockError};
 
-use super::entry::MANIFEST;
+use super::records::ImageManifest;
+use crate::metadata::MetadataFile;
 
 /// The file whose modification time is the image's last use.
 pub(crate) const LAST_USED: &str = "last-used";
@@ -50,24 +51,30 @@ pub(crate) fn note_use(dir: &Path) -> bool {
         Ok(f) => f,
         // A cache we cannot write (mounted read-only, another user's):
         // usable, but its use cannot be recorded.
-        Err(e) if is_read_only(&e) => return dir.join(MANIFEST).is_file(),
+        Err(e) if is_read_only(&e) => return has_manifest(dir),
         Err(_) => return false,
     };
     match FileExt::try_lock_shared(&file) {
         Ok(()) => {}
         // A cleaner holds it: the image is going away.
         Err(TryLockError::WouldBlock) => return false,
-        Err(TryLockError::Error(e)) if is_read_only(&e) => return dir.join(MANIFEST).is_file(),
+        Err(TryLockError::Error(e)) if is_read_only(&e) => return has_manifest(dir),
         Err(TryLockError::Error(_)) => return false,
     }
     // The cleaner may have removed the directory between our open and our
     // lock (it renames it away first): then the pin is on a deleted file.
-    if !dir.join(MANIFEST).is_file() {
+    if !has_manifest(dir) {
         return false;
     }
     touch(&dir.join(LAST_USED));
     pins.insert(dir.to_path_buf(), file);
     true
+}
+
+/// Whether the image in `dir` is there: it has its manifest (in either
+/// format).
+fn has_manifest(dir: &Path) -> bool {
+    ImageManifest::existing_in(dir).is_some()
 }
 
 /// Whether `file` is the file at `path`.
@@ -107,13 +114,13 @@ fn touch(path: &Path) {
 }
 
 /// When the image in `dir` was last used: `last-used`, else (never used
-/// since use was recorded) when it was built (`manifest.txt`'s time).
+/// since use was recorded) when it was built (its manifest's time).
 pub(crate) fn last_used(dir: &Path) -> Option<SystemTime> {
     fs::metadata(dir.join(LAST_USED))
-        .or_else(|_| fs::metadata(dir.join(MANIFEST)))
-        .or_else(|_| fs::metadata(dir))
-        .and_then(|m| m.modified())
         .ok()
+        .or_else(|| ImageManifest::existing_in(dir).and_then(|p| fs::metadata(p).ok()))
+        .or_else(|| fs::metadata(dir).ok())
+        .and_then(|m| m.modified().ok())
 }
 
 /// An exclusive hold on an image's pin: nobody uses the image while it is
@@ -176,7 +183,7 @@ mod tests {
         ));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("mkdir");
-        fs::write(dir.join(MANIFEST), "key=x\n").expect("manifest");
+        fs::write(dir.join(ImageManifest::FILE), "{}").expect("manifest");
         dir
     }
 
@@ -208,7 +215,7 @@ mod tests {
         let hold = try_exclusive(&dir).expect("probe").expect("free");
         assert!(!note_use(&dir), "a cleaner holds it");
         drop(hold);
-        fs::remove_file(dir.join(MANIFEST)).expect("rm");
+        fs::remove_file(dir.join(ImageManifest::FILE)).expect("rm");
         assert!(!note_use(&dir), "no manifest: gone");
         let _ = fs::remove_dir_all(&dir);
     }

@@ -9,10 +9,10 @@ use mlua::{AnyUserData, Lua, Table, UserData, UserDataMethods};
 
 use super::errors::{ret, ApiError, ApiResult};
 use super::snapshot::{set_default_dir, Snapshot};
-use crate::fixtures::cache::{cache_dir, cap_bytes, Cache};
 use crate::fixtures::key::{fixture_key, KeyInputs};
 use crate::fixtures::lock::CacheLock;
 use crate::fixtures::meta::EntryMeta;
+use crate::fixtures::{cache_dir, cap_bytes, Cache, EntryInfo};
 use crate::vm::snapshot::SnapshotMeta;
 
 const CALL: &str = "provium.vm_fixture";
@@ -100,7 +100,7 @@ fn stage_dir(hex: &str) -> ApiResult<PathBuf> {
     )))
 }
 
-fn entry_info(lua: &Lua, e: &crate::fixtures::cache::EntryInfo) -> mlua::Result<Table> {
+fn entry_info(lua: &Lua, e: &EntryInfo) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     t.set("key", e.hex.clone())?;
     t.set("path", e.path.display().to_string())?;
