@@ -16,13 +16,20 @@ use provium_protocol::{Failure, RequestId};
 
 use crate::error::bad_request;
 use crate::trigger::Trigger;
-use crate::worker::Worker;
+
+/// Where relayed calls run (a worker): what the connection forwards to it.
+pub trait RelayPeer: Send + Sync {
+    /// Forwards an upload chunk of relayed call `inner`.
+    fn data(&self, inner: RequestId, chunk: &[u8], last: bool);
+    /// Forwards a cancel of relayed call `inner`.
+    fn cancel(&self, inner: RequestId);
+}
 
 /// A call running in a worker under another request id.
 #[derive(Clone)]
 pub struct Relay {
     /// The worker running the call.
-    pub worker: Arc<Worker>,
+    pub peer: Arc<dyn RelayPeer>,
     /// The call's id on the worker's channel.
     pub inner: RequestId,
 }
@@ -98,7 +105,7 @@ impl InFlight {
             return true;
         }
         if let Some(relay) = relay {
-            relay.worker.cancel(relay.inner);
+            relay.peer.cancel(relay.inner);
             return true;
         }
         false
@@ -117,7 +124,7 @@ impl InFlight {
             trigger.fire();
         }
         for relay in relays.into_values() {
-            relay.worker.cancel(relay.inner);
+            relay.peer.cancel(relay.inner);
         }
     }
 }

@@ -14,8 +14,6 @@
 //! [`conn::serve`] works on any pair of byte streams, which is how the tests
 //! and the `--serve-stdio` developer mode run the agent without a VM.
 
-#![warn(missing_docs)]
-
 #[macro_use]
 pub mod log;
 

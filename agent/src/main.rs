@@ -44,7 +44,7 @@ fn main() -> ExitCode {
             _ => usage(),
         },
         ["--worker-fd", fd] => match fd.parse::<i32>() {
-            Ok(fd) if fd > 2 => worker::serve_channel(fd),
+            Ok(fd) if fd > 2 => worker::child::serve_channel(fd),
             _ => usage(),
         },
         ["--version"] => {

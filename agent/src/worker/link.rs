@@ -157,7 +157,7 @@ impl Link {
         inflight.add_relay(
             host,
             Relay {
-                worker: Arc::clone(worker),
+                peer: Arc::clone(worker) as Arc<dyn crate::inflight::RelayPeer>,
                 inner,
             },
         )?;

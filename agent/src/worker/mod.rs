@@ -2,7 +2,7 @@
 //! namespaces, driven by this agent on the host's behalf.
 //!
 //! A worker is this same binary re-executed as `provium-agent --worker-fd N`
-//! ([`spawn`]), serving the ordinary protocol ([`crate::conn::serve`]) on
+//! ([`spawn`]), serving the ordinary protocol on
 //! one end of a socket pair, with its own handle table. This agent is a
 //! client of that connection ([`link`]): it does the handshake at spawn
 //! time, forwards `InWorker` ops as calls under request ids of its own,
@@ -10,18 +10,18 @@
 //! reply back to the host call they belong to (so streams, uploads and
 //! large outputs work through workers exactly as they do directly).
 //!
+//! [`child`] is that other side: the worker process's own main.
+//!
 //! `libc` errno constants appear here only as the numbers sent to the host.
 
+pub mod child;
 pub mod link;
 pub mod spawn;
 
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::process::ExitCode;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rustix::io::FdFlags;
 use rustix::process::Signal;
 
 use provium_protocol::{
@@ -29,11 +29,10 @@ use provium_protocol::{
     PROTOCOL_VERSION,
 };
 
-use crate::conn::{self, ServeOptions};
 use crate::error::{internal, io_failure, OpResult};
 use crate::frames::FrameReader;
 use crate::handles::{self, Resource};
-use crate::inflight::InFlight;
+use crate::inflight::{InFlight, RelayPeer};
 use crate::sender::Sender;
 use crate::sys::{self, WaitStatus};
 use link::Link;
@@ -65,16 +64,6 @@ impl Worker {
         inflight: &InFlight,
     ) -> Result<(), Failure> {
         self.link.forward(self, sender, host, op, inflight)
-    }
-
-    /// Forwards an upload chunk of a relayed call.
-    pub fn data(&self, inner: RequestId, chunk: &[u8], last: bool) {
-        self.link.data(inner, chunk, last);
-    }
-
-    /// Forwards a cancel of a relayed call.
-    pub fn cancel(&self, inner: RequestId) {
-        self.link.cancel(inner);
     }
 
     /// Signals the worker process (gone is no error).
@@ -197,6 +186,16 @@ impl Resource for Worker {
     }
 }
 
+impl RelayPeer for Worker {
+    fn data(&self, inner: RequestId, chunk: &[u8], last: bool) {
+        self.link.data(inner, chunk, last);
+    }
+
+    fn cancel(&self, inner: RequestId) {
+        self.link.cancel(inner);
+    }
+}
+
 /// Runs `op` in worker `id` for host call `host`; `frame` is the body of
 /// the host's frame, whose encoded op is relayed as it is. Replies (or
 /// `Data`) come later from the worker's reader thread.
@@ -216,54 +215,4 @@ pub fn in_worker(
     let worker = handles::get::<Worker>(id, "in_worker")?;
     let raw = link::inner_op(frame).ok_or_else(|| internal("in_worker: cannot find the op"))?;
     worker.forward(sender, host, raw, inflight)
-}
-
-/// Worker mode (`--worker-fd N`): serves the channel on descriptor `fd`
-/// until the parent closes it. Exit code 0 on a clean end, 1 otherwise.
-pub fn serve_channel(fd: RawFd) -> ExitCode {
-    if !sys::fd_is_open(fd) {
-        log!("worker: descriptor {fd} is not open");
-        return ExitCode::from(2);
-    }
-    // An inherited descriptor number: owning it (for rustix and std alike)
-    // needs unsafe, made sound by the check above and the spawn protocol.
-    // SAFETY: the descriptor is open and was handed to this process alone.
-    let channel = unsafe { OwnedFd::from_raw_fd(fd) };
-    // Processes the worker runs must not inherit its channel.
-    let _ = rustix::io::fcntl_setfd(&channel, FdFlags::CLOEXEC);
-    if rustix::process::getpid().is_init() {
-        init_of_namespace();
-    }
-    let reader = UnixStream::from(channel);
-    let writer = match reader.try_clone() {
-        Ok(w) => w,
-        Err(e) => {
-            log!("worker: cannot duplicate the channel: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match conn::serve(reader, writer, ServeOptions::default()) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            log!("worker: channel dropped: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// As PID 1 of a new PID namespace the kernel drops signals without a
-/// handler, so termination signals get one that exits with 128+signal
-/// (what a default death would report).
-fn init_of_namespace() {
-    extern "C" fn die(sig: std::ffi::c_int) {
-        // rustix has no `_exit` outside its runtime module (for libc-less
-        // programs); libc's is async-signal-safe.
-        // SAFETY: _exit is async-signal-safe.
-        unsafe { libc::_exit(128 + sig) }
-    }
-    for sig in [Signal::TERM, Signal::INT, Signal::HUP] {
-        // Signal handlers: rustix does not install them.
-        // SAFETY: installs an async-signal-safe handler.
-        unsafe { libc::signal(sig.as_raw(), die as *const () as libc::sighandler_t) };
-    }
 }

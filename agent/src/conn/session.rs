@@ -1,29 +1,11 @@
-//! Serving one connection: hello, handshake, then the multiplexed call loop.
-//!
-//! The calling thread becomes the connection's reader. Cheap operations run
-//! inline on it, which keeps a round trip to one read, one system call and
-//! one write: ping, stat, listdir, mkdir, unlink, rename, write_file and its
-//! chunks, open_file, reads/writes/seeks of files that cannot block, closing
-//! a file, process signal/status/close-stdin, worker signal, and forwarding
-//! an op to a worker. Operations that can block (read_file, run, streams,
-//! waits, raw calls, ioctls, batches, I/O on FIFOs and ttys, closing a
-//! process or a worker, spawning and joining workers) run on pooled threads
-//! and reply through the shared [`Sender`] whenever they finish, in any
-//! order.
-//!
-//! Streams and calls relayed to workers are registered in the connection's
-//! [`InFlight`] so that the host's `Cancel` (and `Data`, for relays) reach
-//! them; whatever is still registered when the connection ends is
-//! cancelled.
+//! The call loop of one connection, after the hello exchange.
 
-use std::io::{self, Read, Write};
+use std::io::Read;
 use std::sync::Arc;
 
-use provium_protocol::{
-    check_version, decode, AgentHello, AgentMsg, FrameError, HostMsg, Op, Reply, RequestId,
-    PROTOCOL_VERSION, RAW_ECHO_MAGIC,
-};
+use provium_protocol::{decode, AgentMsg, HostMsg, Op, Reply, RequestId, PROTOCOL_VERSION};
 
+use super::{check_host_version, hello, ConnEnd, ConnError};
 use crate::error::{internal, OpResult};
 use crate::frames::FrameReader;
 use crate::handles;
@@ -33,165 +15,10 @@ use crate::ops::file::{self, FileHandle};
 use crate::ops::{self, batch, process, upload::Uploads};
 use crate::sender::Sender;
 use crate::trigger::Trigger;
-use crate::{sys, worker};
-
-/// Capacity of the reader's buffer: small frames arrive in one `read`.
-const READ_BUFFER: usize = 64 * 1024;
-
-/// Options for one connection.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ServeOptions {
-    /// Accept [`RAW_ECHO_MAGIC`] in place of the host's hello and turn the
-    /// connection into a raw echo (only on host-initiated connections).
-    pub allow_echo: bool,
-    /// The connection reaches only the VM's own host (the one the guest
-    /// dialled, or the serial port): keep the token of its hellos for
-    /// host-initiated connections ([`crate::auth`]).
-    pub trusted: bool,
-}
-
-/// How a connection ended normally.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnEnd {
-    /// The host closed the connection.
-    Closed,
-    /// The host rejected our hello (version mismatch).
-    Rejected,
-    /// We rejected the host's hello (version mismatch).
-    RejectedHost,
-    /// The host asked for a power-off; the reply has been sent.
-    Poweroff,
-    /// The connection was a raw echo, now finished.
-    Echo,
-}
-
-/// Why a connection was dropped.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnError {
-    /// Bad framing (oversized, truncated, undecodable frame) or a read error.
-    #[error("{0}")]
-    Frame(#[from] FrameError),
-    /// The handshake went wrong.
-    #[error("handshake failed: {0}")]
-    Handshake(String),
-    /// Writing to the host failed.
-    #[error("cannot write to the host: {0}")]
-    Write(io::Error),
-}
-
-/// The hello this agent sends first on every connection.
-pub fn hello() -> AgentHello {
-    AgentHello {
-        version: PROTOCOL_VERSION,
-        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-        kernel: sys::kernel_release(),
-    }
-}
-
-/// Serves one connection until it ends; `reader` and `writer` are the two
-/// halves of one byte stream. The writer is dropped when this returns (even
-/// if operation threads still hold the [`Sender`]), so the host sees the
-/// connection close once `reader` is dropped too.
-pub fn serve<R, W>(reader: R, writer: W, opts: ServeOptions) -> Result<ConnEnd, ConnError>
-where
-    R: Read,
-    W: Write + Send + 'static,
-{
-    let sender = Sender::new(writer);
-    let _close = CloseOnDrop(sender.clone());
-    let mut reader = FrameReader::new(reader);
-
-    sender
-        .send(&AgentMsg::Hello(hello()))
-        .map_err(ConnError::Write)?;
-
-    // The raw echo magic's first four bytes, read as a length, exceed the
-    // frame limit, so it can never be mistaken for a frame.
-    if opts.allow_echo && reader.starts_with(RAW_ECHO_MAGIC).map_err(FrameError::Io)? {
-        echo(&mut reader, &sender);
-        return Ok(ConnEnd::Echo);
-    }
-    let Some(body) = reader.next_frame()? else {
-        return Err(ConnError::Handshake(
-            "the host closed the connection before its hello".into(),
-        ));
-    };
-    match decode::<HostMsg>(body) {
-        Ok(HostMsg::Hello { version, token }) => {
-            if let Some(end) = check_host_version(&sender, version)? {
-                return Ok(end);
-            }
-            if opts.trusted {
-                crate::auth::learn(token);
-            }
-        }
-        Ok(HostMsg::HelloRejected { version, reason }) => {
-            log!(
-                "the host (protocol version {version}) rejected this agent \
-                 (protocol version {PROTOCOL_VERSION}): {reason}"
-            );
-            return Ok(ConnEnd::Rejected);
-        }
-        Ok(other) => {
-            return Err(ConnError::Handshake(format!(
-                "expected the host's hello, got {}",
-                describe(&other)
-            )))
-        }
-        Err(e) => {
-            return Err(ConnError::Handshake(format!(
-                "expected the host's hello, got an undecodable frame ({e})"
-            )))
-        }
-    }
-
-    let mut session = Session {
-        trusted: opts.trusted,
-        sender,
-        uploads: Uploads::default(),
-        gates: ops::read::Gates::default(),
-        inflight: InFlight::default(),
-        read_buf: Vec::new(),
-    };
-    let end = session.serve(&mut reader);
-    // No stream outlives its connection.
-    session.inflight.cancel_all();
-    end
-}
-
-/// Checks the host's version; on a mismatch sends `HelloRejected` and
-/// returns the end of the connection.
-fn check_host_version(sender: &Sender, version: u32) -> Result<Option<ConnEnd>, ConnError> {
-    match check_version(version) {
-        Ok(()) => Ok(None),
-        Err(theirs) => {
-            let reason = format!(
-                "protocol version mismatch: the agent speaks version {PROTOCOL_VERSION}, \
-                 the host speaks version {theirs}"
-            );
-            log!("rejecting the host: {reason}");
-            sender
-                .send(&AgentMsg::HelloRejected {
-                    version: PROTOCOL_VERSION,
-                    reason,
-                })
-                .map_err(ConnError::Write)?;
-            Ok(Some(ConnEnd::RejectedHost))
-        }
-    }
-}
-
-/// Closes the connection's writer when `serve` returns, however it returns.
-struct CloseOnDrop(Sender);
-
-impl Drop for CloseOnDrop {
-    fn drop(&mut self) {
-        self.0.close();
-    }
-}
+use crate::worker;
 
 /// Per-connection state owned by the reader thread.
-struct Session {
+pub(super) struct Session {
     /// See [`ServeOptions::trusted`].
     trusted: bool,
     sender: Sender,
@@ -204,6 +31,29 @@ struct Session {
 }
 
 impl Session {
+    /// A session on `sender`, after the hello exchange.
+    pub(super) fn new(trusted: bool, sender: Sender) -> Session {
+        Session {
+            trusted,
+            sender,
+            uploads: Uploads::default(),
+            gates: ops::read::Gates::default(),
+            inflight: InFlight::default(),
+            read_buf: Vec::new(),
+        }
+    }
+
+    /// Serves calls until the connection ends; then cancels what is still
+    /// in flight (no stream outlives its connection).
+    pub(super) fn run<R: Read>(
+        mut self,
+        reader: &mut FrameReader<R>,
+    ) -> Result<ConnEnd, ConnError> {
+        let end = self.serve(reader);
+        self.inflight.cancel_all();
+        end
+    }
+
     /// The call loop.
     fn serve<R: Read>(&mut self, reader: &mut FrameReader<R>) -> Result<ConnEnd, ConnError> {
         loop {
@@ -213,7 +63,7 @@ impl Session {
             if let Some(view) = HostMsg::data_view(frame) {
                 let view = view?;
                 match self.inflight.relay(view.id) {
-                    Some(relay) => relay.worker.data(relay.inner, view.chunk, view.last),
+                    Some(relay) => relay.peer.data(relay.inner, view.chunk, view.last),
                     None if self.gates.open(view.id) => {}
                     None => self
                         .uploads
@@ -517,33 +367,5 @@ impl dispatch::Context for ConnCall<'_> {
 
     fn special(&mut self, _name: &'static str, op: Special) -> Self::Out {
         self.session.special(self.id, op, self.frame)
-    }
-}
-
-/// A short name of a host message for error messages.
-fn describe(msg: &HostMsg) -> String {
-    match msg {
-        HostMsg::Hello { .. } => "Hello".into(),
-        HostMsg::HelloRejected { .. } => "HelloRejected".into(),
-        HostMsg::Call { id, .. } => format!("Call for {id}"),
-        HostMsg::Data { id, .. } => format!("Data for {id}"),
-        HostMsg::Cancel { id } => format!("Cancel for {id}"),
-    }
-}
-
-/// Raw echo: writes back every byte read, until end of stream.
-pub fn echo<R: Read>(reader: &mut R, sender: &Sender) {
-    let mut buf = vec![0u8; READ_BUFFER];
-    loop {
-        match reader.read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => {
-                if sender.send_raw(&buf[..n]).is_err() {
-                    return;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return,
-        }
     }
 }
