@@ -31,13 +31,15 @@ pub fn path(bytes: &[u8]) -> &Path {
     Path::new(OsStr::from_bytes(bytes))
 }
 
-/// Runs `f` on a pooled thread (see [`crate::pool`]); the name is kept for
-/// call sites' readability.
-pub fn spawn_thread<F>(_name: &str, f: F) -> std::io::Result<()>
+/// Runs `f` on a pooled thread (see [`crate::pool`]); `what` names the job
+/// in the error when no thread can be had (pooled threads are reused, so
+/// they carry no per-job name).
+pub fn spawn_thread<F>(what: &str, f: F) -> std::io::Result<()>
 where
     F: FnOnce() + Send + 'static,
 {
     crate::pool::execute(Box::new(f))
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{what}: {e}")))
 }
 
 /// `Op::Close` on any handle (may block: a process gets up to
