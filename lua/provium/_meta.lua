@@ -350,10 +350,17 @@ function GuestOps:fd_stream(file) end
 function GuestOps:ioctl(file, cmd, data, opts) end
 
 ---A raw system call; never raises for the call's own error (see `errno`).
----Arguments are integers, or strings passed as pointers to buffers.
+---Arguments are integers, or strings passed as pointers to NUL-terminated
+---copies (paths, names; `out_bufs` holds them after the call, in order).
+---The table form `{args=, bufs=, ptrs=, nested=}` passes buffers the call
+---fills.
 ---```lua
 ---local r = vm:syscall(39) -- getpid
 ---assert(r.ret > 0 and r.errno == 0)
+---local fd = vm:syscall(257, -100, "/etc/hostname", 0).ret -- openat
+---local rd = vm:syscall(0, { args = { fd, 0, 64 }, bufs = { ("\0"):rep(64) }, ptrs = { 1 } })
+---assert(rd.ret > 0 and rd.out_bufs[1]:sub(1, rd.ret) == vm:read_file("/etc/hostname"))
+---vm:syscall(3, fd) -- close
 ---```
 ---@param nr integer
 ---@param ... integer|string|provium.SyscallOptions
@@ -535,11 +542,12 @@ function Worker:close() end
 ---@field name string
 ---@field entry_type provium.EntryType
 
+---The table form of `syscall`'s arguments.
 ---@class provium.SyscallOptions
----@field args? (integer|string)[]
----@field bufs? string[] Buffers the call writes into (returned in `out_bufs`).
----@field ptrs? table Pointer arguments into `bufs`.
----@field nested? table Pointers inside buffers.
+---@field args? integer[] Up to 6 arguments; slot i is `args[i+1]`.
+---@field bufs? string[] Buffers passed by address (returned after the call in `out_bufs`).
+---@field ptrs? integer[] `ptrs[i]`: the 0-based argument slot that gets the address of `bufs[i]`.
+---@field nested? table `{parent=, child=, offset=}` entries (1-based buffer indices): the 8-byte address of `bufs[child]` is written into `bufs[parent]` at `offset` first.
 
 ---@class provium.SyscallResult
 ---@field ret integer

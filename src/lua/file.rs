@@ -222,12 +222,16 @@ fn whence(call: &str, v: &Value) -> ApiResult<Whence> {
 /// `ioctl(handle, cmd, data?, opts?)` on a file handle of `t`.
 pub fn ioctl(lua: &Lua, call: &str, t: &Target, rest: &[Value]) -> ApiResult<Table> {
     let handle = match arg(rest, 0) {
-        Value::Nil => return Err(ApiError::msg(format!("{call}: missing fd"))),
+        Value::Nil => {
+            return Err(ApiError::msg(format!(
+                "{call}: file must be a File or a handle id from file:fd() (got nil)"
+            )))
+        }
         Value::UserData(ud) => match ud.borrow::<FileUd>() {
             Ok(f) => HandleId(f.handle_for(call, t)?),
             Err(_) => {
                 return Err(ApiError::msg(format!(
-                    "{call}: fd must be a File or a handle id"
+                    "{call}: file must be a File or a handle id from file:fd() (got a userdata)"
                 )))
             }
         },
@@ -235,7 +239,7 @@ pub fn ioctl(lua: &Lua, call: &str, t: &Target, rest: &[Value]) -> ApiResult<Tab
             Some(i) if i > 0 => HandleId(i as u64),
             _ => {
                 return Err(ApiError::msg(format!(
-                    "{call}: fd must be a positive handle id from file:fd() (got {})",
+                    "{call}: file must be a File or a handle id from file:fd() (got {})",
                     args::show(v)
                 )))
             }

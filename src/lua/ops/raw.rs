@@ -124,12 +124,22 @@ pub fn syscall_spec(call: &str, rest: &[Value]) -> ApiResult<SyscallSpec> {
         )));
     }
     for (i, v) in rest.iter().skip(1).enumerate() {
+        // A string is a pointer to a NUL-terminated copy of it (paths,
+        // names): one of the call's buffers, returned in `out_bufs`.
+        if let Value::String(s) = v {
+            let mut buf = s.as_bytes().to_vec();
+            buf.push(0);
+            spec.bufs.push(ByteBuf::from(buf));
+            spec.ptrs.push(i as u8);
+            continue;
+        }
         spec.args[i] = syscall_word(call, &format!("argument #{}", i + 1), v)?;
     }
     Ok(spec)
 }
 
-/// A syscall argument: an integer (negative ones as two's complement).
+/// A syscall argument: an integer (negative ones as two's complement), a
+/// boolean (0 or 1) or nil (0).
 fn syscall_word(call: &str, name: &str, v: &Value) -> ApiResult<u64> {
     match v {
         Value::Nil => Ok(0),

@@ -146,4 +146,4 @@ macro_rules! suites {
     )*};
 }
 
-suites!(arguments, batches, errors, lifetimes);
+suites!(arguments, batches, errors, lifetimes, raw);
