@@ -22,7 +22,6 @@ pub mod image;
 pub mod interrupt;
 pub mod log;
 pub mod lua;
-#[allow(missing_docs)] // documented in a commit of its own (the file is being edited elsewhere)
 pub mod metadata;
 pub mod runtime;
 pub mod transport;

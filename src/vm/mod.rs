@@ -27,7 +27,6 @@ pub mod qemu;
 pub mod qmp;
 pub mod raw;
 pub mod rundir;
-#[allow(missing_docs)] // documented in a commit of its own (the file is being edited elsewhere)
 pub mod snapshot;
 mod start;
 mod trace;
