@@ -13,6 +13,8 @@
 //! All I/O runs on the rock's own tokio runtime ([`runtime`]); Lua calls block
 //! on replies.
 
+#![deny(missing_docs)]
+
 pub mod fixtures;
 #[cfg(test)]
 mod fuzz_config;

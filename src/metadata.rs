@@ -1,18 +1,18 @@
 //! The metadata files of the caches: small JSON documents, one typed struct
-//! per kind ([`MetadataFile`]), written atomically.
+//! per kind (the crate-private `MetadataFile` trait), written atomically.
 //!
 //! The image cache's kernel records and manifests
 //! ([`crate::image`]) and the fixture cache's entry files
 //! ([`crate::fixtures::meta`]) are such files. Earlier versions wrote them
 //! as hand-made text under other names; reading falls back to that legacy
 //! file when the JSON one is absent, parses it with the kind's
-//! [`MetadataFile::parse_legacy`] and writes the JSON file next to it (same
+//! `MetadataFile::parse_legacy` and writes the JSON file next to it (same
 //! modification time, since caches keep last use there). The legacy file is
 //! left alone: older provium versions sharing the cache still read it, and
 //! nothing here reads it once the JSON file exists.
 //!
 //! Files are written through a temporary file in the same directory and a
-//! rename ([`write_atomic`]), so a reader sees the old content or the new,
+//! rename (`write_atomic`), so a reader sees the old content or the new,
 //! never a part. A migration links its file into place instead of renaming,
 //! so it never replaces a file a writer put there meanwhile.
 
@@ -33,18 +33,28 @@ pub enum MetadataError {
     /// cannot {action} {path}: {source}
     #[error("cannot {action} {path}: {source}", path = .path.display())]
     Io {
+        /// What was being done, as a verb ("read", "write", "rename into").
         action: &'static str,
+        /// The file it was done to.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: io::Error,
     },
     /// {path} is not a valid cache metadata file: {detail}
     #[error("{path} is not a valid cache metadata file: {detail}", path = .path.display())]
-    Malformed { path: PathBuf, detail: String },
+    Malformed {
+        /// The JSON or legacy file.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
     /// cannot encode {path} as JSON: {source}
     #[error("cannot encode {path} as JSON: {source}", path = .path.display())]
     Encode {
+        /// The file that was to be written.
         path: PathBuf,
+        /// serde_json's error.
         #[source]
         source: serde_json::Error,
     },

@@ -14,6 +14,8 @@
 //! [`conn::serve`] works on any pair of byte streams, which is how the tests
 //! and the `--serve-stdio` developer mode run the agent without a VM.
 
+#![deny(missing_docs)]
+
 #[macro_use]
 pub mod log;
 

@@ -19,8 +19,8 @@ pub fn set(path: PathBuf) {
     let _ = RUN_PREREQUISITE.set(path);
 }
 
-/// Waits, once per process and at most [`SYSLOG_WAIT`], for the path
-/// [`set`] named.
+/// Waits, once per process and at most `SYSLOG_WAIT` (500 ms), for the
+/// path [`set`] named.
 pub fn await_run_prerequisite() {
     static DONE: Once = Once::new();
     DONE.call_once(|| {

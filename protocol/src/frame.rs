@@ -24,14 +24,24 @@ const ENCODE_CAPACITY: usize = 256;
 pub enum FrameError {
     /// frame of {len} bytes exceeds the limit of {max} bytes
     #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
-    TooLarge { len: usize, max: usize },
-    /// connection closed in the middle of a frame
+    TooLarge {
+        /// Body length the header claims, in bytes.
+        len: usize,
+        /// The limit, [`MAX_FRAME_LEN`] bytes.
+        max: usize,
+    },
+    /// connection closed in the middle of a frame ({got} of {want} bytes)
     #[error("connection closed in the middle of a frame ({got} of {want} bytes)")]
-    Truncated { got: usize, want: usize },
-    /// malformed frame body
+    Truncated {
+        /// Bytes of the header or body that arrived before the end of stream.
+        got: usize,
+        /// Bytes the header or body needed.
+        want: usize,
+    },
+    /// malformed frame body: {0}
     #[error("malformed frame body: {0}")]
     Malformed(#[from] postcard::Error),
-    /// I/O error on the underlying stream
+    /// I/O error: {0}
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
 }

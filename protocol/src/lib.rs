@@ -18,6 +18,8 @@
 //! carry the version as their first field, forever, so two sides of different
 //! versions can always read each other's hello and fail with a clear message.
 
+#![deny(missing_docs)]
+
 pub mod frame;
 pub mod ids;
 pub mod messages;

@@ -10,8 +10,11 @@ use super::entry::GuestImage;
 
 /// A file added to the initramfs at boot.
 pub struct ExtraFile {
+    /// Absolute path of the file in the guest.
     pub path: String,
+    /// The file's bytes.
     pub content: Vec<u8>,
+    /// Permission bits of the file (only the bits of 0o7777 are used).
     pub mode: u32,
 }
 

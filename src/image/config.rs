@@ -17,10 +17,17 @@ use std::path::{Path, PathBuf};
 /// A profile from `provium.toml`.
 #[derive(Debug, Clone, Default)]
 pub struct Profile {
+    /// The kernel to boot (a relative path in the file is resolved against
+    /// the file's directory).
     pub kernel: PathBuf,
+    /// The user's initrd, if any; the agent is added on top of it.
     pub initrd: Option<PathBuf>,
+    /// Kernel command line of the profile (empty when it sets none).
     pub cmdline: String,
+    /// Guest memory as written in the file (a size such as `"512M"`);
+    /// `opts.memory` overrides it, and `None` means the default (256 MiB).
     pub memory: Option<String>,
+    /// Virtual CPUs (1 to 64); `opts.cpus` overrides it, and `None` means 1.
     pub cpus: Option<u32>,
 }
 

@@ -3,7 +3,7 @@
 //! Every change of the agent, of BusyBox or of the kernel makes a new image
 //! (`images/<key>/`), and nothing ever reuses the old ones. Garbage
 //! collection keeps the images it is told to protect (the current default)
-//! and the N most recently used others ([`super::usage`]), and removes the
+//! and the N most recently used others (module `usage`), and removes the
 //! rest, except images some process uses right now (it holds their pin).
 //! Builders run it on their own after storing a new image
 //! ([`AUTO_KEEP_RECENT`]); `provium image gc` runs it on demand.
@@ -32,6 +32,7 @@ pub const AUTO_KEEP_RECENT: usize = 4;
 pub struct CachedImage {
     /// Its key (the directory name).
     pub key: String,
+    /// The image's directory, `images/<key>` in the cache.
     pub dir: PathBuf,
     /// The guest kernel's release, from the manifest.
     pub kernel_release: Option<String>,

@@ -32,7 +32,7 @@
 //!     pin                           lock file: users hold it shared until they exit
 //! ```
 //!
-//! The metadata files are JSON ([`records`]). Caches made by earlier versions have
+//! The metadata files are JSON (module `records`). Caches made by earlier versions have
 //! them as `key=value` text (`current`, `record`, `manifest.txt`): such a file is
 //! read when its JSON one is absent, and the JSON one written from it, so nothing is
 //! fetched or built again (keys hash the inputs, not these files); the text file

@@ -27,12 +27,15 @@ pub struct GuestError {
     pub path: Option<Vec<u8>>,
     /// The call with its arguments, e.g. `vm:rename("/a", "/b")`.
     pub call: String,
+    /// The guest's errno; 0 for a failure that is not an OS error.
     pub errno: i32,
+    /// The agent's message (for an OS error, the guest's `strerror`).
     pub message: String,
     /// Non-OS failures keep their class here (e.g. `"bad_request"`).
     pub kind: Option<&'static str>,
 }
 
+/// The result of a core function, before [`ret`] turns it into `ok, ...`.
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {

@@ -132,6 +132,7 @@ impl FileUd {
         }
     }
 
+    /// The agent's handle id of the file; 0 once it is closed.
     pub fn fd(&self) -> u64 {
         self.handle
             .lock()

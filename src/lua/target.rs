@@ -12,7 +12,9 @@ use crate::vm::console::Console;
 /// An agent endpoint as Lua objects hold it.
 #[derive(Clone)]
 pub struct Target {
+    /// The VM's connection to its agent.
     pub client: Arc<Client>,
+    /// The VM's console, whose tail is added to infrastructure errors.
     pub console: Arc<Console>,
     /// `vm "name"` or `worker#3 of vm "name"`, for messages.
     pub label: String,

@@ -20,9 +20,13 @@ pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Options fixed at creation.
 #[derive(Clone)]
 pub struct VmConfig {
+    /// The VM's name (non-empty UTF-8, no control characters).
     pub name: String,
+    /// The profile: `"default"` or a profile of `provium.toml`.
     pub profile: String,
+    /// Guest memory in MiB (at least [`MIN_MEMORY_MIB`], at most the host's).
     pub memory_mib: u64,
+    /// Virtual CPUs (1 to 64).
     pub cpus: u32,
     /// `None`: the host's default ([`Transport::host_default`]).
     pub transport: Option<Transport>,

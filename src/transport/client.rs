@@ -389,6 +389,7 @@ pub struct PendingCall {
 
 /// What waiting for a stream event gave.
 pub enum Next {
+    /// A `Data` chunk or the final reply of the call.
     Event(Event),
     /// Nothing arrived in time.
     Timeout,

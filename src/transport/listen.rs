@@ -16,16 +16,23 @@ use tokio_vsock::{VsockAddr, VsockListener, VsockStream, VMADDR_CID_ANY};
 
 /// A byte stream to an agent.
 pub enum AgentStream {
+    /// A Unix socket: vhost-device-vsock's dial-in socket, or the serial
+    /// port's QEMU chardev.
     Unix(UnixStream),
+    /// A kernel `AF_VSOCK` connection.
     Vsock(VsockStream),
 }
 
 /// A listening endpoint for agent connections.
 pub enum AgentListener {
+    /// A Unix socket path (vhost-device-vsock's `<uds-path>_P`, or the
+    /// serial port's chardev).
     Unix(UnixListener),
     /// Kernel vsock: accepts only connections from `cid`.
     Vsock {
+        /// Bound to any CID on the chosen port.
         listener: VsockListener,
+        /// The guest's CID; connections from other CIDs are dropped.
         cid: u32,
     },
 }

@@ -33,7 +33,12 @@ pub enum TransportError {
     Io(#[from] std::io::Error),
     /// protocol version mismatch
     #[error("protocol version mismatch: the host speaks version {host}, the agent speaks version {agent}; rebuild the guest image with this rock")]
-    VersionMismatch { host: u32, agent: u32 },
+    VersionMismatch {
+        /// This rock's [`proto::PROTOCOL_VERSION`].
+        host: u32,
+        /// The version in the agent's hello.
+        agent: u32,
+    },
     /// the agent refused our hello
     #[error("the agent refused the connection: {0}")]
     Refused(String),

@@ -19,7 +19,9 @@ pub enum AccelError {
 /// A QEMU accelerator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accel {
+    /// Hardware virtualisation through `/dev/kvm`.
     Kvm,
+    /// QEMU's software emulation (TCG), much slower.
     Tcg,
 }
 

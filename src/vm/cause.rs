@@ -26,8 +26,12 @@ pub const CONSOLE_LINES: usize = 80;
 /// What the host can see of a running VM.
 #[derive(Clone)]
 pub struct Witnesses {
+    /// The QEMU process.
     pub qemu: Arc<ChildGuard>,
+    /// The exit status of the vhost-device-vsock daemon once it has ended;
+    /// `None` without a daemon (kernel vsock, serial transport).
     pub daemon: Option<watch::Receiver<Option<ExitStatus>>>,
+    /// The guest's console, whose last lines tell a panic or a power-off.
     pub console: Arc<Console>,
     /// QEMU's stderr file.
     pub stderr: PathBuf,
@@ -37,7 +41,7 @@ pub struct Witnesses {
 
 impl Witnesses {
     /// Why the connection ended, `raw` being what the connection itself
-    /// saw. Blocks up to [`QEMU_GRACE`] for QEMU to end.
+    /// saw. Blocks up to `QEMU_GRACE` (1 s) for QEMU to end.
     pub fn explain(&self, raw: &str) -> String {
         let deadline = Instant::now() + QEMU_GRACE;
         while self.qemu.exited().is_none() && Instant::now() < deadline {

@@ -1,8 +1,8 @@
 //! The guest's serial console: QEMU writes it to a pipe, a task copies it into
 //! a log file and keeps the newest bytes in memory for error messages.
 //!
-//! Bounded and cheap: memory keeps the newest [`KEEP_BYTES`] (trimmed in
-//! steps of [`TRIM_SLACK`], so a flood costs one memmove per step, not per
+//! Bounded and cheap: memory keeps the newest `KEEP_BYTES` (4 MiB, trimmed in
+//! steps of `TRIM_SLACK`, 1 MiB, so a flood costs one memmove per step, not per
 //! read); the log file is rotated at [`FILE_CAP`] (`console.log` →
 //! `console.log.1`, replacing the older one), so a guest flooding its
 //! console costs at most twice that on disk.

@@ -9,12 +9,17 @@ use super::{Transport, VmError};
 /// The host as the rock sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostReport {
+    /// The accelerator VMs use.
     pub accel: Accel,
+    /// Why that accelerator (e.g. `/dev/kvm opens and kvm_intel is loaded`).
     pub accel_reason: String,
+    /// The vsock implementation VMs use.
     pub vsock: VsockKind,
+    /// Why that vsock implementation.
     pub vsock_reason: String,
     /// The transport of VMs that do not name one.
     pub transport: Transport,
+    /// Why that transport is the default.
     pub transport_reason: &'static str,
 }
 

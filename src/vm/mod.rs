@@ -81,15 +81,21 @@ impl Transport {
 pub struct BootSpec {
     /// The VM's name.
     pub name: String,
+    /// The kernel QEMU loads (`-kernel`).
     pub kernel: PathBuf,
+    /// The initramfs (newc cpio) QEMU loads (`-initrd`).
     pub initrd: PathBuf,
     /// A second initrd segment (newc cpio) appended after `initrd`.
     pub extra_initrd: Option<Vec<u8>>,
     /// Appended to provium's own kernel parameters.
     pub cmdline_append: String,
+    /// Guest memory in MiB.
     pub memory_mib: u64,
+    /// Virtual CPUs.
     pub cpus: u32,
+    /// How the agent's connection reaches the host.
     pub transport: Transport,
+    /// How long the agent may take to say hello after QEMU starts.
     pub timeout: Duration,
 }
 
@@ -109,6 +115,7 @@ pub struct RestoreSpec {
     pub name: String,
     /// The snapshot directory.
     pub snapshot: PathBuf,
+    /// How long the agent may take to say hello after QEMU starts.
     pub timeout: Duration,
 }
 

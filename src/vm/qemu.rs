@@ -15,8 +15,11 @@ use super::accel::Accel;
 pub struct QemuConfig<'a> {
     /// The VM's name (shown by `ps`).
     pub name: &'a str,
+    /// The accelerator (`-M microvm,accel=...`).
     pub accel: Accel,
+    /// Guest memory in MiB (`-m`).
     pub memory_mib: u64,
+    /// Virtual CPUs (`-smp`).
     pub cpus: u32,
     /// Guest RAM: a descriptor QEMU inherits (see `super::memory`).
     pub memory_fd: RawFd,
@@ -36,8 +39,11 @@ pub const CONSOLE_PORT_NAME: &str = "org.provium.console";
 
 /// Kernel, initramfs and command line of a fresh boot.
 pub struct BootImage<'a> {
+    /// The kernel (`-kernel`).
     pub kernel: &'a Path,
+    /// The initramfs (`-initrd`).
     pub initrd: &'a Path,
+    /// The whole kernel command line: provium's parameters, then the user's.
     pub cmdline: String,
 }
 

@@ -22,13 +22,17 @@ pub enum QmpError {
     /// the monitor socket did not accept a connection in time
     #[error("cannot reach QEMU's monitor at {path}: {source}")]
     Connect {
+        /// The monitor's socket path.
         path: String,
+        /// Why connecting failed.
         source: std::io::Error,
     },
     /// a command failed or the connection broke
     #[error("QMP {command}: {message}")]
     Command {
+        /// The QMP command (`qmp_capabilities`, `migrate`, ...).
         command: &'static str,
+        /// QEMU's error, or what broke the connection.
         message: String,
     },
     /// a migration (snapshot save or load) failed
@@ -36,7 +40,12 @@ pub enum QmpError {
     Migration(String),
     /// a migration did not finish in time
     #[error("{what} did not finish within {secs:.0} s")]
-    Timeout { what: &'static str, secs: f64 },
+    Timeout {
+        /// What did not finish, e.g. `loading the snapshot`.
+        what: &'static str,
+        /// The time limit, in seconds.
+        secs: f64,
+    },
 }
 
 type Conn = Qmp<Stream<BufReader<UnixStream>, UnixStream>>;

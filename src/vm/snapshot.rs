@@ -55,13 +55,22 @@ pub fn meta_path(dir: &Path) -> PathBuf {
 pub enum SnapshotError {
     /// the snapshot directory is missing or incomplete
     #[error("{path} is not a snapshot: {why}")]
-    NotASnapshot { path: String, why: String },
+    NotASnapshot {
+        /// The directory given as a snapshot.
+        path: String,
+        /// What is missing or malformed.
+        why: String,
+    },
     /// the snapshot was written by another version of provium
     #[error("{path} was written by another provium (snapshot format {found}, protocol {protocol}; this one reads format {FORMAT}, protocol {ours})")]
     Version {
+        /// The snapshot directory.
         path: String,
+        /// The snapshot's layout version ([`FORMAT`] of its writer).
         found: u32,
+        /// The protocol version of the agent inside the snapshot.
         protocol: u32,
+        /// This rock's [`provium_protocol::PROTOCOL_VERSION`].
         ours: u32,
     },
 }
@@ -69,11 +78,17 @@ pub enum SnapshotError {
 /// What restoring needs to know about a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotMeta {
+    /// The directory layout version ([`FORMAT`] when written).
     pub format: u32,
+    /// The protocol version of the snapshotted agent.
     pub protocol: u32,
+    /// How the snapshotted agent talks to the host; the restored VM keeps it.
     pub transport: Transport,
+    /// The accelerator it ran under; a restore needs the same one.
     pub accel: Accel,
+    /// Guest memory in MiB; the restored VM gets the same.
     pub memory_mib: u64,
+    /// Virtual CPUs; the restored VM gets the same.
     pub cpus: u32,
     /// The VM it was taken from (for messages).
     pub vm: String,

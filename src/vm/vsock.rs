@@ -122,6 +122,7 @@ pub fn daemon_binary() -> Result<PathBuf, VmError> {
 
 /// A running vhost-user vsock daemon.
 pub struct VhostUserDaemon {
+    /// The `vhost-device-vsock` process (killed when dropped).
     pub child: ChildGuard,
     /// vhost-user control socket QEMU connects to.
     pub control: PathBuf,

@@ -1,6 +1,6 @@
 //! The operations the agent serves, one module per family.
 //!
-//! Every operation returns an [`OpResult`](crate::error::OpResult);
+//! Every operation returns an [`OpResult`];
 //! [`dispatch`] maps each op to its handler and says whether it may block,
 //! and the connection ([`crate::conn`]) runs it inline on the reader thread
 //! (cheap, non-blocking ops) or on a pooled thread.

@@ -52,20 +52,41 @@ pub enum HostMsg {
     /// The host accepts the agent's hello; `version` is the host's version.
     /// `token` is the VM's secret for host-initiated connections (learnt
     /// only on connections the guest dialled; zero towards workers).
-    Hello { version: u32, token: SessionToken },
+    Hello {
+        /// The host's [`crate::PROTOCOL_VERSION`]; must stay the first field.
+        version: u32,
+        /// The VM's secret that host-initiated connections must show.
+        token: SessionToken,
+    },
     /// The host refuses the agent (version mismatch) and closes the connection.
-    HelloRejected { version: u32, reason: String },
+    HelloRejected {
+        /// The host's [`crate::PROTOCOL_VERSION`]; must stay the first field.
+        version: u32,
+        /// Why, for the agent's log.
+        reason: String,
+    },
     /// Starts an operation.
-    Call { id: RequestId, op: Op },
+    Call {
+        /// The call's id, chosen by the host, unique among calls in flight.
+        id: RequestId,
+        /// What to do.
+        op: Op,
+    },
     /// More upload bytes for a call in flight (write_file, process stdin).
     /// `last` ends the upload.
     Data {
+        /// The call the bytes belong to.
         id: RequestId,
+        /// The next bytes of the upload (may be empty).
         chunk: ByteBuf,
+        /// Whether this is the upload's final frame.
         last: bool,
     },
     /// Asks the agent to end a call early (closes a stream, drops an upload).
-    Cancel { id: RequestId },
+    Cancel {
+        /// The call to end.
+        id: RequestId,
+    },
 }
 
 /// Frames the agent sends.
@@ -75,18 +96,29 @@ pub enum AgentMsg {
     Hello(AgentHello),
     /// The final answer to a call.
     Reply {
+        /// The call this answers.
         id: RequestId,
+        /// What the call gave, or why it failed.
         result: Result<Reply, Failure>,
     },
     /// Bulk bytes for a call in flight, before its reply (file bodies, process
     /// output, stream pushes). The host concatenates them per channel.
     Data {
+        /// The call the bytes belong to.
         id: RequestId,
+        /// Which stream of the call they continue ([`CH_BODY`], [`CH_STDOUT`],
+        /// [`CH_STDERR`] or [`CH_SIZE_HINT`]).
         channel: u8,
+        /// The next bytes of that channel (up to about [`crate::CHUNK_LEN`]).
         chunk: ByteBuf,
     },
     /// The agent refuses the host's hello (version mismatch) and closes.
-    HelloRejected { version: u32, reason: String },
+    HelloRejected {
+        /// The agent's [`crate::PROTOCOL_VERSION`]; must stay the first field.
+        version: u32,
+        /// Why, for the host's error message.
+        reason: String,
+    },
 }
 
 /// A borrowed view of a [`HostMsg::Data`] frame body: lets a receiver write
@@ -94,8 +126,11 @@ pub enum AgentMsg {
 /// an owned message first (bulk uploads are copy-bound under TCG).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DataView<'a> {
+    /// The call the bytes belong to.
     pub id: RequestId,
+    /// The upload bytes, borrowed from the frame body.
     pub chunk: &'a [u8],
+    /// Whether this is the upload's final frame.
     pub last: bool,
 }
 
@@ -120,7 +155,9 @@ impl HostMsg {
 /// A borrowed view of an [`AgentMsg::Data`] frame body (see [`DataView`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentDataView {
+    /// The call the bytes belong to.
     pub id: RequestId,
+    /// Which stream of the call they continue (`CH_*`).
     pub channel: u8,
     /// Where the chunk lies within the frame body.
     pub chunk: std::ops::Range<usize>,

@@ -11,11 +11,16 @@ use crate::ids::HandleId;
 /// Successful results.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
+    /// Done, nothing to report.
     Unit,
+    /// A file's metadata ([`Op::Stat`]).
     Stat(StatInfo),
+    /// Directory entries: the whole listing, or what is left after the
+    /// encoded runs sent as `Data` on [`CH_BODY`].
     Entries(Vec<DirEntry>),
     /// The last bytes of a body whose earlier bytes came as `Data`.
     Bytes(ByteBuf),
+    /// How a process ended, with the output not already sent as `Data`.
     Run(RunOutcome),
     /// A new agent-side handle.
     Handle(HandleId),
@@ -23,23 +28,32 @@ pub enum Reply {
     Count(u64),
     /// Result of an ioctl.
     Ioctl {
+        /// The ioctl's return value (never negative: that is a failure).
         ret: i64,
+        /// The argument buffer after the call.
         data: ByteBuf,
+        /// The further buffers after the call, in request order.
         bufs: Vec<ByteBuf>,
     },
     /// Result of a raw system call (`errno` is 0 when `ret` ≥ 0).
     Syscall {
+        /// The raw return value (-1 on error).
         ret: i64,
+        /// The call's errno when `ret` is negative, else 0.
         errno: i32,
+        /// The buffers after the call, in request order.
         bufs: Vec<ByteBuf>,
     },
     /// A started process.
     Process {
+        /// The process handle for the `Proc*` ops.
         handle: HandleId,
+        /// The process's pid, as the agent that started it sees it.
         pid: u32,
     },
     /// Whether a process is still running.
     ProcStatus {
+        /// Whether the process has not exited yet.
         running: bool,
     },
     /// One result per op of a batch.
@@ -51,19 +65,31 @@ pub enum Reply {
 /// Metadata of a file, as `stat(2)` gives it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatInfo {
+    /// Size in bytes.
     pub size: u64,
     /// Full `st_mode` (type and permission bits).
     pub mode: u32,
+    /// Owner's user id.
     pub uid: u32,
+    /// Owner's group id.
     pub gid: u32,
+    /// Inode number.
     pub ino: u64,
+    /// Number of hard links.
     pub nlink: u64,
+    /// Device of the file system holding the file.
     pub dev: u64,
+    /// Device the file stands for (device files only, else 0).
     pub rdev: u64,
+    /// Space allocated, in 512-byte blocks.
     pub blocks: u64,
+    /// Preferred I/O block size, in bytes.
     pub blksize: u64,
+    /// Last access, in nanoseconds since the Unix epoch.
     pub atime_ns: i64,
+    /// Last modification of the contents, in nanoseconds since the Unix epoch.
     pub mtime_ns: i64,
+    /// Last status change, in nanoseconds since the Unix epoch.
     pub ctime_ns: i64,
 }
 
@@ -82,13 +108,21 @@ impl StatInfo {
 /// The type of a directory entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EntryType {
+    /// A regular file.
     File,
+    /// A directory.
     Directory,
+    /// A symbolic link.
     Symlink,
+    /// A named pipe.
     Fifo,
+    /// A Unix domain socket.
     Socket,
+    /// A block device.
     BlockDevice,
+    /// A character device.
     CharDevice,
+    /// A type this list does not know.
     Other,
 }
 
@@ -125,8 +159,10 @@ impl EntryType {
 /// One entry of a directory listing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirEntry {
+    /// The entry's file name (no directory part), as raw bytes.
     #[serde(with = "serde_bytes")]
     pub name: Vec<u8>,
+    /// What kind of file it is (a symbolic link is not followed).
     pub entry_type: EntryType,
 }
 
@@ -188,7 +224,9 @@ mod entry_tests {
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExitStatus {
+    /// Exited by itself with this exit code.
     Exited(i32),
+    /// Killed by this signal number.
     Signalled(i32),
     /// Killed (with its process group) because the timeout expired.
     TimedOut,
@@ -197,14 +235,18 @@ pub enum ExitStatus {
 /// Result of [`Op::Run`]; output bytes not already sent as `Data` are here.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunOutcome {
+    /// How the process ended.
     pub status: ExitStatus,
+    /// Standard output not sent as [`crate::CH_STDOUT`] `Data`.
     pub stdout: ByteBuf,
+    /// Standard error not sent as [`crate::CH_STDERR`] `Data`.
     pub stderr: ByteBuf,
 }
 
 /// Why a call failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
+    /// Which class of failure.
     pub kind: FailureKind,
     /// The guest errno for [`FailureKind::Os`], else 0.
     pub errno: i32,

@@ -25,7 +25,9 @@ pub enum Kind {
 
 /// A validated operation.
 pub struct Request {
+    /// The operation sent to the agent.
     pub op: Op,
+    /// How its reply becomes Lua values.
     pub kind: Kind,
     /// The call name, e.g. `vm:read_file`.
     pub name: String,
