@@ -38,6 +38,15 @@ pub struct VmConfig {
 }
 
 /// The host's RAM (`MemTotal`), in MiB.
+/// `bytes` for a message: whole MiB as `512M`, anything else in bytes.
+fn show_bytes(bytes: u64) -> String {
+    if bytes % (1 << 20) == 0 {
+        format!("{}M", bytes >> 20)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
 fn host_memory_mib() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
@@ -147,22 +156,20 @@ impl VmConfig {
                 }
             }
         }
-        let mut memory_mib = match memory {
-            Some(bytes) => bytes.div_ceil(1 << 20),
-            None => DEFAULT_MEMORY_MIB,
-        };
+        // The memory asked for, in bytes, and where it was asked (for messages).
+        let mut asked = memory.map(|b| (b, "opts.memory".to_string()));
         let mut cpus = cpus.unwrap_or(0);
         if profile != "default" {
             let p = crate::image::config::profile(&profile)
                 .map_err(|e| ApiError::msg(format!("{CALL}(\"{name}\"): {e}")))?;
-            if memory.is_none() {
+            if asked.is_none() {
                 if let Some(m) = p.memory {
                     let bytes = args::parse_size_str(m.trim()).ok_or_else(|| {
                         ApiError::msg(format!(
                             "{CALL}(\"{name}\"): profile {profile:?}: memory must be a size like \"512M\" (got {m:?})"
                         ))
                     })?;
-                    memory_mib = bytes.div_ceil(1 << 20);
+                    asked = Some((bytes, format!("profile {profile:?}: memory")));
                 }
             }
             if cpus == 0 {
@@ -172,17 +179,25 @@ impl VmConfig {
         if cpus == 0 {
             cpus = 1;
         }
-        if let Some(host_mib) = host_memory_mib() {
+        let memory_mib = match &asked {
+            Some((bytes, _)) => bytes.div_ceil(1 << 20),
+            None => DEFAULT_MEMORY_MIB,
+        };
+        if let (Some((bytes, what)), Some(host_mib)) = (&asked, host_memory_mib()) {
             if memory_mib > host_mib {
                 return Err(ApiError::msg(format!(
-                    "{CALL}: opts.memory {memory_mib}M exceeds this host's memory ({host_mib}M)"
+                    "{CALL}: {what} {} exceeds this host's memory ({host_mib}M)",
+                    show_bytes(*bytes)
                 )));
             }
         }
-        if memory_mib < MIN_MEMORY_MIB {
-            return Err(ApiError::msg(format!(
-                "{CALL}: opts.memory must be at least {MIN_MEMORY_MIB}M (got {memory_mib}M)"
-            )));
+        if let Some((bytes, what)) = &asked {
+            if memory_mib < MIN_MEMORY_MIB {
+                return Err(ApiError::msg(format!(
+                    "{CALL}: {what} must be at least {MIN_MEMORY_MIB}M (got {}; a bare number is bytes)",
+                    show_bytes(*bytes)
+                )));
+            }
         }
         Ok(VmConfig {
             name,
