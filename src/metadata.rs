@@ -2,8 +2,10 @@
 //! per kind ([`MetadataFile`]), written atomically.
 //!
 //! The image cache's kernel records and manifests
-//! ([`crate::image`]) and the fixture cache's entry files
-//! ([`crate::fixtures::meta`]) are such files. Earlier versions wrote them
+//! ([`crate::image`]), the fixture cache's entry files
+//! ([`crate::fixtures::meta`]) and the description of every snapshot
+//! directory ([`crate::vm::snapshot`], in the fixture cache or wherever a
+//! user put it) are such files. Earlier versions wrote them
 //! as hand-made text under other names; reading falls back to that legacy
 //! file when the JSON one is absent, parses it with the kind's
 //! [`MetadataFile::parse_legacy`] and writes the JSON file next to it (same

@@ -1,19 +1,31 @@
 //! Property-based fuzzing of [`SnapshotMeta::load`] (run with `-- fuzz`):
-//! whatever `snapshot.meta` holds, loading ends in a description that says
-//! exactly what the file says, or in an error; never in a panic.
+//! whatever the legacy `snapshot.meta` of a directory without
+//! `snapshot.json` holds, loading ends in a description that says exactly
+//! what the file says (and a `snapshot.json` that says the same), or in an
+//! error that names the file; never in a panic. `snapshot.json` itself:
+//! [`super::fuzz_json`].
 
 use super::*;
 use proptest::collection::vec;
 use proptest::prelude::*;
 
 use crate::fuzz_config::config;
+use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A fresh, empty directory per case (removed on drop).
-struct TempDir(PathBuf);
+pub(super) struct TempDir(pub(super) PathBuf);
 
 impl TempDir {
-    fn new() -> TempDir {
+    /// With `state` and `ram` files.
+    pub(super) fn with_data() -> TempDir {
+        let dir = TempDir::new();
+        std::fs::write(state_path(&dir.0), b"s").expect("write");
+        std::fs::write(ram_path(&dir.0), b"r").expect("write");
+        dir
+    }
+
+    pub(super) fn new() -> TempDir {
         static N: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "provium-fuzz-meta-{}-{}",
@@ -32,7 +44,24 @@ impl Drop for TempDir {
     }
 }
 
-const KEYS: [&str; 8] = [
+/// The legacy description file.
+pub(super) fn legacy_path(dir: &Path) -> PathBuf {
+    dir.join(LEGACY_META_FILE)
+}
+
+/// Whether a refusal names what is wrong: the description file, a missing
+/// data file, or another version.
+pub(super) fn names_the_problem(err: &SnapshotError, file: &str) -> bool {
+    let msg = err.to_string();
+    match err {
+        SnapshotError::NotASnapshot { why, .. } => {
+            why.contains(file) || why.ends_with(" is missing")
+        }
+        SnapshotError::Version { .. } => msg.contains("another provium"),
+    }
+}
+
+pub(super) const KEYS: [&str; 8] = [
     "format",
     "protocol",
     "transport",
@@ -100,7 +129,7 @@ enum Edit {
 /// Whole files: valid ones with a few lines edited, generated lines,
 /// and raw bytes (not even UTF-8).
 fn meta_file() -> impl Strategy<Value = Vec<u8>> {
-    let valid = SnapshotMeta {
+    let valid = legacy::render(&SnapshotMeta {
         format: FORMAT,
         protocol: provium_protocol::PROTOCOL_VERSION,
         transport: Transport::Vsock,
@@ -109,8 +138,7 @@ fn meta_file() -> impl Strategy<Value = Vec<u8>> {
         cpus: 2,
         vm: "web".into(),
         created: 1_700_000_000,
-    }
-    .render();
+    });
     let lines: Vec<String> = valid.lines().map(String::from).collect();
     let edit = prop_oneof![
         3 => value().prop_map(Edit::Value),
@@ -165,38 +193,42 @@ fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
 }
 
 /// Found by `fuzz_meta_load_says_what_the_file_says`: 2^32 + 2 was
-/// read as format 2.
+/// read as format 2. (The JSON reader is held to the same.)
 #[test]
 fn fuzz_regression_wrapped_numbers_are_refused() {
+    let good = SnapshotMeta {
+        format: FORMAT,
+        protocol: provium_protocol::PROTOCOL_VERSION,
+        transport: Transport::Serial,
+        accel: Accel::Tcg,
+        memory_mib: 64,
+        cpus: 1,
+        vm: "a".into(),
+        created: 1,
+    };
     for (key, value) in [
         ("format", 1u64 << 32 | 2),
         ("protocol", 1 << 32 | 2),
         ("cpus", 1 << 32 | 1),
     ] {
-        let dir = TempDir::new();
-        let good = SnapshotMeta {
-            format: FORMAT,
-            protocol: provium_protocol::PROTOCOL_VERSION,
-            transport: Transport::Serial,
-            accel: Accel::Tcg,
-            memory_mib: 64,
-            cpus: 1,
-            vm: "a".into(),
-            created: 1,
-        }
-        .render();
-        let text: String = good
+        let dir = TempDir::with_data();
+        let text: String = legacy::render(&good)
             .lines()
             .map(|l| match l.split_once('=') {
                 Some((k, _)) if k.trim() == key => format!("{key} = {value}\n"),
                 _ => format!("{l}\n"),
             })
             .collect();
-        std::fs::write(meta_path(&dir.0), text).expect("write");
-        std::fs::write(state_path(&dir.0), b"s").expect("write");
-        std::fs::write(ram_path(&dir.0), b"r").expect("write");
+        std::fs::write(legacy_path(&dir.0), text).expect("write");
         let err = SnapshotMeta::load(&dir.0).expect_err(key);
         assert!(err.to_string().contains("out of range"), "{err}");
+        // The same in JSON.
+        let mut doc = serde_json::to_value(&good).expect("encode");
+        doc[key] = json!(value);
+        std::fs::write(meta_path(&dir.0), doc.to_string()).expect("write");
+        let err = SnapshotMeta::load(&dir.0).expect_err(key).to_string();
+        let want = format!("snapshot.json: {key} is out of range");
+        assert!(err.contains(&want), "{err}");
     }
 }
 
@@ -210,7 +242,7 @@ proptest! {
         ram in 0..8u8,
     ) {
         let dir = TempDir::new();
-        std::fs::write(meta_path(&dir.0), &file).expect("write");
+        std::fs::write(legacy_path(&dir.0), &file).expect("write");
         if state {
             std::fs::write(state_path(&dir.0), b"s").expect("write");
         }
@@ -221,10 +253,20 @@ proptest! {
             1 => std::fs::create_dir(ram_path(&dir.0)).expect("mkdir"),
             _ => std::fs::write(ram_path(&dir.0), b"r").expect("write"),
         }
-        let Ok(meta) = SnapshotMeta::load(&dir.0) else {
-            return Ok(());
+        let meta = match SnapshotMeta::load(&dir.0) {
+            Ok(meta) => meta,
+            Err(e) => {
+                prop_assert!(names_the_problem(&e, LEGACY_META_FILE), "{}", e);
+                return Ok(());
+            }
         };
         prop_assert!(state && ram >= 2, "loaded without its state and RAM files");
+        // Migrated: the JSON file says the same, and is read from now on.
+        let json = std::fs::read(meta_path(&dir.0)).expect("snapshot.json written");
+        let written: SnapshotMeta = serde_json::from_slice(&json).expect("valid JSON");
+        prop_assert_eq!(&written, &meta);
+        std::fs::remove_file(legacy_path(&dir.0)).expect("rm");
+        prop_assert_eq!(&SnapshotMeta::load(&dir.0).expect("loads from JSON"), &meta);
         let text = std::str::from_utf8(&file).expect("loaded, so UTF-8");
         let number = |key: &str| field(text, key).and_then(|v| v.parse::<u64>().ok());
         prop_assert_eq!(number("format"), Some(u64::from(FORMAT)));
@@ -256,10 +298,8 @@ proptest! {
             vm,
             created,
         };
-        let dir = TempDir::new();
-        std::fs::write(meta_path(&dir.0), meta.render()).expect("write");
-        std::fs::write(state_path(&dir.0), b"s").expect("write");
-        std::fs::write(ram_path(&dir.0), b"r").expect("write");
+        let dir = TempDir::with_data();
+        std::fs::write(legacy_path(&dir.0), legacy::render(&meta)).expect("write");
         let back = SnapshotMeta::load(&dir.0).expect("loads");
         // The name is one trimmed line of the file.
         let vm = meta.vm.replace('\n', " ").trim().to_string();
