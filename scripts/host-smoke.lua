@@ -92,9 +92,9 @@ if ok then
   step("snapshot the booted VM", "snapshot", function()
     vm:write_file("/tmp/marker", "before")
     snap = vm:snapshot()
-    local meta = read_host(snap:path() .. "/snapshot.meta")
-    check(meta:find("transport = " .. host.transport, 1, true), "snapshot.meta:\n" .. meta)
-    check(meta:find("accel = " .. host.accel, 1, true), "snapshot.meta:\n" .. meta)
+    local meta = read_host(snap:path() .. "/snapshot.json")
+    check(meta:find('"transport": "' .. host.transport .. '"', 1, true), "snapshot.json:\n" .. meta)
+    check(meta:find('"accel": "' .. host.accel .. '"', 1, true), "snapshot.json:\n" .. meta)
   end)
 end
 

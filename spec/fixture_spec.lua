@@ -136,7 +136,7 @@ return vm:snapshot()
     end
     assert.is_table(entry, "the entry is not listed")
     assert.is_true(entry.size > 0)
-    write(entry.path .. "/snapshot.meta", "format = 99\n")
+    write(entry.path .. "/snapshot.json", '{"format": 99}\n')
     local b <close> = provium.vm_fixture(dir .. "/corrupt")
     assert.are.equal(2, builds("corrupt"))
     assert.are.equal("corrupt", b:read_file("/tmp/built-by"))

@@ -69,8 +69,9 @@ describe("snapshots", function()
     assert.is_true(size < 200 * 2 ^ 20, "size " .. size)
     assert.truthy(tostring(snap):find('of vm "snap-src"', 1, true))
     -- The transport a VM gets by default: serial without kernel vhost-vsock.
-    local meta = file_bytes(snap:path() .. "/snapshot.meta")
-    assert.truthy(meta:find("transport = " .. provium.host().transport, 1, true), meta)
+    local meta = file_bytes(snap:path() .. "/snapshot.json")
+    assert.truthy(meta:find('"transport": "' .. provium.host().transport .. '"', 1, true), meta)
+    assert.is_nil(io.open(snap:path() .. "/snapshot.meta", "rb"), "no legacy file")
   end)
 
   it("leave the source VM running as it was", function()
@@ -105,6 +106,30 @@ describe("snapshots", function()
     local r <close> = provium:vm("snap-by-path", "default")
     r:restore(snap:path())
     assert.are.equal("before", r:read_file("/tmp/marker"))
+  end)
+
+  it("restore from a snapshot.meta of earlier versions, which gains a snapshot.json", function()
+    local old = os.tmpname()
+    os.remove(old)
+    assert(os.execute(("cp -r %q %q"):format(snap:path(), old)))
+    -- The key = value lines earlier versions wrote, from the JSON fields.
+    local lines = {}
+    for key, value in file_bytes(old .. "/snapshot.json"):gmatch('"([%w_]+)": "?([^",\n]*)"?') do
+      lines[#lines + 1] = key .. " = " .. value .. "\n"
+    end
+    assert.are.equal(8, #lines)
+    local f = assert(io.open(old .. "/snapshot.meta", "wb"))
+    f:write(table.concat(lines))
+    f:close()
+    assert(os.remove(old .. "/snapshot.json"))
+    local r <close> = provium:vm("snap-legacy", "default")
+    local ok, err = pcall(r.restore, r, old)
+    local json = io.open(old .. "/snapshot.json", "rb")
+    if json then json:close() end
+    os.execute(("rm -rf %q"):format(old))
+    assert(ok, err)
+    assert.are.equal("before", r:read_file("/tmp/marker"))
+    assert.truthy(json, "snapshot.json written from snapshot.meta")
   end)
 
   it("can be taken of a paused VM, which stays paused", function()
@@ -233,7 +258,7 @@ describe("snapshots", function()
     local path = s:path()
     s:delete()
     s:delete() -- idempotent
-    assert.is_nil(io.open(path .. "/snapshot.meta", "rb"))
+    assert.is_nil(io.open(path .. "/snapshot.json", "rb"))
     local err = guest.error_of(s.size, s)
     assert.truthy(err:find("snap:size: the snapshot was deleted", 1, true), err)
     local c <close> = provium:vm("snap-deleted", "default")

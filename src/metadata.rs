@@ -2,14 +2,21 @@
 //! per kind (the crate-private `MetadataFile` trait), written atomically.
 //!
 //! The image cache's kernel records and manifests
-//! ([`crate::image`]) and the fixture cache's entry files
-//! ([`crate::fixtures::meta`]) are such files. Earlier versions wrote them
+//! ([`crate::image`]), the fixture cache's entry files
+//! ([`crate::fixtures::meta`]) and the description of every snapshot
+//! directory ([`crate::vm::snapshot`], in the fixture cache or wherever a
+//! user put it) are such files. Earlier versions wrote them
 //! as hand-made text under other names; reading falls back to that legacy
 //! file when the JSON one is absent, parses it with the kind's
 //! `MetadataFile::parse_legacy` and writes the JSON file next to it (same
 //! modification time, since caches keep last use there). The legacy file is
 //! left alone: older provium versions sharing the cache still read it, and
 //! nothing here reads it once the JSON file exists.
+//!
+//! Writing the JSON file from a legacy one is best effort: in a directory
+//! this process cannot write, the legacy content is returned all the same,
+//! with a warning, or a debug line for kinds whose directories are often
+//! read-only on purpose ([`MetadataFile::READ_ONLY_IS_NORMAL`]).
 //!
 //! Files are written through a temporary file in the same directory and a
 //! rename (`write_atomic`), so a reader sees the old content or the new,
@@ -77,6 +84,12 @@ pub(crate) trait MetadataFile: Serialize + DeserializeOwned {
     /// The name of the legacy text file it replaces.
     const LEGACY_FILE: &'static str;
 
+    /// Whether directories of this kind are often read-only on purpose
+    /// (published or shared copies): then a legacy file that cannot be
+    /// rewritten as JSON there is logged at debug level, not warned about
+    /// on every read.
+    const READ_ONLY_IS_NORMAL: bool = false;
+
     /// Parses the legacy text; the error says what is wrong with it.
     fn parse_legacy(text: &str) -> Result<Self, String>;
 
@@ -87,6 +100,7 @@ pub(crate) trait MetadataFile: Serialize + DeserializeOwned {
             &dir.join(Self::FILE),
             &dir.join(Self::LEGACY_FILE),
             Self::parse_legacy,
+            Self::READ_ONLY_IS_NORMAL,
         )
     }
 
@@ -125,11 +139,13 @@ fn encode<T: Serialize>(path: &Path, value: &T) -> Result<Vec<u8>, MetadataError
 /// `Ok(None)` when neither exists.
 ///
 /// Writing `path` is best effort: when it fails (a read-only cache) the
-/// legacy content is returned all the same, with a warning.
+/// legacy content is returned all the same, with a warning, or a debug line
+/// when `quiet`.
 pub(crate) fn read<T: Serialize + DeserializeOwned>(
     path: &Path,
     legacy: &Path,
     parse_legacy: fn(&str) -> Result<T, String>,
+    quiet: bool,
 ) -> Result<Option<T>, MetadataError> {
     if let Some(value) = read_json(path)? {
         return Ok(Some(value));
@@ -149,11 +165,12 @@ pub(crate) fn read<T: Serialize + DeserializeOwned>(
         // A writer (or another reader migrating) was first: its file wins.
         Ok(false) => Ok(read_json(path)?.or(Some(value))),
         Err(e) => {
-            tracing::warn!(
-                "cannot rewrite {} as {}: {e}",
-                legacy.display(),
-                path.display()
-            );
+            let (legacy, path) = (legacy.display(), path.display());
+            if quiet {
+                tracing::debug!("cannot rewrite {legacy} as {path} (read as it is): {e}");
+            } else {
+                tracing::warn!("cannot rewrite {legacy} as {path}: {e}");
+            }
             Ok(Some(value))
         }
     }
@@ -387,8 +404,60 @@ mod tests {
             &s.0.join("missing/thing.json"),
             &s.0.join("thing"),
             Thing::parse_legacy,
+            false,
         )
         .expect("read");
         assert_eq!(value.map(|t| t.count), Some(1));
+    }
+
+    #[test]
+    fn unmigrated_legacy_warns_unless_read_only_is_normal() {
+        let s = Scratch::new("quiet");
+        fs::write(s.0.join("thing"), "old:1").expect("legacy");
+        let json = s.0.join("missing/thing.json");
+        for quiet in [false, true] {
+            let (value, levels) =
+                test_log::levels(|| read(&json, &s.0.join("thing"), Thing::parse_legacy, quiet));
+            assert_eq!(value.expect("read").map(|t| t.count), Some(1));
+            let count = |level| levels.iter().filter(|l| **l == level).count();
+            assert_eq!(
+                count(tracing::Level::WARN),
+                usize::from(!quiet),
+                "{levels:?}"
+            );
+            assert_eq!(
+                count(tracing::Level::DEBUG),
+                usize::from(quiet),
+                "{levels:?}"
+            );
+        }
+    }
+}
+
+/// Test support: the log events a closure makes on its thread.
+#[cfg(test)]
+pub(crate) mod test_log {
+    use std::sync::{Arc, Mutex};
+
+    use tracing::{Event, Level, Subscriber};
+    use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
+
+    /// Records the level of each event.
+    struct Levels(Arc<Mutex<Vec<Level>>>);
+
+    impl<S: Subscriber> Layer<S> for Levels {
+        fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+            let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            seen.push(*event.metadata().level());
+        }
+    }
+
+    /// Runs `f`; returns its result and the levels of the events it logged.
+    pub(crate) fn levels<R>(f: impl FnOnce() -> R) -> (R, Vec<Level>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::registry().with(Levels(seen.clone()));
+        let result = tracing::subscriber::with_default(subscriber, f);
+        let levels = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        (result, levels)
     }
 }

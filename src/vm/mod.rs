@@ -323,9 +323,7 @@ impl Machine {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
         };
-        let meta_file = snapshot::meta_path(tmp);
-        std::fs::write(&meta_file, meta.render())?;
-        std::fs::File::open(&meta_file)?.sync_all()?;
+        meta.save(tmp)?;
         std::fs::File::open(tmp)?.sync_all()?;
         Ok(meta)
     }
