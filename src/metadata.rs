@@ -16,7 +16,7 @@
 //! Writing the JSON file from a legacy one is best effort: in a directory
 //! this process cannot write, the legacy content is returned all the same,
 //! with a warning, or a debug line for kinds whose directories are often
-//! read-only on purpose ([`MetadataFile::READ_ONLY_IS_NORMAL`]).
+//! read-only on purpose (`MetadataFile::READ_ONLY_IS_NORMAL`).
 //!
 //! Files are written through a temporary file in the same directory and a
 //! rename (`write_atomic`), so a reader sees the old content or the new,

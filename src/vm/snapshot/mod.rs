@@ -25,7 +25,7 @@
 //! ```
 //!
 //! Snapshots taken by earlier versions have `snapshot.meta` instead,
-//! `key = value` lines ([`legacy`]): they restore as before, and the first
+//! `key = value` lines (`legacy`): they restore as before, and the first
 //! read writes `snapshot.json` next to it (the legacy file stays, for those
 //! versions). A directory this process cannot write (a read-only copy)
 //! restores all the same, from the legacy file each time.
