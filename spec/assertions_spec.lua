@@ -38,6 +38,8 @@ describe("assertions", function()
 
   it("fail with the command, its output verbatim and the console", function()
     vm:run("echo marker-from-the-kernel > /dev/kmsg")
+    -- The kernel prints it to the serial console on its own time.
+    vm:console():expect("marker-from-the-kernel", "10s")
     local msg = failure_of(assert.ok, vm:run("printf 'a \"quoted\"\\n\\tline'; echo err >&2; exit 3"))
     assert.truthy(msg:find('command printf \'a "quoted"\\n\\tline\'; echo err >&2; exit 3 exited with code 3', 1, true), msg)
     assert.truthy(msg:find('  stdout:\n    a "quoted"\n    \tline\n  stderr:\n    err\n', 1, true), msg)
