@@ -407,7 +407,9 @@ function Vm:state() end
 ---@return provium.Vm
 function Vm:boot(opts) end
 
----Powers the guest off and releases QEMU (idempotent).
+---Ends the VM: QEMU is stopped at once and its resources released
+---(idempotent). The guest has no disks, so nothing is lost by not
+---powering it off first.
 function Vm:shutdown() end
 
 ---Same as `shutdown`; also the `<close>` and garbage-collection hook.

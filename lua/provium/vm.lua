@@ -132,7 +132,7 @@ function Vm:boot(opts)
   return self
 end
 
---- Powers the guest off and releases QEMU (idempotent).
+--- Ends the VM at once and releases QEMU (idempotent).
 function Vm:shutdown()
   check(ud_of(self, "vm:shutdown"):shutdown())
   retire(self)
