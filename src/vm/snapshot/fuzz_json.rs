@@ -3,7 +3,7 @@
 //! that says exactly what the file says, or in an error that names the
 //! file; never in a panic.
 
-use super::fuzz_tests::{legacy_path, names_the_problem, TempDir, KEYS};
+use super::fuzz_tests::{any_meta, legacy_path, names_the_problem, TempDir, KEYS};
 use super::*;
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -57,24 +57,7 @@ proptest! {
     }
 
     #[test]
-    fn fuzz_json_round_trips(
-        serial in any::<bool>(),
-        kvm in any::<bool>(),
-        memory_mib in any::<u64>(),
-        cpus in any::<u32>(),
-        vm in vec(any::<char>(), 0..16).prop_map(|c| c.into_iter().collect::<String>()),
-        created in any::<u64>(),
-    ) {
-        let meta = SnapshotMeta {
-            format: FORMAT,
-            protocol: provium_protocol::PROTOCOL_VERSION,
-            transport: if serial { Transport::Serial } else { Transport::Vsock },
-            accel: if kvm { Accel::Kvm } else { Accel::Tcg },
-            memory_mib,
-            cpus,
-            vm,
-            created,
-        };
+    fn fuzz_json_round_trips(meta in any_meta()) {
         let dir = TempDir::with_data();
         meta.save(&dir.0).expect("save");
         // Any name, exactly (the legacy file kept one trimmed line).

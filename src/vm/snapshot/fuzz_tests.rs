@@ -45,6 +45,34 @@ impl Drop for TempDir {
 }
 
 /// The legacy description file.
+/// Any description this rock could write (current format and protocol).
+pub(super) fn any_meta() -> impl Strategy<Value = SnapshotMeta> {
+    (
+        any::<bool>(),
+        any::<bool>(),
+        any::<u64>(),
+        any::<u32>(),
+        vec(any::<char>(), 0..16).prop_map(|c| c.into_iter().collect::<String>()),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(serial, kvm, memory_mib, cpus, vm, created)| SnapshotMeta {
+                format: FORMAT,
+                protocol: provium_protocol::PROTOCOL_VERSION,
+                transport: if serial {
+                    Transport::Serial
+                } else {
+                    Transport::Vsock
+                },
+                accel: if kvm { Accel::Kvm } else { Accel::Tcg },
+                memory_mib,
+                cpus,
+                vm,
+                created,
+            },
+        )
+}
+
 pub(super) fn legacy_path(dir: &Path) -> PathBuf {
     dir.join(LEGACY_META_FILE)
 }
@@ -280,24 +308,7 @@ proptest! {
     }
 
     #[test]
-    fn fuzz_meta_round_trips(
-        serial in any::<bool>(),
-        kvm in any::<bool>(),
-        memory_mib in any::<u64>(),
-        cpus in any::<u32>(),
-        vm in vec(any::<char>(), 0..16).prop_map(|c| c.into_iter().collect::<String>()),
-        created in any::<u64>(),
-    ) {
-        let meta = SnapshotMeta {
-            format: FORMAT,
-            protocol: provium_protocol::PROTOCOL_VERSION,
-            transport: if serial { Transport::Serial } else { Transport::Vsock },
-            accel: if kvm { Accel::Kvm } else { Accel::Tcg },
-            memory_mib,
-            cpus,
-            vm,
-            created,
-        };
+    fn fuzz_meta_round_trips(meta in any_meta()) {
         let dir = TempDir::with_data();
         std::fs::write(legacy_path(&dir.0), legacy::render(&meta)).expect("write");
         let back = SnapshotMeta::load(&dir.0).expect("loads");
