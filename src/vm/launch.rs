@@ -16,6 +16,7 @@ use super::process::{self, ChildGuard};
 use super::qemu::{self, Channel};
 use super::qmp::Monitor;
 use super::rundir::RunDir;
+use super::start::RamFill;
 use super::trace::Trace;
 use super::{Transport, VmError, MONITOR_TIMEOUT, STATE_TIMEOUT};
 use crate::transport::{self, AgentListener, Client};
@@ -37,14 +38,14 @@ impl<E: Into<VmError>> From<E> for Launch {
 }
 
 /// Starts QEMU and waits for its agent's hello (or QEMU's end, or the
-/// timeout). With `state`, QEMU loads that device state first (a restore)
-/// and the returned monitor is connected.
+/// timeout). With `state`, QEMU loads that device state first (a restore,
+/// once the RAM copy is done) and the returned monitor is connected.
 pub(super) async fn launch(
     cfg: &qemu::QemuConfig<'_>,
     listener: &AgentListener,
     ctx: LaunchCtx<'_>,
     timeout: Duration,
-    state: Option<&Path>,
+    state: Option<(&Path, RamFill)>,
 ) -> Result<(Arc<ChildGuard>, Arc<Client>, Option<Monitor>), Launch> {
     let LaunchCtx {
         dir,
@@ -93,9 +94,10 @@ pub(super) async fn launch(
     // vCPUs run; the agent's side of the connection carries on from the
     // snapshot meanwhile.
     let load = async {
-        let Some(state) = state else {
+        let Some((state, ram)) = state else {
             return Ok::<_, VmError>(None);
         };
+        ram.done().await?;
         let qmp = cfg.qmp.to_path_buf();
         let state = state.to_path_buf();
         let t = trace.clone();

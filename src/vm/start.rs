@@ -46,7 +46,55 @@ enum Start<'a> {
     },
     Restore {
         state: PathBuf,
+        ram: RamFill,
     },
+}
+
+/// A snapshot's RAM being copied into the guest's memfd while QEMU starts
+/// (QEMU maps the memfd shared, so it sees the pages once written). The
+/// copy and QEMU's start each take ~40 ms under TCG; in parallel a restore
+/// is that much shorter (see BENCHMARKS.md, issue 12).
+#[derive(Clone)]
+pub(super) struct RamFill(tokio::sync::watch::Receiver<Option<Result<(), RamError>>>);
+
+/// Why a RAM copy failed (an `io::Error` cannot be cloned to every waiter).
+#[derive(Clone)]
+struct RamError(std::io::ErrorKind, String);
+
+impl RamFill {
+    /// Starts copying `src` (a snapshot's RAM file) into `memory`.
+    fn start(memory: &GuestMemory, src: PathBuf, trace: Trace) -> Result<RamFill, VmError> {
+        let memory = memory.try_clone()?;
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        tokio::task::spawn_blocking(move || {
+            let done = memory
+                .load(&src)
+                .map_err(|e| RamError(e.kind(), e.to_string()));
+            trace.mark("RAM loaded");
+            let _ = tx.send(Some(done));
+        });
+        Ok(RamFill(rx))
+    }
+
+    /// Waits for the copy; an error says what went wrong.
+    pub(super) async fn done(mut self) -> Result<(), VmError> {
+        let outcome = self
+            .0
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| VmError::Infra("the task loading the snapshot's RAM died".into()))?
+            .clone();
+        match outcome {
+            Some(Ok(())) => Ok(()),
+            Some(Err(RamError(kind, e))) => Err(VmError::Io(std::io::Error::new(
+                kind,
+                format!("loading the snapshot's RAM: {e}"),
+            ))),
+            None => Err(VmError::Infra(
+                "the task loading the snapshot's RAM died".into(),
+            )),
+        }
+    }
 }
 
 impl Machine {
@@ -140,17 +188,7 @@ impl Machine {
             console.seed(&earlier);
         }
         let memory = GuestMemory::create(meta.memory_mib)?;
-        let ram = snapshot::ram_path(&spec.snapshot);
-        let memory = tokio::task::spawn_blocking(move || memory.load(&ram).map(|()| memory))
-            .await
-            .map_err(|e| VmError::Infra(format!("loading the snapshot's RAM: {e}")))?
-            .map_err(|e| {
-                VmError::Io(std::io::Error::new(
-                    e.kind(),
-                    format!("loading the snapshot's RAM: {e}"),
-                ))
-            })?;
-        trace.mark("RAM loaded");
+        let ram = RamFill::start(&memory, snapshot::ram_path(&spec.snapshot), trace)?;
         let plan = Plan {
             name: &spec.name,
             accel,
@@ -162,6 +200,7 @@ impl Machine {
         };
         let start = Start::Restore {
             state: snapshot::state_path(&spec.snapshot),
+            ram,
         };
         Self::start(plan, start, memory, dir, console).await
     }
@@ -265,7 +304,7 @@ impl Machine {
                     };
                     (Some(image), None)
                 }
-                Start::Restore { state } => (None, Some(state.as_path())),
+                Start::Restore { state, ram } => (None, Some((state.as_path(), ram.clone()))),
             };
             let cfg = qemu::QemuConfig {
                 name: plan.name,
@@ -381,7 +420,7 @@ impl Machine {
             console,
             accel,
             transport: plan.transport,
-            memory,
+            memory: Some(memory),
             memory_mib: plan.memory_mib,
             cpus: plan.cpus,
             monitor,
