@@ -63,6 +63,40 @@ describe("provium.vm_fixture", function()
     assert.are.equal("shutdown", provium:vm("builder-once"):state())
   end)
 
+  it("restores the next copy ahead, which the next call takes", function()
+    -- The QEMU of the spare started after `vm` was restored.
+    local function spare_of(vm)
+      local p = io.popen("ps -eo args=")
+      local want = "-name provium:" .. vm:name() .. " (spare) "
+      local found = false
+      for line in p:lines() do
+        if line:find("qemu-system", 1, true) and line:find(want, 1, true) then found = true end
+      end
+      p:close()
+      return found
+    end
+    write(dir .. "/ahead.fixture.lua", builder_source("ahead"))
+    local a <close> = provium.vm_fixture(dir .. "/ahead")
+    assert.is_true(spare_of(a))
+    a:write_file("/tmp/built-by", "changed in a")
+    local b = provium.vm_fixture(dir .. "/ahead")
+    -- b runs in a's spare, restored before a wrote: the snapshot's state.
+    assert.are.equal("ahead", b:read_file("/tmp/built-by"))
+    assert.are.equal("changed in a", a:read_file("/tmp/built-by"))
+    assert.is_true(spare_of(a))
+    assert.is_true(spare_of(b))
+    -- A machine that came from a spare snapshots and restores like any other.
+    b:write_file("/tmp/built-by", "changed in b")
+    local snap = b:snapshot()
+    b:close()
+    assert.is_false(spare_of(a))
+    local c <close> = provium:vm("from-spare-" .. math.random(1, 1e9), "default")
+    c:restore(snap)
+    assert.are.equal("changed in b", c:read_file("/tmp/built-by"))
+    snap:delete()
+    assert.are.equal(1, builds("ahead"))
+  end)
+
   it("rebuilds when a pushed file changes, not when an auto_dep=false one does", function()
     write(dir .. "/payload.txt", "v1")
     write(dir .. "/corpus.txt", "c1")

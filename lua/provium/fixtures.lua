@@ -106,7 +106,9 @@ function M.vm_fixture(path)
   end
   fixture_count = fixture_count + 1
   local vm = Vm._create(string.format("fixture:%s#%d", path, fixture_count), "default")
-  vm:restore(dir)
+  -- A spare: the next restore of this fixture is started in the background
+  -- and taken by the next call (PROVIUM_SPARE=0 turns it off).
+  check(core.restore(rawget(vm, UD), dir, nil, true))
   return vm
 end
 

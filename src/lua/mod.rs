@@ -134,8 +134,17 @@ pub fn open(lua: &Lua) -> mlua::Result<Table> {
     core.set(
         "restore",
         lua.create_function(
-            |lua, (vm, snap, opts): (mlua::UserDataRef<VmHandle>, Value, Value)| {
-                ret(lua, snapshot::restore(&vm, &snap, &opts))
+            |lua,
+             (vm, snap, opts, spare): (
+                mlua::UserDataRef<VmHandle>,
+                Value,
+                Value,
+                Option<bool>,
+            )| {
+                ret(
+                    lua,
+                    snapshot::restore(&vm, &snap, &opts, spare.unwrap_or(false)),
+                )
             },
         )?,
     )?;

@@ -149,8 +149,9 @@ fn unique_in(dir: &Path) -> std::io::Result<PathBuf> {
     Err(std::io::Error::other("no free name"))
 }
 
-/// `vm:restore(snap | path, opts?)`.
-pub fn restore(vm: &VmHandle, snap: &Value, opts: &Value) -> ApiResult<()> {
+/// `vm:restore(snap | path, opts?)`; `spare` is set by fixtures only (see
+/// `crate::vm::spare`).
+pub fn restore(vm: &VmHandle, snap: &Value, opts: &Value, spare: bool) -> ApiResult<()> {
     const CALL: &str = "vm:restore";
     let dir = match snap {
         Value::String(s) => PathBuf::from(s.to_str()?.to_string()),
@@ -173,7 +174,7 @@ pub fn restore(vm: &VmHandle, snap: &Value, opts: &Value) -> ApiResult<()> {
         }
     }
     SnapshotMeta::load(&dir).map_err(|e| ApiError::msg(format!("{CALL}: {e}")))?;
-    vm.restore(&dir, timeout)
+    vm.restore(&dir, timeout, spare)
 }
 
 /// The Snapshot inside a Lua value, if it is one.

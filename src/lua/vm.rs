@@ -177,7 +177,14 @@ impl VmHandle {
     }
 
     /// Starts this created VM from the snapshot at `dir`.
-    pub fn restore(&self, dir: &std::path::Path, timeout: Option<Duration>) -> ApiResult<()> {
+    /// With `spare`, a machine restored ahead from `dir` is taken if there
+    /// is one, and the next is started (fixtures, see `crate::vm::spare`).
+    pub fn restore(
+        &self,
+        dir: &std::path::Path,
+        timeout: Option<Duration>,
+        spare: bool,
+    ) -> ApiResult<()> {
         let name = &self.cfg.name;
         let rollback = match &*self.lock() {
             State::Created => false,
@@ -192,6 +199,7 @@ impl VmHandle {
             name: name.clone(),
             snapshot: dir.to_path_buf(),
             timeout: timeout.unwrap_or(DEFAULT_BOOT_TIMEOUT),
+            spare,
         };
         let Some(restored) = runtime::block_on_interruptible(Machine::restore(spec)) else {
             return Err(ApiError::msg(format!(

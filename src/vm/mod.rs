@@ -25,9 +25,11 @@ pub mod memory;
 pub mod process;
 pub mod qemu;
 pub mod qmp;
+mod ramfill;
 pub mod raw;
 pub mod rundir;
 pub mod snapshot;
+mod spare;
 mod start;
 mod trace;
 pub mod tsc;
@@ -110,6 +112,7 @@ pub struct BootExtras {
 }
 
 /// What to restore.
+#[derive(Debug, Clone)]
 pub struct RestoreSpec {
     /// The VM's name.
     pub name: String,
@@ -117,6 +120,10 @@ pub struct RestoreSpec {
     pub snapshot: PathBuf,
     /// How long the agent may take to say hello after QEMU starts.
     pub timeout: Duration,
+    /// Keep a spare: take the one restored ahead from this snapshot if
+    /// there is one, and start restoring the next (see `spare`). Fixtures
+    /// set it; a VM restored from a snapshot now and then does not.
+    pub spare: bool,
 }
 
 /// How long saving or loading a snapshot's device state may take.
@@ -171,6 +178,12 @@ impl Drop for Machine {
 }
 
 impl Machine {
+    /// Gives a spare its user's name (messages; QEMU's `-name` keeps the
+    /// spare's).
+    fn rename(&mut self, name: &str) {
+        self.name = name.to_string();
+    }
+
     /// The host end (a Unix socket QEMU listens on) of the interactive
     /// console port, if the machine was booted with one
     /// ([`BootExtras::console_port`]).

@@ -18,8 +18,10 @@ use super::launch::{launch, stderr_note, HostNote, Launch, LaunchCtx, CID_ATTEMP
 use super::memory::GuestMemory;
 use super::process;
 use super::qemu::{self, Channel};
+use super::ramfill::RamFill;
 use super::rundir::RunDir;
 use super::snapshot::{self, SnapshotMeta};
+use super::spare;
 use super::trace::Trace;
 use super::vsock::{self, VhostUserDaemon, VsockKind};
 use super::REDIAL_WAIT;
@@ -48,53 +50,6 @@ enum Start<'a> {
         state: PathBuf,
         ram: RamFill,
     },
-}
-
-/// A snapshot's RAM being copied into the guest's memfd while QEMU starts
-/// (QEMU maps the memfd shared, so it sees the pages once written). The
-/// copy and QEMU's start each take ~40 ms under TCG; in parallel a restore
-/// is that much shorter (see BENCHMARKS.md, issue 12).
-#[derive(Clone)]
-pub(super) struct RamFill(tokio::sync::watch::Receiver<Option<Result<(), RamError>>>);
-
-/// Why a RAM copy failed (an `io::Error` cannot be cloned to every waiter).
-#[derive(Clone)]
-struct RamError(std::io::ErrorKind, String);
-
-impl RamFill {
-    /// Starts copying `src` (a snapshot's RAM file) into `memory`.
-    fn start(memory: &GuestMemory, src: PathBuf, trace: Trace) -> Result<RamFill, VmError> {
-        let memory = memory.try_clone()?;
-        let (tx, rx) = tokio::sync::watch::channel(None);
-        tokio::task::spawn_blocking(move || {
-            let done = memory
-                .load(&src)
-                .map_err(|e| RamError(e.kind(), e.to_string()));
-            trace.mark("RAM loaded");
-            let _ = tx.send(Some(done));
-        });
-        Ok(RamFill(rx))
-    }
-
-    /// Waits for the copy; an error says what went wrong.
-    pub(super) async fn done(mut self) -> Result<(), VmError> {
-        let outcome = self
-            .0
-            .wait_for(Option::is_some)
-            .await
-            .map_err(|_| VmError::Infra("the task loading the snapshot's RAM died".into()))?
-            .clone();
-        match outcome {
-            Some(Ok(())) => Ok(()),
-            Some(Err(RamError(kind, e))) => Err(VmError::Io(std::io::Error::new(
-                kind,
-                format!("loading the snapshot's RAM: {e}"),
-            ))),
-            None => Err(VmError::Infra(
-                "the task loading the snapshot's RAM died".into(),
-            )),
-        }
-    }
 }
 
 impl Machine {
@@ -152,8 +107,27 @@ impl Machine {
     }
 
     /// Starts a VM from a snapshot directory (see [`snapshot`]); returns once
-    /// the agent answered. The snapshot is only read.
+    /// the agent answered. The snapshot is only read. With
+    /// [`RestoreSpec::spare`], a spare restored ahead is taken when there is
+    /// one, and the next is started.
     pub async fn restore(spec: RestoreSpec) -> Result<Machine, (VmError, Option<Arc<Console>>)> {
+        if !spec.spare {
+            return Self::restore_fresh(spec).await;
+        }
+        let restored = match spare::take(&spec).await {
+            Some(m) => Ok(m),
+            None => Self::restore_fresh(spec.clone()).await,
+        };
+        if restored.is_ok() {
+            spare::prepare(&spec);
+        }
+        restored
+    }
+
+    /// Restores `spec.snapshot` into a new QEMU.
+    pub(super) async fn restore_fresh(
+        spec: RestoreSpec,
+    ) -> Result<Machine, (VmError, Option<Arc<Console>>)> {
         let dir = RunDir::create().map_err(|e| (VmError::Io(e), None))?;
         let console = Console::new(&dir.path().join("console.log"));
         match Self::restore_in(spec, dir, console.clone()).await {
