@@ -31,6 +31,11 @@ use crate::sys::{self, Forked, WaitStatus};
 /// Directory holding the kernel modules to load and their `order` file.
 pub const MODULE_DIR: &str = "/lib/modules/provium";
 
+/// Modules loaded after the op server started, by a child of PID 1 at idle
+/// priority, so that they cost the boot nothing: the free-page-reporting
+/// balloon driver (30-60 ms of a TCG boot when loaded with the others).
+const LATE_MODULES: &[&str] = &["virtio_balloon"];
+
 /// BusyBox syslogd, started in the foreground (`-n`) as a child of PID 1.
 const SYSLOGD: &str = "/sbin/syslogd";
 
@@ -86,7 +91,7 @@ fn setup() -> (Config, ServerEnv) {
 
     let cfg = Config::load();
     crate::log::set_debug(cfg.debug);
-    load_modules(Path::new(MODULE_DIR), &cfg);
+    load_modules(Path::new(MODULE_DIR), &cfg, Phase::Boot);
     full_console_log();
     set_hostname();
     if let Err(e) = sys::interface_up("lo") {
@@ -173,15 +178,25 @@ fn dev_links() {
     }
 }
 
+/// Which of the listed modules a [`load_modules`] call loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// All but [`LATE_MODULES`].
+    Boot,
+    /// Only [`LATE_MODULES`].
+    Late,
+}
+
 /// Loads the modules listed in `dir/order` (one file name per line, files
-/// in `dir`) with `finit_module`. Already loaded modules are fine.
+/// in `dir`) that belong to `phase`, with `finit_module`. Already loaded
+/// modules are fine.
 ///
 /// Modules the machine cannot use are skipped, because every module costs
 /// boot time (tens of ms each under TCG): the virtio PCI transport when the
 /// machine has no PCI devices (QEMU's microvm), and virtio_console unless the
 /// protocol runs over a virtio-serial port or the machine has a console port
 /// ([`Config::needs_virtio_console`]).
-pub fn load_modules(dir: &Path, cfg: &Config) {
+pub fn load_modules(dir: &Path, cfg: &Config, phase: Phase) {
     let has_pci = fs::read_dir("/sys/bus/pci/devices")
         .map(|mut d| d.next().is_some())
         .unwrap_or(false);
@@ -198,6 +213,12 @@ pub fn load_modules(dir: &Path, cfg: &Config) {
     };
     for name in order.lines().map(str::trim) {
         if name.is_empty() || name.starts_with('#') {
+            continue;
+        }
+        let late = LATE_MODULES
+            .iter()
+            .any(|m| name.strip_suffix(".ko").unwrap_or(name) == *m);
+        if late != (phase == Phase::Late) {
             continue;
         }
         let unneeded = (name.starts_with("virtio_pci") && !has_pci)
@@ -274,6 +295,23 @@ fn start_server(cfg: &Config, env: &ServerEnv) -> (i32, Instant) {
     power_off()
 }
 
+/// Forks a child that loads [`LATE_MODULES`] at idle priority (`SCHED_IDLE`:
+/// it runs only when the guest has nothing else to run) and exits; PID 1
+/// reaps it like any child.
+fn start_late_modules(cfg: &Config) {
+    match sys::fork() {
+        Ok(Forked::Parent(_)) => {}
+        Ok(Forked::Child) => {
+            if let Err(e) = sys::idle_priority() {
+                debug!("cannot lower the late module loader's priority: {e}");
+            }
+            load_modules(Path::new(MODULE_DIR), cfg, Phase::Late);
+            std::process::exit(0)
+        }
+        Err(e) => log!("cannot fork the late module loader: {e}"),
+    }
+}
+
 /// The forked child: runs the server, never returns to PID 1's code.
 fn server_child(cfg: &Config, env: &ServerEnv) -> ! {
     sys::default_stop_signals();
@@ -288,6 +326,7 @@ fn supervise(cfg: &Config, env: &ServerEnv) -> ! {
         log!("cannot handle halt/poweroff/reboot signals: {e}");
     }
     let (mut server_pid, mut started) = start_server(cfg, env);
+    start_late_modules(cfg);
     loop {
         match sys::wait_any() {
             Ok((pid, status)) if pid == server_pid => {

@@ -164,6 +164,19 @@ pub fn fork() -> io::Result<Forked> {
     }
 }
 
+/// Puts the calling process under `SCHED_IDLE`.
+pub fn idle_priority() -> io::Result<()> {
+    // rustix has no sched_setscheduler.
+    // SAFETY: sched_param is plain integers (musl's has more fields than
+    // glibc's), for which all zeroes is valid: priority 0, as SCHED_IDLE wants.
+    let param: libc::sched_param = unsafe { std::mem::zeroed() };
+    // SAFETY: pid 0 is the calling process; `param` is a valid sched_param.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// How a child ended, as `waitpid` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WaitStatus {

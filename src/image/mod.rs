@@ -76,13 +76,15 @@ use modules::Module;
 /// The modules every default guest loads, in the order asked for; their
 /// dependencies are added and everything is ordered dependencies-first.
 /// `virtio_mmio` serves QEMU's microvm machine, `virtio_pci` q35, `virtio_console`
-/// the virtio-serial transport.
+/// the virtio-serial transport, `virtio_balloon` free page reporting (loaded by
+/// the agent after boot, at idle priority).
 pub const DEFAULT_MODULES: &[&str] = &[
     "virtio_mmio",
     "virtio_pci",
     "vsock",
     "vmw_vsock_virtio_transport",
     "virtio_console",
+    "virtio_balloon",
 ];
 
 /// Names more modules (comma- or space-separated) to put into the default image.

@@ -151,6 +151,8 @@ pub struct Machine {
     memory: Option<GuestMemory>,
     memory_mib: u64,
     cpus: u32,
+    /// Whether it has the free-page-reporting balloon ([`qemu::BALLOON`]).
+    balloon: bool,
     /// Connected on first use (boots do not need it); shared with the
     /// failure attribution, which asks QEMU's run state.
     monitor: SharedMonitor,
@@ -341,6 +343,7 @@ impl Machine {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
+            balloon: self.balloon,
         };
         meta.save(tmp)?;
         std::fs::File::open(tmp)?.sync_all()?;

@@ -37,6 +37,9 @@ struct Plan<'a> {
     transport: Transport,
     timeout: Duration,
     extras: BootExtras,
+    /// The free-page-reporting balloon: every boot has it; a restore has it
+    /// when the snapshot's machine had it.
+    balloon: bool,
 }
 
 /// A fresh boot's image, or a snapshot's device state to load.
@@ -97,6 +100,7 @@ impl Machine {
             transport: spec.transport,
             timeout: spec.timeout,
             extras,
+            balloon: true,
         };
         let start = Start::Boot {
             kernel: &spec.kernel,
@@ -171,6 +175,7 @@ impl Machine {
             transport: meta.transport,
             timeout: spec.timeout,
             extras: BootExtras::default(),
+            balloon: meta.balloon,
         };
         let start = Start::Restore {
             state: snapshot::state_path(&spec.snapshot),
@@ -290,6 +295,7 @@ impl Machine {
                 qmp: &qmp_path,
                 boot,
                 console_port: console_port.as_deref(),
+                balloon: plan.balloon,
             };
             let ctx = LaunchCtx {
                 dir: &dir,
@@ -397,6 +403,7 @@ impl Machine {
             memory: Some(memory),
             memory_mib: plan.memory_mib,
             cpus: plan.cpus,
+            balloon: plan.balloon,
             monitor,
             paused: AtomicBool::new(false),
             cid,

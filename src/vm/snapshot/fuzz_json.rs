@@ -141,6 +141,7 @@ fn json_file() -> impl Strategy<Value = Vec<u8>> {
         cpus: 2,
         vm: "web".into(),
         created: 1_700_000_000,
+        balloon: true,
     })
     .expect("encode");
     let key = prop_oneof![

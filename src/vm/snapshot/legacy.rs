@@ -3,7 +3,10 @@
 //!
 //! One `key = value` per line, split at the first `=`, both sides trimmed;
 //! the first line of a key counts, lines without `=` and unknown keys are
-//! ignored. Numbers are decimal; `vm` is one line.
+//! ignored. Numbers are decimal; `vm` is one line. `balloon = true|false`
+//! is optional: earlier versions never wrote it (their machines had no
+//! balloon), but a snapshot's `snapshot.json` rewritten in this form keeps
+//! what its machine had.
 //!
 //! ```text
 //! format = 2
@@ -29,6 +32,12 @@ pub(super) fn parse(text: &str) -> Result<SnapshotMeta, String> {
         cpus: number32(text, "cpus")?,
         vm: field(text, "vm")?.to_string(),
         created: number(text, "created")?,
+        balloon: match field(text, "balloon") {
+            Err(_) => false,
+            Ok("true") => true,
+            Ok("false") => false,
+            Ok(_) => return Err("balloon is not true or false".into()),
+        },
     })
 }
 

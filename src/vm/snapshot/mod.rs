@@ -20,7 +20,8 @@
 //!   "memory_mib": 256,
 //!   "cpus": 1,
 //!   "vm": "web",
-//!   "created": 1764990000
+//!   "created": 1764990000,
+//!   "balloon": true
 //! }
 //! ```
 //!
@@ -138,6 +139,11 @@ pub struct SnapshotMeta {
     /// Seconds since the epoch.
     #[serde(deserialize_with = "field::created")]
     pub created: u64,
+    /// Whether the machine has the free-page-reporting balloon (QEMU's
+    /// device set must match the snapshot's). Absent in snapshots of
+    /// earlier versions, which had none.
+    #[serde(default)]
+    pub balloon: bool,
 }
 
 impl MetadataFile for SnapshotMeta {
@@ -409,6 +415,7 @@ mod tests {
             cpus: 1,
             vm: "web".into(),
             created: 1_764_990_000,
+            balloon: false,
         }
     }
 
@@ -435,7 +442,7 @@ mod tests {
         let want = format!(
             "{{\n  \"format\": 2,\n  \"protocol\": {},\n  \"transport\": \"serial\",\n  \
              \"accel\": \"kvm\",\n  \"memory_mib\": 256,\n  \"cpus\": 1,\n  \"vm\": \"web\",\n  \
-             \"created\": 1764990000\n}}\n",
+             \"created\": 1764990000,\n  \"balloon\": false\n}}\n",
             provium_protocol::PROTOCOL_VERSION
         );
         assert_eq!(text, want);
