@@ -40,3 +40,29 @@ describe("the agent's service port", function()
     assert.is_true(ok)
   end)
 end)
+
+-- The benchmarks' raw probes of the serial transport run on a second
+-- virtio-serial port that only the host reaches (`_raw_port`).
+describe("the raw serial port", function()
+  it("echoes and moves bulk data for the benchmarks, only when asked for", function()
+    local plain <close> = provium:vm("raw-port-none", "default", { transport = "serial" }):boot()
+    local ok, err = rawget(plain, provium._UD):_raw_echo(1, 8, 0)
+    assert.is_false(ok)
+    assert.matches("_raw_port", tostring(err), 1, true)
+    local vm <close> = provium:vm("raw-port", "default", { transport = "serial" })
+    vm:boot({ _raw_port = true })
+    local ud = rawget(vm, provium._UD)
+    local times
+    ok, times = ud:_raw_echo(5, 4096, 1)
+    assert.is_true(ok, times)
+    assert.are.equal(5, #times)
+    for _, dir in ipairs({ "to_guest", "from_guest", "to_guest" }) do
+      local rate
+      ok, rate = ud:_raw_bulk(1 << 20, dir)
+      assert.is_true(ok, rate)
+      assert.is_true(rate > 0, dir)
+    end
+    -- The agent's own port is untouched.
+    assert.are.equal("ok\n", vm:run("echo ok").stdout)
+  end)
+end)

@@ -9,6 +9,8 @@
 //! * `provium.console` (or `provium.console=1`): the machine has an
 //!   interactive console port (`virtconsole`, `/dev/hvc0`), so the
 //!   virtio_console driver is needed whatever the transport
+//! * `provium.raw_port`: the machine has the benchmarks' raw virtio-serial
+//!   port ([`provium_protocol::RAW_PORT_NAME`], served by `rawport`)
 
 use provium_protocol::HOST_PORT;
 
@@ -41,6 +43,8 @@ pub struct Config {
     pub debug: bool,
     /// The machine has an interactive console port (`provium shell`).
     pub console: bool,
+    /// The machine has the benchmarks' raw virtio-serial port.
+    pub raw_port: bool,
 }
 
 impl Default for Config {
@@ -50,6 +54,7 @@ impl Default for Config {
             port: HostPort::Fixed(HOST_PORT),
             debug: false,
             console: false,
+            raw_port: false,
         }
     }
 }
@@ -76,6 +81,7 @@ impl Config {
                 ("provium.debug", Some(_)) => cfg.debug = false,
                 ("provium.console", None | Some("1" | "on" | "true" | "yes")) => cfg.console = true,
                 ("provium.console", Some(_)) => cfg.console = false,
+                ("provium.raw_port", None) => cfg.raw_port = true,
                 (k, _) if k.starts_with("provium.") => {
                     log!("ignoring unknown or malformed kernel option {word:?}")
                 }
@@ -88,7 +94,7 @@ impl Config {
     /// Whether the virtio_console driver is needed: the protocol runs over
     /// a virtio-serial port, or the machine has a console port.
     pub fn needs_virtio_console(&self) -> bool {
-        self.transport == Transport::Serial || self.console
+        self.transport == Transport::Serial || self.console || self.raw_port
     }
 
     /// Reads `/proc/cmdline` (defaults when it cannot be read).
@@ -144,6 +150,13 @@ mod tests {
         assert_eq!(shell.transport, Transport::Vsock);
         let serial = Config::from_cmdline("provium.transport=serial provium.console=0");
         assert!(!serial.console && serial.needs_virtio_console());
+    }
+
+    #[test]
+    fn the_raw_port_needs_virtio_console_over_vsock_too() {
+        let raw = Config::from_cmdline("console=ttyS0 provium.port=cid provium.raw_port");
+        assert!(raw.raw_port && raw.needs_virtio_console());
+        assert!(!Config::from_cmdline("provium.port=cid").raw_port);
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub mod init;
 pub mod ops;
 pub mod pool;
 pub mod prereq;
+pub mod rawport;
 pub mod sender;
 pub mod server;
 pub mod sys;

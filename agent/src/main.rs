@@ -9,6 +9,10 @@
 //! provium-agent --worker-fd N   worker mode: serve the parent agent's
 //!                               channel on descriptor N (see `worker`)
 //! provium-agent --version
+//! provium-agent --bench-stat PATH N
+//!                               the guest's own cost of the Stat op: runs
+//!                               the agent's stat of PATH N times, prints
+//!                               the nanoseconds per call (bench/batch.lua)
 //! ```
 //! `PROVIUM_AGENT_DEBUG=1` turns on debug logging in the developer modes.
 
@@ -20,7 +24,8 @@ use provium_agent::server::{self, ServerEnv};
 use provium_agent::{init, log, worker};
 
 const USAGE: &str =
-    "usage: provium-agent [--server | --serve-stdio | --serve-fd N | --worker-fd N | --version]
+    "usage: provium-agent [--server | --serve-stdio | --serve-fd N | --worker-fd N | --version
+                     | --bench-stat PATH N]
 (without arguments it must be PID 1)";
 
 fn main() -> ExitCode {
@@ -47,6 +52,10 @@ fn main() -> ExitCode {
             Ok(fd) if fd > 2 => worker::child::serve_channel(fd),
             _ => usage(),
         },
+        ["--bench-stat", path, n] => match n.parse::<u32>() {
+            Ok(n) if n > 0 => bench_stat(path, n),
+            _ => usage(),
+        },
         ["--version"] => {
             server::print(concat!("provium-agent ", env!("CARGO_PKG_VERSION")));
             ExitCode::SUCCESS
@@ -64,6 +73,21 @@ fn serve(read_fd: i32, write_fd: i32) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Times `n` runs of the agent's own Stat op (the syscall and the reply it
+/// builds, as a batch entry runs it) on `path`.
+fn bench_stat(path: &str, n: u32) -> ExitCode {
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        if let Err(e) = provium_agent::ops::fs::stat(path.as_bytes(), true) {
+            provium_agent::log!("stat {path}: {e:?}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let ns = start.elapsed().as_nanos() / u128::from(n);
+    server::print(&format!("{ns}"));
+    ExitCode::SUCCESS
 }
 
 fn usage() -> ExitCode {

@@ -30,10 +30,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
+
+use crate::rawport;
 use rustix::net::RecvFlags;
 
 use provium_protocol::{
-    AGENT_PORT, CHUNK_LEN, RAW_ECHO_MAGIC, RAW_SINK_MAGIC, RAW_SOURCE_MAGIC, SERIAL_PORT_NAME,
+    AGENT_PORT, RAW_ECHO_MAGIC, RAW_SINK_MAGIC, RAW_SOURCE_MAGIC, SERIAL_PORT_NAME,
 };
 use vsock::{VsockListener, VsockStream, VMADDR_CID_ANY, VMADDR_CID_HOST};
 
@@ -79,6 +81,11 @@ pub fn run(cfg: &Config, env: &ServerEnv) -> ! {
             }
         }
         Err(e) => log!("cannot listen on vsock port {AGENT_PORT}: {e}"),
+    }
+    if cfg.raw_port {
+        if let Err(e) = spawn_thread("raw port", rawport::serve) {
+            log!("cannot start the raw port thread: {e}");
+        }
     }
     match cfg.transport {
         Transport::Vsock => dial_home(cfg.port, under_init),
@@ -215,12 +222,12 @@ fn accepted(mut stream: VsockStream, under_init: bool) {
                 Err(e) => log!("cannot duplicate the socket: {e}"),
             },
             RawMode::Sink => {
-                if let Err(e) = raw_sink(&mut stream) {
+                if let Err(e) = rawport::sink(&mut stream) {
                     debug!("raw sink ended: {e}");
                 }
             }
             RawMode::Source => {
-                if let Err(e) = raw_source(&mut stream) {
+                if let Err(e) = rawport::source(&mut stream) {
                     debug!("raw source ended: {e}");
                 }
             }
@@ -235,37 +242,6 @@ fn accepted(mut stream: VsockStream, under_init: bool) {
         },
     );
     finished("a host-initiated vsock connection", end, under_init);
-}
-
-/// Reads a u64 count, discards that many bytes, writes the count back.
-fn raw_sink(stream: &mut VsockStream) -> io::Result<()> {
-    let mut count = [0u8; 8];
-    stream.read_exact(&mut count)?;
-    let mut left = u64::from_le_bytes(count);
-    let mut buf = vec![0u8; CHUNK_LEN];
-    while left > 0 {
-        let want = left.min(buf.len() as u64) as usize;
-        let n = stream.read(&mut buf[..want])?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        left -= n as u64;
-    }
-    stream.write_all(&count)
-}
-
-/// Reads a u64 count and writes that many bytes.
-fn raw_source(stream: &mut VsockStream) -> io::Result<()> {
-    let mut count = [0u8; 8];
-    stream.read_exact(&mut count)?;
-    let mut left = u64::from_le_bytes(count);
-    let buf = vec![0x5au8; CHUNK_LEN];
-    while left > 0 {
-        let n = left.min(buf.len() as u64) as usize;
-        stream.write_all(&buf[..n])?;
-        left -= n as u64;
-    }
-    stream.flush()
 }
 
 /// Peeks (without consuming) for one of the raw probe magics during
@@ -355,7 +331,7 @@ fn serve_serial(under_init: bool) -> ! {
 fn wait_for_serial_port() -> PathBuf {
     let mut tries: u64 = 0;
     loop {
-        if let Some(path) = find_serial_port() {
+        if let Some(path) = find_port(SERIAL_PORT_NAME) {
             return path;
         }
         tries += 1;
@@ -366,10 +342,11 @@ fn wait_for_serial_port() -> PathBuf {
     }
 }
 
-/// The device of the virtio-serial port named [`SERIAL_PORT_NAME`], from the
-/// udev-style link or the names in `/sys/class/virtio-ports`.
-fn find_serial_port() -> Option<PathBuf> {
-    let link = Path::new("/dev/virtio-ports").join(SERIAL_PORT_NAME);
+/// The device of the virtio-serial port named `wanted` (such as
+/// [`SERIAL_PORT_NAME`]), from the udev-style link or the names in
+/// `/sys/class/virtio-ports`.
+pub(crate) fn find_port(wanted: &str) -> Option<PathBuf> {
+    let link = Path::new("/dev/virtio-ports").join(wanted);
     if link.exists() {
         return Some(link);
     }
@@ -378,7 +355,7 @@ fn find_serial_port() -> Option<PathBuf> {
         let Ok(name) = std::fs::read_to_string(port.path().join("name")) else {
             continue;
         };
-        if name.trim_end() == SERIAL_PORT_NAME {
+        if name.trim_end() == wanted {
             let dev = Path::new("/dev").join(port.file_name());
             if dev.exists() {
                 return Some(dev);

@@ -135,7 +135,10 @@ pub fn shell(args: &ShellArgs) -> Result<i32, ShellError> {
             profile: &args.profile,
             vm: &args.vm,
         },
-        BootExtras { console_port: true },
+        BootExtras {
+            console_port: true,
+            ..Default::default()
+        },
     )?;
     let path = guest
         .machine()

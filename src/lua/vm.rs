@@ -96,7 +96,8 @@ impl VmHandle {
         match &*self.lock() {
             State::Booted(m) => m.raw_endpoint().ok_or_else(|| {
                 ApiError::msg(format!(
-                    "vm:{call}: raw probes need transport = \"vsock\" (this VM uses {})",
+                    "vm:{call}: raw probes need transport = \"vsock\", or a VM booted \
+                     with {{_raw_port = true}} (this VM uses {})",
                     m.transport().as_str()
                 ))
             }),
@@ -331,7 +332,17 @@ impl UserData for VmHandle {
             let r = (|| {
                 this.check_bootable()?;
                 let spec = this.boot_spec(&opts)?;
-                match runtime::block_on_interruptible(Machine::boot(spec)) {
+                // `_raw_port`: the benchmarks' raw serial port (see
+                // `BootExtras::raw_port`); undocumented, like `vm:_raw_*`.
+                let raw_port = match &opts {
+                    Value::Table(t) => t.raw_get::<Option<bool>>("_raw_port")?.unwrap_or(false),
+                    _ => false,
+                };
+                let extras = crate::vm::BootExtras {
+                    raw_port,
+                    ..Default::default()
+                };
+                match runtime::block_on_interruptible(Machine::boot_with(spec, extras)) {
                     Some(r) => this.finish_boot(r),
                     None => Err(ApiError::msg(format!(
                         "vm \"{}\": boot interrupted (SIGINT)",

@@ -222,7 +222,7 @@ impl VmConfig {
                 CALL,
                 "opts",
                 &t,
-                &["kernel_cmdline_append", "files", "timeout"],
+                &["kernel_cmdline_append", "files", "timeout", "_raw_port"],
             )?;
             match t.raw_get::<Value>("kernel_cmdline_append")? {
                 Value::Nil => {}

@@ -109,6 +109,12 @@ pub struct BootExtras {
     /// socket QEMU listens on ([`Machine::console_port`]). `provium shell`
     /// runs a shell on it.
     pub console_port: bool,
+    /// The benchmarks' raw virtio-serial port
+    /// ([`provium_protocol::RAW_PORT_NAME`]), its host end a Unix socket
+    /// QEMU listens on: raw echo and bulk probes of the serial transport
+    /// (`vm:_raw_*` in Lua). Not in a snapshot's description: a snapshot
+    /// of such a machine does not restore.
+    pub raw_port: bool,
 }
 
 /// What to restore.
@@ -163,6 +169,8 @@ pub struct Machine {
     token: proto::SessionToken,
     /// The host end of the interactive console port, if it has one.
     console_port: Option<PathBuf>,
+    /// The host end of the benchmarks' raw port, if it has one.
+    raw_port: Option<PathBuf>,
     dir: RunDir,
 }
 

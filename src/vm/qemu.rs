@@ -32,6 +32,9 @@ pub struct QemuConfig<'a> {
     /// An interactive console port (`virtconsole`, `/dev/hvc0` in the
     /// guest) whose host end is this Unix socket, QEMU listening.
     pub console_port: Option<&'a Path>,
+    /// The benchmarks' raw virtio-serial port, its host end this Unix
+    /// socket, QEMU listening (see `BootExtras::raw_port`).
+    pub raw_port: Option<&'a Path>,
     /// A virtio balloon that only reports free pages (see [`BALLOON`]).
     pub balloon: bool,
 }
@@ -165,6 +168,20 @@ pub fn args(cfg: &QemuConfig<'_>) -> Vec<OsString> {
             "virtconsole,bus=conbus.0,chardev=conport,name={CONSOLE_PORT_NAME}"
         ));
     }
+    if let Some(sock) = cfg.raw_port {
+        push("-device");
+        push("virtio-serial-device,id=rawbus,max_ports=2");
+        push("-chardev");
+        push(&format!(
+            "socket,id=rawport,path={},server=on,wait=off",
+            opt_path(sock)
+        ));
+        push("-device");
+        push(&format!(
+            "virtserialport,bus=rawbus.0,chardev=rawport,name={}",
+            provium_protocol::RAW_PORT_NAME
+        ));
+    }
     if cfg.balloon {
         push("-device");
         push(BALLOON);
@@ -201,6 +218,7 @@ mod tests {
             qmp: Path::new("/run/x/qmp.sock"),
             boot: None,
             console_port,
+            raw_port: None,
             balloon: false,
         }
     }
@@ -229,6 +247,20 @@ mod tests {
         assert!(line.contains("virtconsole,bus=conbus.0,chardev=conport,name=org.provium.console"));
         let agent = line.find("virtserialport").expect("agent port");
         assert!(agent < line.find("id=conbus").expect("console bus"));
+        let mut raw = cfg(Channel::Serial("/run/x/agent.sock".into()), None);
+        raw.raw_port = Some(Path::new("/run/x/raw-port.sock"));
+        raw.balloon = true;
+        let line = joined(&raw);
+        assert!(
+            line.contains(
+                "virtio-serial-device,id=rawbus,max_ports=2 -chardev \
+                 socket,id=rawport,path=/run/x/raw-port.sock,server=on,wait=off -device \
+                 virtserialport,bus=rawbus.0,chardev=rawport,name=org.provium.raw"
+            ),
+            "{line}"
+        );
+        // The balloon comes last: earlier devices keep their slots.
+        assert!(line.find("rawbus").expect("raw bus") < line.find(BALLOON).expect("balloon"));
         let vsock = joined(&cfg(Channel::Kernel(5000), Some(sock)));
         assert!(
             vsock.contains("virtio-serial-device,id=conbus,max_ports=1"),

@@ -212,6 +212,10 @@ impl Machine {
             .extras
             .console_port
             .then(|| dir.path().join("console-port.sock"));
+        let raw_port = plan
+            .extras
+            .raw_port
+            .then(|| dir.path().join("raw-port.sock"));
         let mut attempt = 0;
         let (qemu, client, cid, monitor, listener) = loop {
             attempt += 1;
@@ -272,6 +276,9 @@ impl Machine {
                     if console_port.is_some() {
                         cmdline.push_str(" provium.console");
                     }
+                    if raw_port.is_some() {
+                        cmdline.push_str(" provium.raw_port");
+                    }
                     if !cmdline_append.trim().is_empty() {
                         cmdline.push(' ');
                         cmdline.push_str(cmdline_append.trim());
@@ -295,6 +302,7 @@ impl Machine {
                 qmp: &qmp_path,
                 boot,
                 console_port: console_port.as_deref(),
+                raw_port: raw_port.as_deref(),
                 balloon: plan.balloon,
             };
             let ctx = LaunchCtx {
@@ -409,6 +417,7 @@ impl Machine {
             cid,
             token,
             console_port,
+            raw_port,
             dir,
         })
     }

@@ -1,0 +1,131 @@
+//! The benchmarks' raw virtio-serial port ([`RAW_PORT_NAME`]): what the raw
+//! probes of vsock's [`provium_protocol::AGENT_PORT`] measure, on a
+//! virtio-serial port beside the agent's, so that the serial transport's
+//! own rate can be told (`bench/bulk.lua`, `bench/rpc.lua`).
+//!
+//! Each session starts with a magic: [`RAW_ECHO_MAGIC`] (bytes come back as
+//! they arrive, until the host closes), [`RAW_SINK_MAGIC`] or
+//! [`RAW_SOURCE_MAGIC`] (a u64 LE count follows). No token: only the host
+//! reaches a virtio-serial port. When the host is not connected a read
+//! returns end of file at once; the thread then waits [`RETRY`] and reads
+//! again.
+
+use std::fs::OpenOptions;
+use std::io::{self, Read, Write};
+use std::thread;
+
+use provium_protocol::{
+    CHUNK_LEN, RAW_ECHO_MAGIC, RAW_PORT_NAME, RAW_SINK_MAGIC, RAW_SOURCE_MAGIC,
+};
+
+use crate::server::{find_port, RETRY};
+
+/// Serves the raw port forever (a thread of the op server).
+pub fn serve() {
+    let mut tries: u64 = 0;
+    let path = loop {
+        if let Some(p) = find_port(RAW_PORT_NAME) {
+            break p;
+        }
+        tries += 1;
+        if tries == 250 {
+            log!("still looking for the raw port {RAW_PORT_NAME:?}");
+        }
+        thread::sleep(RETRY);
+    };
+    let mut port = match OpenOptions::new().read(true).write(true).open(&path) {
+        Ok(f) => f,
+        Err(e) => {
+            log!("cannot open {}: {e}", path.display());
+            return;
+        }
+    };
+    loop {
+        let mut magic = [0u8; RAW_ECHO_MAGIC.len()];
+        match read_full(&mut port, &mut magic) {
+            Ok(true) => {}
+            Ok(false) => {
+                thread::sleep(RETRY);
+                continue;
+            }
+            Err(e) => {
+                debug!("raw port: {e}");
+                thread::sleep(RETRY);
+                continue;
+            }
+        }
+        let ended = if &magic == RAW_ECHO_MAGIC {
+            echo(&mut port)
+        } else if &magic == RAW_SINK_MAGIC {
+            sink(&mut port)
+        } else if &magic == RAW_SOURCE_MAGIC {
+            source(&mut port)
+        } else {
+            debug!("raw port: unknown magic {magic:?}");
+            Ok(())
+        };
+        if let Err(e) = ended {
+            debug!("raw port session ended: {e}");
+        }
+    }
+}
+
+/// Fills `buf`; false when the stream ended before its first byte.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) if got == 0 => return Ok(false),
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Writes back what arrives until the stream ends.
+fn echo(s: &mut (impl Read + Write)) -> io::Result<()> {
+    let mut buf = vec![0u8; CHUNK_LEN];
+    loop {
+        let n = match s.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        s.write_all(&buf[..n])?;
+    }
+}
+
+/// Reads a u64 count, discards that many bytes, writes the count back.
+pub fn sink(stream: &mut (impl Read + Write)) -> io::Result<()> {
+    let mut count = [0u8; 8];
+    stream.read_exact(&mut count)?;
+    let mut left = u64::from_le_bytes(count);
+    let mut buf = vec![0u8; CHUNK_LEN];
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
+        let n = stream.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        left -= n as u64;
+    }
+    stream.write_all(&count)
+}
+
+/// Reads a u64 count and writes that many bytes.
+pub fn source(stream: &mut (impl Read + Write)) -> io::Result<()> {
+    let mut count = [0u8; 8];
+    stream.read_exact(&mut count)?;
+    let mut left = u64::from_le_bytes(count);
+    let buf = vec![0x5au8; CHUNK_LEN];
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        stream.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    stream.flush()
+}
