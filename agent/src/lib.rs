@@ -36,4 +36,5 @@ pub mod sender;
 pub mod server;
 pub mod sys;
 pub mod trigger;
+pub mod vports;
 pub mod worker;

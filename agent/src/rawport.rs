@@ -18,13 +18,18 @@ use provium_protocol::{
     CHUNK_LEN, RAW_ECHO_MAGIC, RAW_PORT_NAME, RAW_SINK_MAGIC, RAW_SOURCE_MAGIC,
 };
 
-use crate::server::{find_port, RETRY};
+use std::time::Duration;
+
+use crate::vports;
+
+/// How long to wait before looking for the port, or reading it, again.
+const RETRY: Duration = Duration::from_millis(20);
 
 /// Serves the raw port forever (a thread of the op server).
 pub fn serve() {
     let mut tries: u64 = 0;
     let path = loop {
-        if let Some(p) = find_port(RAW_PORT_NAME) {
+        if let Some(p) = vports::find(RAW_PORT_NAME) {
             break p;
         }
         tries += 1;

@@ -23,7 +23,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use std::thread;
@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
 
-use crate::rawport;
+use crate::{rawport, vports};
 use rustix::net::RecvFlags;
 
 use provium_protocol::{
@@ -331,7 +331,7 @@ fn serve_serial(under_init: bool) -> ! {
 fn wait_for_serial_port() -> PathBuf {
     let mut tries: u64 = 0;
     loop {
-        if let Some(path) = find_port(SERIAL_PORT_NAME) {
+        if let Some(path) = vports::find(SERIAL_PORT_NAME) {
             return path;
         }
         tries += 1;
@@ -340,29 +340,6 @@ fn wait_for_serial_port() -> PathBuf {
         }
         thread::sleep(RETRY);
     }
-}
-
-/// The device of the virtio-serial port named `wanted` (such as
-/// [`SERIAL_PORT_NAME`]), from the udev-style link or the names in
-/// `/sys/class/virtio-ports`.
-pub(crate) fn find_port(wanted: &str) -> Option<PathBuf> {
-    let link = Path::new("/dev/virtio-ports").join(wanted);
-    if link.exists() {
-        return Some(link);
-    }
-    let ports = std::fs::read_dir("/sys/class/virtio-ports").ok()?;
-    for port in ports.flatten() {
-        let Ok(name) = std::fs::read_to_string(port.path().join("name")) else {
-            continue;
-        };
-        if name.trim_end() == wanted {
-            let dev = Path::new("/dev").join(port.file_name());
-            if dev.exists() {
-                return Some(dev);
-            }
-        }
-    }
-    None
 }
 
 /// Developer mode: serves one connection on a reading and a writing
