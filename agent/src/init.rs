@@ -34,7 +34,7 @@ pub const MODULE_DIR: &str = "/lib/modules/provium";
 /// Modules loaded after the op server started, by a child of PID 1 at idle
 /// priority, so that they cost the boot nothing: the free-page-reporting
 /// balloon driver (30-60 ms of a TCG boot when loaded with the others).
-const LATE_MODULES: &[&str] = &["virtio_balloon"];
+pub const LATE_MODULES: &[&str] = &["virtio_balloon"];
 
 /// BusyBox syslogd, started in the foreground (`-n`) as a child of PID 1.
 const SYSLOGD: &str = "/sbin/syslogd";
