@@ -7,7 +7,7 @@
 //! they arrive, until the host closes), [`RAW_SINK_MAGIC`] or
 //! [`RAW_SOURCE_MAGIC`] (a u64 LE count follows). No token: only the host
 //! reaches a virtio-serial port. When the host is not connected a read
-//! returns end of file at once; the thread then waits [`RETRY`] and reads
+//! returns end of file at once; the thread then waits 20 ms and reads
 //! again.
 
 use std::fs::OpenOptions;
