@@ -11,6 +11,7 @@
 //! the older epoch are refused, so stale replies never reach the new host.
 
 use std::io::{self, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 // Everything is encoded through `encode_frame` (one postcard output type:
@@ -33,6 +34,9 @@ pub struct Sender {
 struct Shared {
     writer: Option<Writer>,
     epoch: u64,
+    /// The writer's descriptor (a duplicate), for [`Sender::data_from_pipe`];
+    /// dropped with the writer.
+    fd: Option<OwnedFd>,
 }
 
 impl Sender {
@@ -42,9 +46,79 @@ impl Sender {
             inner: Arc::new(Mutex::new(Shared {
                 writer: Some(Box::new(writer)),
                 epoch: 0,
+                fd: None,
             })),
             epoch: 0,
         }
+    }
+
+    /// Wraps a stream's writing half that has a descriptor, so that bulk
+    /// data can also be spliced into it ([`Sender::data_from_pipe`]).
+    pub fn with_fd<W: Write + AsFd + Send + 'static>(writer: W) -> Sender {
+        let fd = writer.as_fd().try_clone_to_owned().ok();
+        let sender = Sender::new(writer);
+        sender.lock().fd = fd;
+        sender
+    }
+
+    /// Whether [`Sender::data_from_pipe`] can be used.
+    pub fn can_splice(&self) -> bool {
+        let shared = self.lock();
+        shared.fd.is_some() && shared.writer.is_some() && shared.epoch == self.epoch
+    }
+
+    /// Sends one `Data` frame of the `len` bytes waiting in `pipe` (its
+    /// read end): the header is written, then the bytes are spliced from
+    /// the pipe into the stream, so they are never copied through user
+    /// space (a file spliced into the pipe is page references: a
+    /// virtio-serial port then hands the pages to QEMU as they are).
+    pub fn data_from_pipe(
+        &self,
+        id: RequestId,
+        channel: u8,
+        pipe: BorrowedFd<'_>,
+        len: usize,
+    ) -> io::Result<()> {
+        let head = data_head(id, channel, len)?;
+        let mut shared = self.lock();
+        if shared.epoch != self.epoch {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "session restarted",
+            ));
+        }
+        let Shared { writer, fd, .. } = &mut *shared;
+        let (Some(w), Some(out)) = (writer.as_mut(), fd.as_ref()) else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "connection closed",
+            ));
+        };
+        let result = w.write_all(&head).and_then(|()| w.flush()).and_then(|()| {
+            let mut left = len;
+            while left > 0 {
+                match rustix::pipe::splice(
+                    pipe,
+                    None,
+                    out,
+                    None,
+                    left,
+                    rustix::pipe::SpliceFlags::MOVE,
+                ) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => left -= n,
+                    Err(rustix::io::Errno::INTR) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(())
+        });
+        if result.is_err() {
+            // A partly written frame leaves the stream unusable.
+            shared.writer = None;
+            shared.fd = None;
+        }
+        result
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared> {
@@ -92,6 +166,7 @@ impl Sender {
         let result = write(writer).and_then(|()| writer.flush());
         if result.is_err() {
             shared.writer = None;
+            shared.fd = None;
         }
         result
     }
@@ -157,7 +232,9 @@ impl Sender {
     /// Drops the writer (for every epoch): later sends fail with
     /// `NotConnected`.
     pub fn close(&self) {
-        self.lock().writer = None;
+        let mut shared = self.lock();
+        shared.writer = None;
+        shared.fd = None;
     }
 
     /// Whether this handle can still write.

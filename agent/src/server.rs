@@ -239,6 +239,7 @@ fn accepted(mut stream: VsockStream, under_init: bool) {
         ServeOptions {
             allow_echo: true,
             trusted: false,
+            splice: false,
         },
     );
     finished("a host-initiated vsock connection", end, under_init);
@@ -311,6 +312,7 @@ fn serve_serial(under_init: bool) -> ! {
             // pending, and a reconnecting host may already have said hello.
             let opts = ServeOptions {
                 trusted: true,
+                splice: true,
                 ..Default::default()
             };
             let end = conn::serve(&file, writer, opts);

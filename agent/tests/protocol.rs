@@ -187,7 +187,26 @@ fn calls_in_flight_are_answered_independently() {
 
 #[test]
 fn many_blocking_calls_interleave() {
-    let mut h = start();
+    interleaved_reads(start());
+}
+
+/// The same reads spliced into the stream (as on the serial port): the
+/// frames around the spliced bytes stay whole, files odd-sized or not.
+#[test]
+fn spliced_reads_interleave_too() {
+    let mut h = connect(ServeOptions {
+        trusted: true,
+        splice: true,
+        ..Default::default()
+    });
+    h.send(&HostMsg::Hello {
+        version: PROTOCOL_VERSION,
+        token: SessionToken([0; SessionToken::LEN]),
+    });
+    interleaved_reads(h);
+}
+
+fn interleaved_reads(mut h: common::Host) {
     let dir = TempDir::new("interleave");
     let big: Vec<u8> = (0..700_000u32).map(|i| (i % 253) as u8).collect();
     std::fs::write(dir.path("big"), &big).unwrap();
@@ -271,6 +290,7 @@ fn raw_echo_instead_of_hello() {
     let mut h = connect(ServeOptions {
         allow_echo: true,
         trusted: false,
+        splice: false,
     });
     h.send_raw(RAW_ECHO_MAGIC);
     let payload: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();

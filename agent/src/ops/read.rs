@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::fd::AsFd;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -93,18 +94,64 @@ pub fn read_file(
             gates.hint_and_wait(sender, id, meta.len())?;
         }
     }
+    sender
+        .data(id, CH_BODY, &chunk)
+        .map_err(|e| internal(format!("connection lost: {e}")))?;
+    if sender.can_splice() {
+        if let Some(done) = splice_rest(sender, id, &file, cancel)? {
+            return Ok(done);
+        }
+    }
     loop {
         if cancel.fired() {
             return Err(internal("read cancelled by the host".to_string()));
         }
-        sender
-            .data(id, CH_BODY, &chunk)
-            .map_err(|e| internal(format!("connection lost: {e}")))?;
         chunk.clear();
         fill(&mut file, &mut chunk).map_err(|e| io_failure(&e))?;
         if chunk.is_empty() {
             return Ok(Reply::Bytes(ByteBuf::new()));
         }
+        sender
+            .data(id, CH_BODY, &chunk)
+            .map_err(|e| internal(format!("connection lost: {e}")))?;
+    }
+}
+
+/// Sends the rest of `file` spliced through a pipe into the stream, without
+/// reading it into memory: under TCG the copy through user space was half
+/// of a large read's guest time (64 MiB over serial: QEMU busy 220-260 ms
+/// against 110-130 ms for the raw probe). `None` when the file cannot be
+/// spliced (its file system has no `splice_read`): the caller reads it.
+fn splice_rest(
+    sender: &Sender,
+    id: RequestId,
+    file: &File,
+    cancel: &Trigger,
+) -> Result<Option<Reply>, provium_protocol::Failure> {
+    use rustix::pipe::{fcntl_setpipe_size, pipe_with, splice, PipeFlags, SpliceFlags};
+    let Ok((pipe_r, pipe_w)) = pipe_with(PipeFlags::CLOEXEC) else {
+        return Ok(None);
+    };
+    // A full chunk per frame where the system allows it (else 64 KiB).
+    let _ = fcntl_setpipe_size(&pipe_w, CHUNK_LEN);
+    let mut first = true;
+    loop {
+        if cancel.fired() {
+            return Err(internal("read cancelled by the host".to_string()));
+        }
+        let n = match splice(file, None, &pipe_w, None, CHUNK_LEN, SpliceFlags::MOVE) {
+            Ok(n) => n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::INVAL) if first => return Ok(None),
+            Err(e) => return Err(io_failure(&e.into())),
+        };
+        first = false;
+        if n == 0 {
+            return Ok(Some(Reply::Bytes(ByteBuf::new())));
+        }
+        sender
+            .data_from_pipe(id, CH_BODY, pipe_r.as_fd(), n)
+            .map_err(|e| internal(format!("connection lost: {e}")))?;
     }
 }
 
