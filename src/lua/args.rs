@@ -108,8 +108,15 @@ pub fn unknown_option(call: &str, name: &str, k: &Value, known: &[&str]) -> ApiE
     } else {
         format!(" in {name}")
     };
+    // Internal options (a leading `_`, such as the benchmarks' `_raw_port`)
+    // are accepted but not advertised.
+    let known: Vec<&str> = known
+        .iter()
+        .copied()
+        .filter(|n| !n.starts_with('_'))
+        .collect();
     let hint = match k {
-        Value::String(s) => closest(&s.to_string_lossy(), known),
+        Value::String(s) => closest(&s.to_string_lossy(), &known),
         _ => None,
     };
     ApiError::msg(match hint {
