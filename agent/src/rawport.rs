@@ -3,10 +3,13 @@
 //! virtio-serial port beside the agent's, so that the serial transport's
 //! own rate can be told (`bench/bulk.lua`, `bench/rpc.lua`).
 //!
-//! Each session starts with a magic: [`RAW_ECHO_MAGIC`] (bytes come back as
-//! they arrive, until the host closes), [`RAW_SINK_MAGIC`] or
-//! [`RAW_SOURCE_MAGIC`] (a u64 LE count follows). No token: only the host
-//! reaches a virtio-serial port. When the host is not connected a read
+//! Each session starts with a magic and a u64 LE count: [`RAW_ECHO_MAGIC`]
+//! (that many bytes come back as they arrive), [`RAW_SINK_MAGIC`] or
+//! [`RAW_SOURCE_MAGIC`]. Unlike vsock's probes, whose sessions end with
+//! their connections, the echo here is counted: a host that closes and
+//! reconnects at once may have its next session's bytes read before the
+//! guest sees the close, and an echo until end of file would echo them.
+//! No token: only the host reaches a virtio-serial port. When the host is not connected a read
 //! returns end of file at once; the thread then waits 20 ms and reads
 //! again.
 
@@ -90,18 +93,24 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
     Ok(true)
 }
 
-/// Writes back what arrives until the stream ends.
+/// Reads a u64 count, then writes back that many bytes as they arrive.
 fn echo(s: &mut (impl Read + Write)) -> io::Result<()> {
+    let mut count = [0u8; 8];
+    s.read_exact(&mut count)?;
+    let mut left = u64::from_le_bytes(count);
     let mut buf = vec![0u8; CHUNK_LEN];
-    loop {
-        let n = match s.read(&mut buf) {
-            Ok(0) => return Ok(()),
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
+        let n = match s.read(&mut buf[..want]) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
         s.write_all(&buf[..n])?;
+        left -= n as u64;
     }
+    Ok(())
 }
 
 /// Reads a u64 count, discards that many bytes, writes the count back.

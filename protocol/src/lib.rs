@@ -62,7 +62,8 @@ pub const RAW_SOURCE_MAGIC: &[u8; 8] = b"PRVSRCE\n";
 /// Name of the benchmarks' raw virtio-serial port (a machine booted with
 /// the rock's `_raw_port` option): the raw echo, sink and source of
 /// [`AGENT_PORT`] without the protocol or the token (only the host reaches
-/// a virtio-serial port), one session after another.
+/// a virtio-serial port), one session after another. Its echo magic is
+/// followed by a u64 LE count of the bytes to echo.
 pub const RAW_PORT_NAME: &str = "org.provium.raw";
 
 /// Name of the virtio-serial port carrying the protocol when `transport = "serial"`.

@@ -10,12 +10,39 @@ use super::errors::{ApiError, ApiResult};
 use crate::runtime;
 use crate::vm::raw::RawEndpoint;
 
+/// How long one raw probe may take: a probe that hangs (a desynchronised
+/// session) raises instead of blocking the caller forever.
+const RAW_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Runs `probe` on the side runtime within [`RAW_TIMEOUT`].
+fn within<T>(
+    probe: impl std::future::Future<Output = Result<T, crate::vm::VmError>> + Send + 'static,
+) -> Result<T, crate::vm::VmError>
+where
+    T: Send + 'static,
+{
+    runtime::block_on(async move {
+        tokio::time::timeout(RAW_TIMEOUT, probe)
+            .await
+            .unwrap_or_else(|_| {
+                Err(crate::vm::VmError::Infra(format!(
+                    "no answer within {} s",
+                    RAW_TIMEOUT.as_secs()
+                )))
+            })
+    })
+}
+
 /// Round-trip times in microseconds of `n` echoes of `size` bytes (after
 /// `warmup` untimed ones).
 pub fn raw_echo(ep: RawEndpoint, n: usize, size: usize, warmup: usize) -> ApiResult<Vec<f64>> {
-    runtime::block_on(async move {
+    within(async move {
         let mut s = ep.connect().await?;
         s.write_all(proto::RAW_ECHO_MAGIC).await?;
+        if ep.counted_echo() {
+            let total = ((warmup + n) * size) as u64;
+            s.write_all(&total.to_le_bytes()).await?;
+        }
         let msg = vec![0x5au8; size];
         let mut back = vec![0u8; size];
         let mut out = Vec::with_capacity(n);
@@ -36,7 +63,7 @@ pub fn raw_echo(ep: RawEndpoint, n: usize, size: usize, warmup: usize) -> ApiRes
 /// `to_guest` streams into the agent (which discards and acknowledges),
 /// otherwise the agent streams to the host.
 pub fn raw_bulk(ep: RawEndpoint, bytes: u64, to_guest: bool) -> ApiResult<f64> {
-    runtime::block_on(async move {
+    within(async move {
         let mut s = ep.connect().await?;
         let t = Instant::now();
         if to_guest {
@@ -51,6 +78,12 @@ pub fn raw_bulk(ep: RawEndpoint, bytes: u64, to_guest: bool) -> ApiResult<f64> {
             }
             let mut ack = [0u8; 8];
             s.read_exact(&mut ack).await?;
+            if ack != bytes.to_le_bytes() {
+                return Err(crate::vm::VmError::Infra(format!(
+                    "the raw sink acknowledged {} bytes, not {bytes}",
+                    u64::from_le_bytes(ack)
+                )));
+            }
         } else {
             s.write_all(proto::RAW_SOURCE_MAGIC).await?;
             s.write_all(&bytes.to_le_bytes()).await?;

@@ -43,6 +43,14 @@ pub struct RawEndpoint {
 }
 
 impl RawEndpoint {
+    /// Whether this is the raw serial port, where an echo session says how
+    /// many bytes it will echo (its sessions do not end with a connection).
+    pub fn counted_echo(&self) -> bool {
+        self.serial.is_some()
+    }
+}
+
+impl RawEndpoint {
     /// Opens a fresh host-initiated stream to the agent's service port,
     /// bypassing the RPC connection (used by the transport benchmarks).
     pub async fn connect(&self) -> Result<transport::AgentStream, VmError> {
