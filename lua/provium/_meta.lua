@@ -88,8 +88,8 @@ function provium.close_test_scope() end
 ---
 ---Each call also starts restoring the next copy of the fixture in the
 ---background (a *spare*, one per fixture and process), which the next call
----takes: a suite that gives every spec its own VM from one fixture gets it in
----well under 0.1 s of the spec's time on TCG. The spare is an idle VM until
+---takes: a suite that gives every spec its own VM from one fixture spends
+---about 0.1 s per spec on it under TCG (restore, first answer and close). The spare is an idle VM until
 ---then (QEMU shows it as `provium:<name> (spare)`) and dies with the process;
 ---`PROVIUM_SPARE=0` turns spares off.
 ---@param path string
