@@ -2,13 +2,14 @@
 -- fixture): each one's guest RAM (the memfd's allocated pages), QEMU's own
 -- proportional set size (Pss: shared pages such as QEMU's libraries and the
 -- kernel image count 1/N) and the rock's share (the Lua process's Pss
--- growth / N); then one guest allocates and frees 160 MiB of tmpfs (the
+-- growth / N); then one guest allocates and frees 160 MiB (dd's buffer; the
 -- default guest has ~180 MiB free) and the figure is taken again.
 -- Issue 12's target: 64 MiB per idle default VM.
 -- Usage: lua5.4 bench/memory.lua [vms=4] [settle_s=4]
 package.path = "bench/?.lua;" .. package.path
 local provium = require("provium")
 local u = require("util")
+local guest = require("spec.support.guest") -- QEMU pids, guest RAM
 u.host_probe(provium.now)
 
 local count = tonumber(arg[1]) or 4
@@ -26,31 +27,6 @@ local function rollup(pid)
   return t
 end
 
-local function qemu_pid(name)
-  local p = io.popen("ps -eo pid=,args=")
-  local want = "-name provium:" .. name .. " "
-  for line in p:lines() do
-    local pid, args = line:match("^%s*(%d+)%s+(.*)$")
-    if args and args:find("qemu-system", 1, true) and args:find(want, 1, true) then
-      p:close()
-      return pid
-    end
-  end
-  p:close()
-  error("no QEMU process for vm " .. name)
-end
-
--- Guest RAM is a memfd the rock and QEMU share: its allocated size counts
--- every page the guest holds, mapped by QEMU or not (a restore writes the
--- snapshot's pages into it without QEMU touching them).
-local function guest_ram(pid)
-  local p = io.popen("for f in /proc/" .. pid .. "/fd/*; do case $(readlink $f) in "
-    .. "*provium-guest-ram*) stat -L -c '%b %B' $f; break;; esac; done")
-  local blocks, unit = (p:read("a") or ""):match("(%d+) (%d+)")
-  p:close()
-  return assert(blocks, "no guest RAM memfd in QEMU " .. pid) * unit / 2^20
-end
-
 local function self_pss()
   return rollup("self").Pss
 end
@@ -58,9 +34,9 @@ end
 local function report(label, names, base)
   local total, anon, ram, files = 0, 0, 0, 0
   for _, name in ipairs(names) do
-    local pid = qemu_pid(name)
+    local pid = assert(guest.qemu_pid(name), "no QEMU process for vm " .. name)
     local r = assert(rollup(pid))
-    local g = guest_ram(pid)
+    local g = guest.guest_ram_mib(pid)
     total = total + r.Pss - r.Pss_Shmem + g
     anon = anon + r.Pss_Anon
     ram = ram + g

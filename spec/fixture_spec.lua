@@ -64,16 +64,9 @@ describe("provium.vm_fixture", function()
   end)
 
   it("restores the next copy ahead, which the next call takes", function()
-    -- The QEMU of the spare started after `vm` was restored.
+    -- Whether the QEMU of the spare started after `vm` was restored runs.
     local function spare_of(vm)
-      local p = io.popen("ps -eo args=")
-      local want = "-name provium:" .. vm:name() .. " (spare) "
-      local found = false
-      for line in p:lines() do
-        if line:find("qemu-system", 1, true) and line:find(want, 1, true) then found = true end
-      end
-      p:close()
-      return found
+      return guest.qemu_pid(vm:name() .. " (spare)") ~= nil
     end
     write(dir .. "/ahead.fixture.lua", builder_source("ahead"))
     local a <close> = provium.vm_fixture(dir .. "/ahead")

@@ -1,31 +1,11 @@
 -- Host memory: guest RAM is a memfd QEMU maps; the free-page-reporting
 -- balloon gives the pages a guest freed back to the host.
 local provium = require("provium")
+local guest = require("spec.support.guest")
 
--- The QEMU of `vm`.
-local function qemu_pid(vm)
-  local p = io.popen("ps -eo pid=,args=")
-  local want = "-name provium:" .. vm:name() .. " "
-  for line in p:lines() do
-    local pid, args = line:match("^%s*(%d+)%s+(.*)$")
-    if args and args:find("qemu-system", 1, true) and args:find(want, 1, true) then
-      p:close()
-      return pid
-    end
-  end
-  p:close()
-  error("no QEMU for " .. vm:name())
-end
-
--- MiB of guest RAM the host holds for `vm` (the memfd's allocated blocks).
+-- MiB of guest RAM the host holds for `vm`.
 local function guest_ram_mib(vm)
-  local pid = qemu_pid(vm)
-  local p = io.popen("for f in /proc/" .. pid .. "/fd/*; do case $(readlink $f) in "
-    .. "*provium-guest-ram*) stat -L -c '%b %B' $f; break;; esac; done")
-  local blocks, unit = (p:read("a") or ""):match("(%d+) (%d+)")
-  p:close()
-  assert(blocks, "no guest RAM memfd in QEMU " .. pid)
-  return tonumber(blocks) * tonumber(unit) / 2^20
+  return guest.guest_ram_mib(assert(guest.qemu_pid(vm:name()), "no QEMU for " .. vm:name()))
 end
 
 -- Allocates and frees 160 MiB in the guest (dd's buffer), then waits up to

@@ -25,22 +25,12 @@ use std::time::Duration;
 
 use crate::vports;
 
-/// How long to wait before looking for the port, or reading it, again.
+/// How long to wait before reading the port again while no host is connected.
 const RETRY: Duration = Duration::from_millis(20);
 
 /// Serves the raw port forever (a thread of the op server).
 pub fn serve() {
-    let mut tries: u64 = 0;
-    let path = loop {
-        if let Some(p) = vports::find(RAW_PORT_NAME) {
-            break p;
-        }
-        tries += 1;
-        if tries == 250 {
-            log!("still looking for the raw port {RAW_PORT_NAME:?}");
-        }
-        thread::sleep(RETRY);
-    };
+    let path = vports::wait(RAW_PORT_NAME);
     let mut port = match OpenOptions::new().read(true).write(true).open(&path) {
         Ok(f) => f,
         Err(e) => {

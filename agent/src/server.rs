@@ -287,7 +287,7 @@ fn raw_mode(fd: BorrowedFd<'_>) -> Option<RawMode> {
 /// Serves the virtio-serial port forever.
 fn serve_serial(under_init: bool) -> ! {
     loop {
-        let port = wait_for_serial_port();
+        let port = vports::wait(SERIAL_PORT_NAME);
         let file = match OpenOptions::new().read(true).write(true).open(&port) {
             Ok(file) => file,
             Err(e) => {
@@ -326,21 +326,6 @@ fn serve_serial(under_init: bool) -> ! {
                 thread::sleep(RETRY);
             }
         }
-    }
-}
-
-/// Looks for the protocol's virtio-serial port every [`RETRY`] until found.
-fn wait_for_serial_port() -> PathBuf {
-    let mut tries: u64 = 0;
-    loop {
-        if let Some(path) = vports::find(SERIAL_PORT_NAME) {
-            return path;
-        }
-        tries += 1;
-        if tries == 250 {
-            log!("still looking for the virtio-serial port {SERIAL_PORT_NAME:?}");
-        }
-        thread::sleep(RETRY);
     }
 }
 

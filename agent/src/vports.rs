@@ -2,6 +2,27 @@
 //! `/sys/class/virtio-ports`).
 
 use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::Duration;
+
+/// How often [`wait`] looks again.
+const LOOK_AGAIN: Duration = Duration::from_millis(20);
+
+/// Looks for the port named `wanted` every 20 ms until found; says so in
+/// the log after 5 s of looking.
+pub fn wait(wanted: &str) -> PathBuf {
+    let mut tries: u64 = 0;
+    loop {
+        if let Some(path) = find(wanted) {
+            return path;
+        }
+        tries += 1;
+        if tries == 250 {
+            log!("still looking for the virtio-serial port {wanted:?}");
+        }
+        thread::sleep(LOOK_AGAIN);
+    }
+}
 
 /// The device of the virtio-serial port named `wanted` (such as
 /// [`provium_protocol::SERIAL_PORT_NAME`]), from the udev-style link or the names in

@@ -17,4 +17,31 @@ function M.error_of(fn, ...)
   return err
 end
 
+--- The pid of the QEMU whose VM is named `name` (its `-name provium:<name>`),
+-- or nil when there is none.
+function M.qemu_pid(name)
+  local p = io.popen("ps -eo pid=,args=")
+  local want = "-name provium:" .. name .. " "
+  for line in p:lines() do
+    local pid, args = line:match("^%s*(%d+)%s+(.*)$")
+    if args and args:find("qemu-system", 1, true) and args:find(want, 1, true) then
+      p:close()
+      return pid
+    end
+  end
+  p:close()
+  return nil
+end
+
+--- MiB of guest RAM the host holds for the QEMU `pid`: the allocated blocks
+-- of the guest RAM memfd it maps (pages a restore wrote count too).
+function M.guest_ram_mib(pid)
+  local p = io.popen("for f in /proc/" .. pid .. "/fd/*; do case $(readlink $f) in "
+    .. "*provium-guest-ram*) stat -L -c '%b %B' $f; break;; esac; done")
+  local blocks, unit = (p:read("a") or ""):match("(%d+) (%d+)")
+  p:close()
+  assert(blocks, "no guest RAM memfd in QEMU " .. pid)
+  return tonumber(blocks) * tonumber(unit) / 2^20
+end
+
 return M
