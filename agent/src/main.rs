@@ -13,6 +13,12 @@
 //!                               the guest's own cost of the Stat op: runs
 //!                               the agent's stat of PATH N times, prints
 //!                               the nanoseconds per call (bench/batch.lua)
+//! provium-agent --bench-batch PATH N
+//!                               the guest's own cost of a batch entry: runs
+//!                               a batch of N stats of PATH as the op server
+//!                               does (decode, stat, encode the reply) without
+//!                               a transport, prints the nanoseconds per entry
+//!                               of the best of three runs and of the first
 //! ```
 //! `PROVIUM_AGENT_DEBUG=1` turns on debug logging in the developer modes.
 
@@ -25,7 +31,7 @@ use provium_agent::{init, log, worker};
 
 const USAGE: &str =
     "usage: provium-agent [--server | --serve-stdio | --serve-fd N | --worker-fd N | --version
-                     | --bench-stat PATH N]
+                     | --bench-stat PATH N | --bench-batch PATH N]
 (without arguments it must be PID 1)";
 
 fn main() -> ExitCode {
@@ -54,6 +60,10 @@ fn main() -> ExitCode {
         },
         ["--bench-stat", path, n] => match n.parse::<u32>() {
             Ok(n) if n > 0 => bench_stat(path, n),
+            _ => usage(),
+        },
+        ["--bench-batch", path, n] => match n.parse::<u32>() {
+            Ok(n) if n > 0 => bench_batch(path, n),
             _ => usage(),
         },
         ["--version"] => {
@@ -87,6 +97,42 @@ fn bench_stat(path: &str, n: u32) -> ExitCode {
     }
     let ns = start.elapsed().as_nanos() / u128::from(n);
     server::print(&format!("{ns}"));
+    ExitCode::SUCCESS
+}
+
+/// Times a batch of `n` stats of `path`, run as the op server runs one
+/// (decoded from the call frame's op list, each result encoded into the
+/// reply frame), without a transport, three times in this new process:
+/// prints the nanoseconds per entry of the best run and of the first.
+fn bench_batch(path: &str, n: u32) -> ExitCode {
+    use provium_protocol::Op;
+    if let Err(e) = provium_agent::ops::fs::stat(path.as_bytes(), true) {
+        provium_agent::log!("stat {path}: {e:?}");
+        return ExitCode::FAILURE;
+    }
+    let stat = Op::Stat {
+        path: path.as_bytes().to_vec(),
+        follow: true,
+    };
+    let ops = match postcard::to_allocvec(&(vec![stat; n as usize])) {
+        Ok(ops) => ops,
+        Err(e) => {
+            provium_agent::log!("cannot encode the op list: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut runs = Vec::with_capacity(3);
+    for _ in 0..3 {
+        let start = std::time::Instant::now();
+        if let Err(e) = provium_agent::ops::batch::run_list(&ops) {
+            provium_agent::log!("batch of stats of {path}: {e:?}");
+            return ExitCode::FAILURE;
+        }
+        runs.push(start.elapsed().as_nanos() / u128::from(n));
+    }
+    let best = runs.iter().min().copied().unwrap_or_default();
+    let first = runs.first().copied().unwrap_or_default();
+    server::print(&format!("{best} {first}"));
     ExitCode::SUCCESS
 }
 

@@ -64,6 +64,12 @@ pub fn run(sender: &Sender, id: RequestId, ops: &[u8]) {
     }
 }
 
+/// Runs an encoded op list as batch call 0 would → the reply frame (the
+/// agent's `--bench-batch`, which times a batch without a transport).
+pub fn run_list(ops: &[u8]) -> Result<Vec<u8>, Failure> {
+    run_encoded(RequestId(0), ops)
+}
+
 /// Decodes, runs and encodes entry after entry → the reply frame.
 fn run_encoded(id: RequestId, ops: &[u8]) -> Result<Vec<u8>, Failure> {
     let malformed = |i: u64| bad_request(format!("batch: entry {i} cannot be decoded"));
@@ -377,6 +383,40 @@ mod tests {
         }
         let ping = postcard::to_allocvec(&Op::Ping).unwrap();
         assert_eq!(take_stat(&ping), None);
+    }
+
+    #[test]
+    fn run_list_answers_each_entry_in_one_reply_frame() {
+        let dir = std::env::temp_dir();
+        let ops = vec![
+            Op::Stat {
+                path: dir.as_os_str().as_encoded_bytes().to_vec(),
+                follow: true,
+            },
+            Op::Ping,
+            Op::Stat {
+                path: b"/nonexistent/provium-batch".to_vec(),
+                follow: false,
+            },
+        ];
+        let frame = run_list(&postcard::to_allocvec(&ops).unwrap()).unwrap();
+        let msg: provium_protocol::AgentMsg =
+            provium_protocol::decode(&frame[FRAME_HEADER_LEN..]).unwrap();
+        let provium_protocol::AgentMsg::Reply {
+            id,
+            result: Ok(Reply::Batch(results)),
+        } = msg
+        else {
+            panic!("not a batch reply: {msg:?}");
+        };
+        assert_eq!(id, RequestId(0));
+        assert_eq!(results.len(), 3);
+        let meta = std::fs::metadata(&dir).unwrap();
+        assert!(
+            matches!(&results[0], Ok(Reply::Stat(st)) if st.ino == std::os::unix::fs::MetadataExt::ino(&meta))
+        );
+        assert_eq!(results[1], Ok(Reply::Unit));
+        assert!(matches!(&results[2], Err(f) if f.errno == libc::ENOENT));
     }
 
     #[test]
