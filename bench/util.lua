@@ -31,6 +31,19 @@ end
 
 --- Times a fixed CPU-bound Lua loop: this shared machine's speed swings by
 -- up to 2x over minutes, and every figure here moves with it.
+--- Seconds of CPU (user + system, all threads) process `pid` has used so
+-- far, from /proc/<pid>/stat (clock ticks of 1/100 s).
+function M.proc_cpu(pid)
+  local f = assert(io.open("/proc/" .. pid .. "/stat"))
+  local line = f:read("a")
+  f:close()
+  -- Fields after the command name (which may hold spaces) start at 3.
+  local rest = line:match("^.-%) (.*)$")
+  local fields = {}
+  for w in rest:gmatch("%S+") do fields[#fields + 1] = w end
+  return (tonumber(fields[12]) + tonumber(fields[13])) / 100
+end
+
 function M.host_probe(now)
   local t = now()
   local s = 0

@@ -81,6 +81,30 @@ describe("provium.scope and batches", function()
     assert.are.same({}, vm:batch(function() end))
   end)
 
+  it("a long batch keeps every row with its entry (results come in runs ahead of the reply)", function()
+    local files = 200
+    vm:batch(function(b)
+      for i = 1, files do b:write_file("/tmp/lb" .. i, string.rep("y", i)) end
+    end)
+    for _, target in ipairs({ vm, vm:spawn_worker() }) do
+      local results = target:batch(function(b)
+        for i = 1, 1500 do
+          if i % 9 == 0 then b:stat("/tmp/lb-missing") else b:stat("/tmp/lb" .. (i % files + 1)) end
+        end
+      end)
+      assert.are.equal(1500, #results)
+      for i = 1, 1500 do
+        local r = results[i]
+        if i % 9 == 0 then
+          assert.are.equal("ENOENT", r.err and r.err.code, "row " .. i)
+        else
+          assert.are.equal(i % files + 1, r.ok and r.ok.size, "row " .. i)
+        end
+      end
+      if target ~= vm then target:close() end
+    end
+  end)
+
   it("a batch raising in its function sends nothing", function()
     local ok = pcall(vm.batch, vm, function(b)
       b:write_file("/tmp/never", "x")

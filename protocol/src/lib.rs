@@ -30,7 +30,7 @@ pub use ids::{HandleId, RequestId, SessionToken};
 pub use messages::*;
 
 /// Version of this protocol; both sides must agree exactly.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// vsock port on the host (CID 2) that the agent dials when it is ready.
 pub const HOST_PORT: u32 = 1025;

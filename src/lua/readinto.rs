@@ -45,8 +45,8 @@ pub fn read_file(lua: &Lua, t: &Target, req: Request) -> ApiResult<MultiValue> {
         Next::Event(Event::Data(_, body, range)) => {
             joined(lua, t, &req, &pending, body[range].to_vec())
         }
-        Next::Interrupted => Err(interrupted(t, &req, &pending)),
-        Next::Timeout | Next::Closed => Err(gone(t, &req)),
+        Next::Interrupted => Err(t.interrupted(&req.name, &pending)),
+        Next::Timeout | Next::Closed => Err(t.gone(&req.name)),
     }
 }
 
@@ -92,21 +92,6 @@ pub fn show_size(n: u64) -> String {
     format!("{n} bytes")
 }
 
-fn gone(t: &Target, req: &Request) -> ApiError {
-    let reason = t
-        .client
-        .closed_reason()
-        .map(|r| r.to_string())
-        .unwrap_or_else(|| "the agent connection ended".into());
-    t.infra(&req.name, crate::transport::TransportError::Closed(reason))
-}
-
-/// Cancels the read after Ctrl-C.
-fn interrupted(t: &Target, req: &Request, pending: &PendingCall) -> ApiError {
-    t.client.cancel(pending.id);
-    t.infra(&req.name, crate::transport::TransportError::Interrupted)
-}
-
 /// Fallback without a hint: join the chunks, then copy into Lua.
 fn joined(
     lua: &Lua,
@@ -137,8 +122,8 @@ fn joined(
                 }
                 return Ok(lua.create_string(&body)?.into_lua_multi(lua)?);
             }
-            Next::Interrupted => return Err(interrupted(t, req, pending)),
-            Next::Timeout | Next::Closed => return Err(gone(t, req)),
+            Next::Interrupted => return Err(t.interrupted(&req.name, pending)),
+            Next::Timeout | Next::Closed => return Err(t.gone(&req.name)),
         }
     }
 }
@@ -277,11 +262,11 @@ fn in_place(
                         break;
                     }
                     Next::Interrupted => {
-                        *out = Some(interrupted(t, req, pending));
+                        *out = Some(t.interrupted(&req.name, pending));
                         break;
                     }
                     Next::Timeout | Next::Closed => {
-                        *out = Some(gone(t, req));
+                        *out = Some(t.gone(&req.name));
                         break;
                     }
                 }

@@ -8,13 +8,13 @@
 //! builder), and its doc in `lua/provium/_meta.lua`; [`op_row`] makes a
 //! forgotten row a compile error, and `spec/meta_spec.lua` a forgotten doc.
 
-use mlua::{AnyUserData, IntoLua, IntoLuaMulti, Lua, MultiValue, Table, Value};
-use provium_protocol::{Op, Reply};
+use mlua::{AnyUserData, IntoLuaMulti, Lua, MultiValue, Table, Value};
+use provium_protocol::Op;
 
 use super::args;
-use super::errors::{guest_failure, ApiError, ApiResult};
+use super::errors::{ApiError, ApiResult};
 use super::file::{self, FileUd};
-use super::ops::reply::{convert, run_one};
+use super::ops::reply::run_one;
 use super::ops::request::{Kind, Request};
 use super::ops::{fs, raw, run, stream};
 use super::process::ProcessUd;
@@ -284,8 +284,9 @@ fn run_def(
 }
 
 /// `core.batch(ud, list)`: runs recorded calls (`{{op, args..., n=}, ...}`,
-/// `op` an index or a name, `n` counting it) in one round trip; returns
-/// `{ {ok=value} | {err=error}, ... }` in order.
+/// `op` an index or a name, `n` counting it) in one round trip (see
+/// [`super::ops::batch`]); returns `{ {ok=value} | {err=error}, ... }` in
+/// order.
 pub fn batch(lua: &Lua, ud: &AnyUserData, list: &Value) -> ApiResult<MultiValue> {
     let (prefix, t) = endpoint(ud, "batch")?;
     let call = format!("{prefix}:batch");
@@ -314,41 +315,7 @@ pub fn batch(lua: &Lua, ud: &AnyUserData, list: &Value) -> ApiResult<MultiValue>
         let name = format!("{prefix}:{}", def.name);
         reqs.push(build(&name, &t, &rest)?);
     }
-    let out = lua.create_table_with_capacity(reqs.len(), 0)?;
-    if reqs.is_empty() {
-        return Ok(out.into_lua_multi(lua)?);
-    }
-    // The ops are not needed after sending: move them out instead of cloning.
-    let ops = reqs
-        .iter_mut()
-        .map(|r| std::mem::replace(&mut r.op, Op::Ping))
-        .collect();
-    let done = t.roundtrip(&call, Op::Batch(ops))?;
-    let results = match done.result {
-        Ok(Reply::Batch(results)) if results.len() == reqs.len() => results,
-        Ok(_) => {
-            return Err(ApiError::msg(format!(
-                "{call}: the agent sent an unexpected reply"
-            )))
-        }
-        Err(f) => return Err(guest_failure(&call, format!("{call}()"), None, f)),
-    };
-    for (i, (req, result)) in reqs.iter().zip(results).enumerate() {
-        if let (Kind::Stat, Ok(Reply::Stat(st))) = (req.kind, &result) {
-            super::ops::values::set_stat_row(lua, &out, i + 1, st)?;
-            continue;
-        }
-        let row = lua.create_table_with_capacity(0, 1)?;
-        match convert(lua, req, result, Default::default()) {
-            Ok(values) => {
-                if let Some(v) = values.into_iter().next() {
-                    row.raw_set("ok", v)?;
-                }
-            }
-            Err(e) => row.raw_set("err", e.into_lua(lua)?)?,
-        }
-        out.raw_set(i + 1, row)?;
-    }
+    let out = super::ops::batch::run(lua, &t, &call, reqs)?;
     Ok(out.into_lua_multi(lua)?)
 }
 

@@ -43,6 +43,22 @@ impl Target {
         ))
     }
 
+    /// The error of `call` when the connection ended before its reply.
+    pub fn gone(&self, call: &str) -> ApiError {
+        let reason = self
+            .client
+            .closed_reason()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "the agent connection ended".into());
+        self.infra(call, TransportError::Closed(reason))
+    }
+
+    /// Cancels `pending` after Ctrl-C → the error of `call`.
+    pub fn interrupted(&self, call: &str, pending: &PendingCall) -> ApiError {
+        self.client.cancel(pending.id);
+        self.infra(call, TransportError::Interrupted)
+    }
+
     /// Fails early, with a clear message, when the connection has ended.
     pub fn check_alive(&self, call: &str) -> ApiResult<()> {
         match self.client.closed_reason() {

@@ -149,6 +149,18 @@ impl Host {
         result
     }
 
+    /// Runs a batch → all its results in order: the runs sent ahead as
+    /// `Data` on `CH_BODY`, then those of the reply.
+    pub fn call_batch(&mut self, ops: Vec<Op>) -> Result<Vec<Result<Reply, Failure>>, Failure> {
+        let (data, result) = self.call_full(Op::Batch(ops));
+        let mut results = batch_results_ahead(&data);
+        match result? {
+            Reply::Batch(last) => results.extend(last),
+            other => panic!("not a batch reply: {other:?}"),
+        }
+        Ok(results)
+    }
+
     /// Closes the host end and returns how `serve` ended.
     pub fn close(mut self) -> AgentResult {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
@@ -163,6 +175,24 @@ impl Host {
 /// Data frames of one call: channel → (chunk sizes, concatenated bytes).
 #[derive(Default, Debug)]
 pub struct Chunks(pub HashMap<u8, (Vec<usize>, Vec<u8>)>);
+
+/// The results a batch sent ahead of its reply (every `CH_BODY` chunk is a
+/// whole number of encoded results).
+pub fn batch_results_ahead(data: &Chunks) -> Vec<Result<Reply, Failure>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    let bytes = data.bytes(provium_protocol::CH_BODY);
+    for size in data.sizes(provium_protocol::CH_BODY) {
+        let mut run = &bytes[at..at + size];
+        at += size;
+        while !run.is_empty() {
+            let (r, rest) = postcard::take_from_bytes(run).expect("a whole result");
+            out.push(r);
+            run = rest;
+        }
+    }
+    out
+}
 
 impl Chunks {
     fn push(&mut self, channel: u8, chunk: Vec<u8>) {

@@ -21,7 +21,8 @@ use serde_bytes::ByteBuf;
 
 use crate::ids::{RequestId, SessionToken};
 
-/// `Data` channel carrying a file body (read_file).
+/// `Data` channel carrying a file body (read_file), a long listing's
+/// entries, or a batch's results sent ahead of its reply.
 pub const CH_BODY: u8 = 0;
 /// `Data` channel carrying a process's standard output.
 pub const CH_STDOUT: u8 = 1;

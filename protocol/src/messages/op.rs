@@ -175,8 +175,10 @@ pub enum Op {
     Syscall(SyscallSpec),
 
     // ---- Batches ----
-    /// Runs each op in order on the agent → [`Reply::Batch`], one result per
-    /// op; a failure does not stop the rest. Streams, batches, uploads with
+    /// Runs each op in order on the agent → one result per op, a failure
+    /// not stopping the rest: runs of results may come ahead as `Data` on
+    /// [`crate::CH_BODY`] (each a whole number of encoded
+    /// `Result<Reply, Failure>`, in order), the others in [`Reply::Batch`]. Streams, batches, uploads with
     /// `more` and worker control cannot be batched (their entries fail).
     Batch(#[serde(deserialize_with = "nested")] Vec<Op>),
 

@@ -56,7 +56,8 @@ pub enum Reply {
         /// Whether the process has not exited yet.
         running: bool,
     },
-    /// One result per op of a batch.
+    /// The results of a batch's ops not sent ahead as `Data` (see
+    /// [`crate::Op::Batch`]): the last ones, in order.
     Batch(#[serde(deserialize_with = "nested")] Vec<Result<Reply, Failure>>),
     /// A worker's exit: its code, or 128 + signal.
     Exit(i32),

@@ -8,6 +8,7 @@
 //! call. Layers, bottom up: `request` → `values` → `reply` → the op families
 //! (`fs`, `run`, `raw`, `stream`).
 
+pub mod batch;
 pub mod fs;
 pub mod raw;
 pub mod reply;

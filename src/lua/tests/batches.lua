@@ -58,15 +58,45 @@ function T.a_raising_recorder_runs_nothing(vm, dir)
   eq(ok, false)
 end
 
-function T.large_batch(vm, dir)
-  vm:write_file(dir .. "/f", "x")
-  local res = vm:batch(function(b)
-    for _ = 1, 2000 do b:stat(dir .. "/f") end
+-- Long batches get their results in runs ahead of the reply: every row
+-- must still be the result of its own entry, in order, on VMs and workers.
+local function long_batch(target, dir)
+  local files = 300
+  target:batch(function(b)
+    for i = 1, files do b:write_file(dir .. "/f" .. i, string.rep("x", i)) end
   end)
-  eq(#res, 2000)
-  for i = 1, 2000 do
-    if not res[i].ok or res[i].ok.size ~= 1 then error("row " .. i) end
+  local n = 2000
+  local res = target:batch(function(b)
+    for i = 1, n do
+      if i % 7 == 0 then
+        b:stat(dir .. "/missing" .. i)
+      elseif i % 11 == 0 then
+        b:read_file(dir .. "/f" .. (i % files + 1))
+      else
+        b:stat(dir .. "/f" .. (i % files + 1))
+      end
+    end
+  end)
+  eq(#res, n)
+  for i = 1, n do
+    local r, want = res[i], i % files + 1
+    if i % 7 == 0 then
+      if not (r.err and r.err.code == "ENOENT" and r.ok == nil) then error("row " .. i .. ": not ENOENT") end
+    elseif i % 11 == 0 then
+      if r.ok ~= string.rep("x", want) then error("row " .. i .. ": wrong body") end
+    elseif not (r.ok and r.ok.size == want) then
+      error("row " .. i .. ": size " .. tostring(r.ok and r.ok.size) .. ", want " .. want)
+    end
   end
+end
+
+function T.long_batch_rows_stay_in_order(vm, dir)
+  long_batch(vm, dir)
+end
+
+function T.long_batch_in_a_worker(vm, dir)
+  local w <close> = vm:spawn_worker()
+  long_batch(w, dir)
 end
 
 return T

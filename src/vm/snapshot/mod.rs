@@ -14,7 +14,7 @@
 //! ```json
 //! {
 //!   "format": 2,
-//!   "protocol": 6,
+//!   "protocol": 7,
 //!   "transport": "serial",
 //!   "accel": "kvm",
 //!   "memory_mib": 256,
