@@ -81,22 +81,26 @@ function M.install(C, label, classes)
   function C:batch(fn)
     local ud = own(self, C, label .. ":batch")
     errors.want(label .. ":batch", "fn", fn, "function")
-    local recorded = {}
+    local recorded, k = {}, 0
     local b = {}
     for index, def in ipairs(OPS) do
       if def.batch then
+        local mkdir = def.name == "mkdir"
         b[def.name] = function(_, ...)
-          -- { index, args..., n = 1 + #args }
-          local entry = table.pack(index, ...)
-          if def.name == "mkdir" and type(entry[3]) == "boolean" then entry[3] = { parents = entry[3] } end
-          recorded[#recorded + 1] = entry
-          return #recorded
+          -- { index, number of arguments, arguments... }
+          k = k + 1
+          local entry = { index, select("#", ...), ... }
+          if mkdir and type(entry[4]) == "boolean" then entry[4] = { parents = entry[4] } end
+          recorded[k] = entry
+          return k
         end
       end
     end
     fn(b)
-    local results = check(core_batch(ud, recorded))
-    for i, r in ipairs(results) do
+    local results, unfinished = check(core_batch(ud, recorded))
+    -- Only the rows with an error or a run result need their class.
+    for _, i in ipairs(unfinished) do
+      local r = results[i]
       if type(r.err) == "table" then setmetatable(r.err, errors.GuestError) end
       if recorded[i][1] == RUN_INDEX and r.ok then RunResult._adopt(r.ok, object.vm_of(self)) end
     end

@@ -283,10 +283,11 @@ fn run_def(
     run_one(lua, t, build(call, t, rest)?)
 }
 
-/// `core.batch(ud, list)`: runs recorded calls (`{{op, args..., n=}, ...}`,
-/// `op` an index or a name, `n` counting it) in one round trip (see
-/// [`super::ops::batch`]); returns `{ {ok=value} | {err=error}, ... }` in
-/// order.
+/// `core.batch(ud, list)`: runs recorded calls (`{{op, count, args...},
+/// ...}`, `op` an index or a name, `count` the number of arguments) in one
+/// round trip (see [`super::ops::batch`]); returns the rows `{ {ok=value} |
+/// {err=error}, ... }` in order and the list of the rows the Lua side must
+/// finish (errors, run results).
 pub fn batch(lua: &Lua, ud: &AnyUserData, list: &Value) -> ApiResult<MultiValue> {
     let (prefix, t) = endpoint(ud, "batch")?;
     let call = format!("{prefix}:batch");
@@ -296,6 +297,9 @@ pub fn batch(lua: &Lua, ud: &AnyUserData, list: &Value) -> ApiResult<MultiValue>
         )));
     };
     let mut reqs = Vec::new();
+    // Call names by op (`vm:stat`), made once per batch, not per entry.
+    let mut names: Vec<(&'static str, String)> = Vec::new();
+    let mut rest: Vec<Value> = Vec::new();
     for entry in list.clone().sequence_values::<Table>() {
         let entry = entry?;
         let op: Value = entry.raw_get(1)?;
@@ -308,15 +312,22 @@ pub fn batch(lua: &Lua, ud: &AnyUserData, list: &Value) -> ApiResult<MultiValue>
                 args::show(&op)
             )));
         };
-        let n: usize = entry.raw_get("n")?;
-        let rest: Vec<Value> = (2..=n)
-            .map(|i| entry.raw_get::<Value>(i))
-            .collect::<mlua::Result<_>>()?;
-        let name = format!("{prefix}:{}", def.name);
-        reqs.push(build(&name, &t, &rest)?);
+        let count: usize = entry.raw_get(2)?;
+        rest.clear();
+        for i in 3..3 + count {
+            rest.push(entry.raw_get::<Value>(i)?);
+        }
+        let at = match names.iter().position(|(n, _)| *n == def.name) {
+            Some(at) => at,
+            None => {
+                names.push((def.name, format!("{prefix}:{}", def.name)));
+                names.len() - 1
+            }
+        };
+        reqs.push(build(&names[at].1, &t, &rest)?);
     }
-    let out = super::ops::batch::run(lua, &t, &call, reqs)?;
-    Ok(out.into_lua_multi(lua)?)
+    let (rows, unfinished) = super::ops::batch::run(lua, &t, &call, reqs)?;
+    Ok((rows, unfinished).into_lua_multi(lua)?)
 }
 
 // Direct-call flows of the rows -------------------------------------------

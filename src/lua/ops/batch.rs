@@ -15,11 +15,14 @@ use crate::lua::target::Target;
 use crate::transport::client::{Event, Next};
 
 /// Runs `reqs` as batch call `call` (e.g. `vm:batch`) → the list of rows,
-/// `{ok = value}` or `{err = error}`, in order.
-pub fn run(lua: &Lua, t: &Target, call: &str, mut reqs: Vec<Request>) -> ApiResult<Table> {
+/// `{ok = value}` or `{err = error}`, in order, and the indexes of the rows
+/// that hold an error or a run result (the Lua side gives those their
+/// class; most batches have none, and then it need not look at each row).
+pub fn run(lua: &Lua, t: &Target, call: &str, mut reqs: Vec<Request>) -> ApiResult<(Table, Table)> {
     let out = lua.create_table_with_capacity(reqs.len(), 0)?;
+    let unfinished = lua.create_table()?;
     if reqs.is_empty() {
-        return Ok(out);
+        return Ok((out, unfinished));
     }
     // The ops are not needed after sending: move them out instead of cloning.
     let ops = reqs
@@ -30,6 +33,7 @@ pub fn run(lua: &Lua, t: &Target, call: &str, mut reqs: Vec<Request>) -> ApiResu
     let mut rows = Rows {
         lua,
         out: &out,
+        unfinished: &unfinished,
         reqs: &reqs,
         done: 0,
     };
@@ -58,7 +62,7 @@ pub fn run(lua: &Lua, t: &Target, call: &str, mut reqs: Vec<Request>) -> ApiResu
                 for result in last {
                     rows.put(result)?;
                 }
-                return Ok(out);
+                return Ok((out, unfinished));
             }
             Next::Event(Event::Reply(Ok(_))) => {
                 return Err(ApiError::msg(format!(
@@ -78,6 +82,8 @@ pub fn run(lua: &Lua, t: &Target, call: &str, mut reqs: Vec<Request>) -> ApiResu
 struct Rows<'a> {
     lua: &'a Lua,
     out: &'a Table,
+    /// Indexes of the rows with an error or a run result.
+    unfinished: &'a Table,
     reqs: &'a [Request],
     /// Rows set so far.
     done: usize,
@@ -123,9 +129,15 @@ impl Rows<'_> {
             Ok(values) => {
                 if let Some(v) = values.into_iter().next() {
                     row.raw_set("ok", v)?;
+                    if req.kind == Kind::Run {
+                        self.unfinished.raw_push(i + 1)?;
+                    }
                 }
             }
-            Err(e) => row.raw_set("err", e.into_lua(self.lua)?)?,
+            Err(e) => {
+                row.raw_set("err", e.into_lua(self.lua)?)?;
+                self.unfinished.raw_push(i + 1)?;
+            }
         }
         self.out.raw_set(i + 1, row)?;
         Ok(())
