@@ -3,18 +3,8 @@
 local provium = require("provium")
 local guest = require("spec.support.guest")
 
-local function sh(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1"))
-  local out = p:read("a")
-  p:close()
-  return out
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
+local function sh(cmd) return (guest.sh(cmd)) end
+local write = guest.write
 
 --- The error of the first guest call that fails within `secs` seconds.
 local function next_failure(vm, secs)

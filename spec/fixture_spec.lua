@@ -4,11 +4,7 @@
 local provium = require("provium")
 local guest = require("spec.support.guest")
 
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
+local write = guest.write
 
 local function fresh_dir()
   local p = io.popen("mktemp -d /tmp/provium-fixture-spec.XXXXXX")

@@ -95,10 +95,14 @@ function M.vm_fixture(path)
     local lock = check(core.fixture_lock(key.hex, builder))
     local ok, err = pcall(function()
       dir = find()
+      -- A remote store (PROVIUM_FIXTURE_REMOTE) may have it: pulled, checked
+      -- and cached; any failure there is one warning and a local build.
+      if not dir then dir = check(core.fixture_pull(key.hex, builder, key.manifest)) end
       if not dir then
         local snap, stage = build(builder, key.hex)
         dir = check(core.fixture_install(key.hex, rawget(snap, UD), builder, key.manifest))
         pcall(core.fixture_unstage, stage)
+        check(core.fixture_push(key.hex, dir, builder))
       end
     end)
     lock:release()

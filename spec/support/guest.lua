@@ -10,6 +10,30 @@ function M.boot(name, opts)
   return vm
 end
 
+--- Runs a shell command → its output (stdout and stderr) and exit code.
+function M.sh(cmd)
+  local p = assert(io.popen(cmd .. " 2>&1"))
+  local out = p:read("a")
+  local ok, _, code = p:close()
+  return out, ok and 0 or code
+end
+
+--- Writes `text` to the host file `path`.
+function M.write(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
+--- The content of the host file `path`, or "" when there is none.
+function M.slurp(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
 --- Returns the error raised by `fn` (fails the test when nothing is raised).
 function M.error_of(fn, ...)
   local ok, err = pcall(fn, ...)

@@ -8,6 +8,7 @@ pub mod console;
 pub mod errors;
 pub mod file;
 pub mod fixtures;
+pub mod fixtures_remote;
 #[cfg(test)]
 pub mod loopback;
 pub mod ops;
@@ -149,6 +150,7 @@ pub fn open(lua: &Lua) -> mlua::Result<Table> {
         )?,
     )?;
     fixtures::register(lua, &core)?;
+    fixtures_remote::register(lua, &core)?;
     core.set(
         "read_host_file",
         lua.create_function(|lua, (call, path): (String, Value)| {

@@ -122,7 +122,7 @@ fn for_each_data_chunk(
 }
 
 /// Writes the non-zero pages of `buf` (which starts at file offset `at`).
-fn write_nonzero(out: &File, buf: &[u8], at: u64) -> io::Result<u64> {
+pub(crate) fn write_nonzero(out: &File, buf: &[u8], at: u64) -> io::Result<u64> {
     let mut written = 0u64;
     let mut run_start: Option<usize> = None;
     let mut i = 0;
