@@ -4,53 +4,12 @@
 -- standing for another machine.
 
 local guest = require("spec.support.guest")
+local registry = require("spec.support.registry")
 local sh, write, slurp = guest.sh, guest.write, guest.slurp
+local free_port = registry.free_port
 
 local function fresh_dir()
   return (sh("mktemp -d /tmp/provium-remote-spec.XXXXXX"):gsub("%s+$", ""))
-end
-
--- A port nothing listens on now (curl's "connection refused", exit 7).
-local function free_port()
-  math.randomseed(os.time() + math.floor(os.clock() * 1e6))
-  for _ = 1, 50 do
-    local port = math.random(20000, 59999)
-    if select(2, sh(string.format("curl -s -o /dev/null http://127.0.0.1:%d/", port))) == 7 then
-      return port
-    end
-  end
-  error("no free port found")
-end
-
---- Starts a registry on 127.0.0.1 storing into `dir`; returns its address
--- and a function that stops it.
-local function start_registry(dir)
-  for _ = 1, 5 do
-    local port = free_port()
-    write(dir .. "/config.yml", string.format([[
-version: 0.1
-log:
-  level: error
-storage:
-  filesystem:
-    rootdirectory: %s/data
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:%d
-]], dir, port))
-    local pid = sh(string.format("docker-registry serve %s/config.yml > %s/registry.log 2>&1 & echo $!", dir, dir))
-    pid = assert(tonumber(pid:match("%d+")))
-    for _ = 1, 100 do
-      if select(2, sh(string.format("curl -sf http://127.0.0.1:%d/v2/ -o /dev/null", port))) == 0 then
-        return "127.0.0.1:" .. port, function() sh("kill " .. pid) end
-      end
-      if select(2, sh("kill -0 " .. pid)) ~= 0 then break end -- it exited (port taken?)
-      sh("sleep 0.1")
-    end
-    sh("kill " .. pid)
-  end
-  error("the registry did not start: " .. slurp(dir .. "/registry.log"))
 end
 
 -- A builder that appends a line to `log` on every run and leaves a marker
@@ -89,7 +48,7 @@ describe("fixtures shared through an OCI registry", function()
 
   lazy_setup(function()
     dir = fresh_dir()
-    addr, stop = start_registry(dir)
+    addr, stop = registry.start(dir)
   end)
   lazy_teardown(function()
     if stop then stop() end
