@@ -92,6 +92,13 @@ function provium.close_test_scope() end
 ---about 0.1 s per spec on it under TCG (restore, first answer and close). The spare is an idle VM until
 ---then (QEMU shows it as `provium:<name> (spare)`) and dies with the process;
 ---`PROVIUM_SPARE=0` turns spares off.
+---
+---With a remote store (`PROVIUM_FIXTURE_REMOTE=oci://host[:port]/repository`,
+---or `remote` in the `[fixtures]` table of `provium.toml`), a fixture missing
+---here is pulled from that OCI registry by its key before it is built, and a
+---fixture built here is pushed. A registry that is down, slow or serving a
+---damaged or foreign artifact costs one warning line and a local build, never
+---an error.
 ---@param path string
 ---@return provium.Vm
 function provium.vm_fixture(path) end
