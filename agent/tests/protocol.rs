@@ -264,7 +264,9 @@ fn rehello_drops_replies_of_the_old_session() {
     let mut h = start();
     let stale = h.start_call(Op::Run(RunSpec {
         program: b"sleep".to_vec(),
-        args: vec![ByteBuf::from(b"0.3".to_vec())],
+        // Long enough that the new hello is served first even on a loaded
+        // host (0.3 s failed once while two cargo builds ran beside it).
+        args: vec![ByteBuf::from(b"1.5".to_vec())],
         ..Default::default()
     }));
     h.send(&HostMsg::Hello {
@@ -272,7 +274,7 @@ fn rehello_drops_replies_of_the_old_session() {
         token: SessionToken([0; 32]),
     });
     assert!(matches!(h.recv(), AgentMsg::Hello(_)));
-    std::thread::sleep(Duration::from_millis(600));
+    std::thread::sleep(Duration::from_millis(2000));
     // The first frame after the new hello answers the ping, not the old run.
     let id = h.start_call(Op::Ping);
     match h.recv() {

@@ -63,6 +63,34 @@ The guest is killed on every way out, also when the terminal closes.")]
     /// List, clean or locate the fixture cache (`provium.vm_fixture` snapshots)
     #[command(subcommand)]
     Fixtures(FixturesCommand),
+    /// Print the spec files of one shard of a suite, for parallel CI runners
+    #[command(after_help = "\
+Spec files are the *_spec.lua files under the given directories and the files
+named directly. Every runner given the same files (and durations) computes the
+same split: together the shards run each file exactly once. With --durations
+(lines of `seconds path`), the longest files are placed first, each on the shard
+with the least time so far; without, every file counts the same.
+
+Examples:
+  busted $(provium shard --total 4 --index \"$MATRIX_INDEX\" spec/)
+  busted $(provium shard --total 8 --index \"$JOB_COMPLETION_INDEX\" spec/)")]
+    Shard(ShardArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ShardArgs {
+    /// How many shards the suite is split into
+    #[arg(long, value_name = "N")]
+    pub total: usize,
+    /// Which shard to print, from 0 to N-1
+    #[arg(long, value_name = "I")]
+    pub index: usize,
+    /// Recorded durations: lines of `seconds path`
+    #[arg(long, value_name = "FILE")]
+    pub durations: Option<std::path::PathBuf>,
+    /// Spec directories and files
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@
 //! * `provium shell [PROFILE]` — an interactive shell in a fresh guest;
 //! * `provium image build|list|gc` — the guest image cache;
 //! * `provium fixtures list|clean|dir` — the fixture cache.
+//! * `provium shard` — the spec files of one shard of a suite.
 //!
 //! Exit codes: 0 success, 1 failure, 2 usage error; `run` passes the
 //! command's status through (see [`defaults::exit`]).
@@ -17,6 +18,7 @@ mod fixtures;
 mod fmt;
 mod image;
 mod run;
+mod shard;
 mod shell;
 mod term;
 
@@ -66,6 +68,15 @@ fn main() {
             fixtures::dir();
             exit::SUCCESS
         }
+        Command::Shard(args) => done(
+            "shard",
+            shard::shard(
+                &args.paths,
+                args.total,
+                args.index,
+                args.durations.as_deref(),
+            ),
+        ),
     };
     std::process::exit(code);
 }

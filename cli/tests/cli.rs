@@ -100,6 +100,7 @@ fn help_and_version_exit_zero_and_usage_errors_exit_two() {
         &["fixtures", "list", "-h"],
         &["fixtures", "clean", "-h"],
         &["fixtures", "dir", "-h"],
+        &["shard", "--help"],
     ] {
         let out = output(&mut provium(args));
         assert_eq!(
@@ -115,6 +116,8 @@ fn help_and_version_exit_zero_and_usage_errors_exit_two() {
         &["run"],
         &["run", "--memory", "12", "--", "true"],
         &["image", "gc", "--keep", "x"],
+        &["shard", "--total", "2", "spec"],
+        &["shard", "--total", "x", "--index", "0", "spec"],
         &["nope"],
     ] {
         let out = output(&mut provium(args));
@@ -125,6 +128,46 @@ fn help_and_version_exit_zero_and_usage_errors_exit_two() {
             text(&out.stderr)
         );
     }
+}
+
+#[test]
+fn shards_cover_the_suite_once_and_agree_between_runs() {
+    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/../spec");
+    let mut all = Vec::new();
+    for index in 0..3 {
+        let i = index.to_string();
+        let args = ["shard", "--total", "3", "--index", &i, spec];
+        let out = output(&mut provium(&args));
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let again = output(&mut provium(&args));
+        assert_eq!(
+            out.stdout, again.stdout,
+            "shard {index} changed between runs"
+        );
+        let files: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+        assert!(!files.is_empty(), "shard {index} is empty");
+        all.extend(files);
+    }
+    let count = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), count, "a file is in two shards");
+    let mut want: Vec<String> = std::fs::read_dir(spec)
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .filter(|p| p.ends_with("_spec.lua"))
+        .collect();
+    want.sort();
+    assert_eq!(all, want);
+    let out = output(&mut provium(&[
+        "shard", "--total", "3", "--index", "3", spec,
+    ]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("--index 3 is out of range for --total 3"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
