@@ -7,17 +7,15 @@ package.path = "bench/?.lua;" .. package.path
 local provium = require("provium")
 local secs = tonumber(arg[1]) or 10
 
-local function self_stat()
-  local f = assert(io.open("/proc/self/stat"))
-  local s = f:read("a")
-  f:close()
-  local pid = s:match("^(%d+)")
-  local fields = {}
-  for w in s:match("%) (.*)"):gmatch("%S+") do fields[#fields + 1] = w end
-  return pid, (tonumber(fields[12]) + tonumber(fields[13])) / 100
-end
+local u = require("util")
 
-local pid = self_stat()
+-- This process's pid (the first field of /proc/self/stat).
+local pid = (function()
+  local f = assert(io.open("/proc/self/stat"))
+  local n = f:read("n")
+  f:close()
+  return n
+end)()
 local uid = io.popen("id -u"):read("l")
 local base = os.getenv("XDG_RUNTIME_DIR")
 base = base and (base .. "/provium") or ((os.getenv("TMPDIR") or "/tmp") .. "/provium-" .. uid)
@@ -33,10 +31,10 @@ local vm <close> = provium:vm("bench-console", "default")
 vm:boot()
 local p <close> = vm:run_async("sh", { args = { "-c", "while true; do cat /proc/cpuinfo; done > /dev/ttyS0" } })
 os.execute("sleep 1")
-local _, c0 = self_stat()
+local c0 = u.proc_cpu(pid)
 local b0, t0 = logged(), provium.now()
 os.execute("sleep " .. secs)
-local _, c1 = self_stat()
+local c1 = u.proc_cpu(pid)
 local b1, t1 = logged(), provium.now()
 p:kill("kill")
 print(string.format("console flood %.0f KB/s for %.1f s: this process used %.1f %% of a core",

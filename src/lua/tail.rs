@@ -70,10 +70,7 @@ impl TailUd {
                     "{call}: the agent sent an unexpected first frame"
                 )))
             }
-            Next::Interrupted => {
-                t.client.cancel(pending.id);
-                return Err(t.infra(call, crate::transport::TransportError::Interrupted));
-            }
+            Next::Interrupted => return Err(t.interrupted(call, &pending)),
             Next::Timeout | Next::Closed => {
                 return Err(ApiError::msg(format!("{call}: {} is gone", t.label)));
             }
@@ -150,14 +147,10 @@ impl TailUd {
                     }
                     Next::Closed => {
                         st.ended = true;
-                        let reason = t
-                            .client
-                            .closed_reason()
-                            .map(|r| r.to_string())
-                            .unwrap_or_else(|| "the agent connection ended".into());
                         Err(ApiError::msg(format!(
-                            "{call}: {} is gone ({reason})",
-                            t.label
+                            "{call}: {} is gone ({})",
+                            t.label,
+                            t.end_reason()
                         )))
                     }
                 }

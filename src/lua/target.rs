@@ -43,14 +43,18 @@ impl Target {
         ))
     }
 
-    /// The error of `call` when the connection ended before its reply.
-    pub fn gone(&self, call: &str) -> ApiError {
-        let reason = self
-            .client
+    /// Why the connection ended, in words (a generic reason while the
+    /// reader has not recorded one yet).
+    pub fn end_reason(&self) -> String {
+        self.client
             .closed_reason()
             .map(|r| r.to_string())
-            .unwrap_or_else(|| "the agent connection ended".into());
-        self.infra(call, TransportError::Closed(reason))
+            .unwrap_or_else(|| "the agent connection ended".into())
+    }
+
+    /// The error of `call` when the connection ended before its reply.
+    pub fn gone(&self, call: &str) -> ApiError {
+        self.infra(call, TransportError::Closed(self.end_reason()))
     }
 
     /// Cancels `pending` after Ctrl-C → the error of `call`.
