@@ -135,3 +135,129 @@ describe("fixtures shared through an OCI registry", function()
     assert.are.equal("built\nbuilt\n", slurp(log))
   end)
 end)
+
+-- The provium command (installed by scripts/setup; PROVIUM_CLI overrides).
+local CLI = os.getenv("PROVIUM_CLI") or "provium"
+
+--- Runs `provium fixtures ARGS` with the fixture cache `cache` and no
+-- configured store; returns its output (stdout and stderr) and exit code.
+local function fixtures_cmd(cache, args)
+  return sh(string.format("PROVIUM_FIXTURE_CACHE=%s PROVIUM_FIXTURE_REMOTE= %s fixtures %s",
+    cache, CLI, args))
+end
+
+describe("provium fixtures push, pull and prune", function()
+  local dir, addr, stop
+
+  lazy_setup(function()
+    dir = fresh_dir()
+    addr, stop = registry.start(dir)
+  end)
+  lazy_teardown(function()
+    if stop then stop() end
+    if dir then sh("rm -rf " .. dir) end
+  end)
+
+  it("push shares a local build, pull warms another cache, prune deletes by age", function()
+    local log = dir .. "/builds.log"
+    local path = builder(dir, "cli", log)
+    local remote = "oci://" .. addr .. "/provium/cli"
+    local a, b, c = dir .. "/cache-a", dir .. "/cache-b", dir .. "/cache-c"
+    -- Built with no store at all.
+    local out, code = machine(a, "off", path)
+    assert.are.equal(0, code, out)
+    assert.are.equal("built\n", slurp(log))
+
+    out, code = fixtures_cmd(b, "pull --remote " .. remote)
+    assert.are.equal(0, code, out)
+    assert.truthy(out:find("no fixtures in oci+http://" .. addr .. "/provium/cli", 1, true), out)
+
+    out, code = fixtures_cmd(a, "push --remote " .. remote)
+    assert.are.equal(0, code, out)
+    assert.are.equal(1, count("\n" .. out, "\npushed   %x+"), out)
+    assert.truthy(out:find("pushed 1 %(.- MB%) to oci%+http://.-; 0 already there, 0 skipped, 0 failed"), out)
+    out, code = fixtures_cmd(a, "push --remote " .. remote)
+    assert.are.equal(0, code, out)
+    assert.truthy(out:find("pushed 0 (0.0 MB)", 1, true) and out:find("1 already there", 1, true), out)
+
+    out, code = fixtures_cmd(b, "pull --remote " .. remote)
+    assert.are.equal(0, code, out)
+    assert.truthy(out:find("pulled 1 %(.- MB%) from .-; 0 already cached, 0 skipped"), out)
+    assert.truthy(out:find("cli.fixture.lua", 1, true), out)
+    out = fixtures_cmd(b, "list")
+    assert.truthy(out:find("1 fixture(s)", 1, true), out)
+
+    -- The pulled entry restores with no store and no build.
+    out, code = machine(b, "off", path)
+    assert.are.equal(0, code, out)
+    assert.truthy(out:find("marker=from the builder", 1, true), out)
+    assert.is_nil(out:find("building fixture", 1, true), out)
+    assert.are.equal("built\n", slurp(log))
+    -- And it counts as made here: pushing it back finds it there.
+    out, code = fixtures_cmd(b, "push --remote " .. remote)
+    assert.are.equal(0, code, out)
+    assert.truthy(out:find("1 already there", 1, true), out)
+
+    -- Fresh and of this protocol: nothing is stale.
+    out, code = fixtures_cmd(c, "prune --remote " .. remote)
+    assert.are.equal(0, code, out)
+    assert.truthy(out:find("deleted 0 (0.0 MB) from", 1, true) and out:find("1 kept", 1, true), out)
+    out, code = fixtures_cmd(c, "prune --dry-run --older-than 0s --remote " .. remote)
+    assert.are.equal(0, code, out)
+    assert.truthy(out:find("would delete 1 (", 1, true), out)
+    assert.truthy(out:find("pushed just now", 1, true), out)
+    out, code = fixtures_cmd(c, "prune --older-than 0s --remote " .. remote)
+    assert.are.equal(0, code, out)
+    assert.truthy(out:find("deleted 1 (", 1, true), out)
+    out, code = fixtures_cmd(c, "pull --remote " .. remote)
+    assert.are.equal(0, code, out)
+    assert.truthy(out:find("no fixtures in", 1, true), out)
+  end)
+
+  it("push skips entries made for another protocol; keys select fixtures", function()
+    local log = dir .. "/builds-sel.log"
+    local path = builder(dir, "sel", log)
+    local remote = "oci://" .. addr .. "/provium/sel"
+    local a = dir .. "/cache-sel"
+    local out, code = machine(a, "off", path)
+    assert.are.equal(0, code, out)
+    local entry = assert(sh("ls -d " .. a .. "/*.snap"):match("[^\n]+"))
+    local key = assert(entry:match("(%x+)%.snap$"))
+    -- A copy of it as if made by an older provium.
+    local other = ("0"):rep(63) .. "1"
+    sh(string.format("cp -a %s %s/%s.snap && sed -i 's/\"protocol [0-9]*\"/\"protocol 1\"/' %s/%s.snap/fixture.json",
+      entry, a, other, a, other))
+    out, code = fixtures_cmd(a, "push --remote " .. remote .. " " .. other:sub(1, 16))
+    assert.are.equal(0, code, out)
+    assert.truthy(out:find("skipped  " .. other:sub(1, 16) .. "  made with protocol 1; this provium speaks protocol", 1, true), out)
+    assert.truthy(out:find("pushed 0 (0.0 MB)", 1, true), out)
+    out, code = fixtures_cmd(a, "push --remote " .. remote .. " " .. key:sub(1, 8))
+    assert.are.equal(0, code, out)
+    assert.truthy(out:find("pushed 1 (", 1, true), out)
+    out, code = fixtures_cmd(a, "push --remote " .. remote .. " abcdef12")
+    assert.are.equal(1, code, out)
+    assert.truthy(out:find("provium fixtures push: no cached fixture has a key starting with abcdef12", 1, true), out)
+    out, code = fixtures_cmd(a, "pull --remote " .. remote .. " " .. other:sub(1, 8))
+    assert.are.equal(1, code, out)
+    assert.truthy(out:find("no remote fixture has a key starting with", 1, true), out)
+  end)
+
+  it("bad input is a clear error", function()
+    local c = dir .. "/cache-bad"
+    local out, code = fixtures_cmd(c, "push")
+    assert.are.equal(1, code, out)
+    assert.truthy(out:find("provium fixtures push: no remote store is set: pass --remote", 1, true), out)
+    out, code = fixtures_cmd(c, "pull --remote http://" .. addr .. "/x")
+    assert.are.equal(1, code, out)
+    assert.truthy(out:find("is not a remote fixture store: write oci://host[:port]/repository", 1, true), out)
+    out, code = fixtures_cmd(c, "pull --remote oci://" .. addr .. "/x zz")
+    assert.are.equal(2, code, out)
+    assert.truthy(out:find("\"zz\" is not a fixture key", 1, true), out)
+    out, code = fixtures_cmd(c, "prune --older-than 30 --remote oci://" .. addr .. "/x")
+    assert.are.equal(2, code, out)
+    assert.truthy(out:find("\"30\" is not an age", 1, true), out)
+    out, code = fixtures_cmd(c, "prune --remote oci://127.0.0.1:" .. free_port() .. "/x")
+    assert.are.equal(1, code, out)
+    assert.truthy(out:find("listing the fixtures failed", 1, true), out)
+  end)
+end)

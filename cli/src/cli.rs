@@ -191,6 +191,103 @@ pub enum FixturesCommand {
     Clean,
     /// Print the fixture cache directory
     Dir,
+    /// Push cached fixtures to the remote store (those it lacks, made here)
+    #[command(after_help = "\
+Pushes every cached fixture (or the KEYs) that the store lacks and that was
+made with this provium's protocol on this host's default guest image: others
+could not be restored by a machine like this one, and are skipped. Without
+--remote, the store is $PROVIUM_FIXTURE_REMOTE, else `remote` in the
+[fixtures] table of provium.toml. Credentials: $PROVIUM_FIXTURE_REMOTE_TOKEN,
+$PROVIUM_FIXTURE_REMOTE_USER with _PASSWORD, or Docker's config.json.
+Exits 1 when a push failed (the others are still made).
+
+Example:
+  provium fixtures push --remote oci://registry.example:5000/team/fixtures")]
+    Push(PushArgs),
+    /// Pull the remote store's fixtures for this host into the cache
+    #[command(after_help = "\
+Pulls every fixture of the store (or the KEYs) that the cache lacks and that
+was made with this provium's protocol on this host's default guest image:
+exactly those `provium.vm_fixture` could restore here. Each is checked as a
+lazy pull is (digests, sizes, the snapshot loads) before it enters the cache.
+Exits 1 when a pull failed (the others are still made).
+
+Example (warm a CI runner's cache before the suite):
+  provium fixtures pull && busted spec/")]
+    Pull(PullArgs),
+    /// Delete stale fixtures from the remote store
+    #[command(after_help = "\
+Deletes the store's fixtures that no provium from now on can use: made with
+an older protocol than this provium's, or with an unreadable config. With
+--older-than AGE (30d, 12h, 90m, 2w; 0s for all), also every fixture pushed
+longer ago than AGE; one still in use is rebuilt and pushed again by the
+next runner that misses it. Artifacts that are not provium fixtures are
+never touched. The registry frees the space in its garbage collection
+(`registry garbage-collect` for Docker's registry, which must allow deletes:
+REGISTRY_STORAGE_DELETE_ENABLED=true).
+
+Examples:
+  provium fixtures prune --older-than 30d --dry-run
+  provium fixtures prune --older-than 30d")]
+    Prune(PruneArgs),
+}
+
+/// Where the remote fixture store is.
+#[derive(Debug, Args)]
+pub struct RemoteArg {
+    /// The store, oci://host[:port]/repository (oci+http:// without TLS)
+    /// [default: $PROVIUM_FIXTURE_REMOTE, else provium.toml's]
+    #[arg(long, value_name = "LOCATION")]
+    pub remote: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    #[command(flatten)]
+    pub remote: RemoteArg,
+    /// Only these fixtures: keys, or their first digits as `list` shows them
+    #[arg(value_name = "KEY", value_parser = parse_key_prefix)]
+    pub keys: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    #[command(flatten)]
+    pub remote: RemoteArg,
+    /// Only these fixtures: keys, or their first digits
+    #[arg(value_name = "KEY", value_parser = parse_key_prefix)]
+    pub keys: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub remote: RemoteArg,
+    /// Also delete fixtures pushed longer ago than AGE (30d, 12h, 90m, 2w)
+    #[arg(long, value_name = "AGE", value_parser = parse_age)]
+    pub older_than: Option<Duration>,
+    /// Only say what would be deleted
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// A fixture key or its first hex digits (at least 4).
+pub fn parse_key_prefix(text: &str) -> Result<String, String> {
+    let t = text.trim().to_ascii_lowercase();
+    if t.len() < 4 || t.len() > 64 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{text:?} is not a fixture key: give 4 to 64 of its hex digits, \
+             as `provium fixtures list` shows them"
+        ));
+    }
+    Ok(t)
+}
+
+/// An age like `30d` (see [`fmt::parse_age`]).
+pub fn parse_age(text: &str) -> Result<Duration, String> {
+    fmt::parse_age(text).ok_or_else(|| {
+        format!("{text:?} is not an age: give a whole number and s, m, h, d or w, like 30d")
+    })
 }
 
 /// A `NAME=VALUE` of `--env`.

@@ -13,6 +13,49 @@ pub enum FixturesError {
     /// the cache cannot be read or changed (the message names the path)
     #[error(transparent)]
     Cache(#[from] CacheError),
+    /// the fixture cache's size cap is malformed
+    #[error(transparent)]
+    Config(#[from] provium::fixtures::ConfigError),
+    /// no remote store is set: pass --remote oci://host[:port]/repository, or set PROVIUM_FIXTURE_REMOTE, or `remote` in the [fixtures] table of provium.toml
+    #[error(
+        "no remote store is set: pass --remote oci://host[:port]/repository, or set \
+         PROVIUM_FIXTURE_REMOTE, or `remote` in the [fixtures] table of provium.toml"
+    )]
+    NoRemote,
+    /// the remote store failed (the message names it and the operation)
+    #[error(transparent)]
+    Remote(provium::fixtures::remote::RemoteError),
+    /// the default guest image cannot be prepared
+    #[error("{0}")]
+    Image(String),
+    /// no {place} fixture has a key starting with {prefix}
+    #[error("no {place} fixture has a key starting with {prefix}")]
+    NoMatch {
+        /// The key digits given.
+        prefix: String,
+        /// `cached` or `remote`.
+        place: &'static str,
+    },
+    /// {count} {place} fixtures have a key starting with {prefix}: give more digits
+    #[error("{count} {place} fixtures have a key starting with {prefix}: give more digits")]
+    Ambiguous {
+        /// The key digits given.
+        prefix: String,
+        /// How many keys start with them.
+        count: usize,
+        /// `cached` or `remote`.
+        place: &'static str,
+    },
+    /// {failed} of {tried} {what} failed (each is named above)
+    #[error("{failed} of {tried} {what} failed (each is named above)")]
+    Failed {
+        /// How many failed.
+        failed: usize,
+        /// How many were tried.
+        tried: usize,
+        /// `pushes`, `pulls`, `deletions`.
+        what: &'static str,
+    },
 }
 
 /// One line of `list`.

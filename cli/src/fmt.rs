@@ -68,6 +68,29 @@ pub fn parse_size(text: &str) -> Option<u64> {
     digits.parse::<u64>().ok()?.checked_mul(1u64 << shift)
 }
 
+/// Parses an age: a whole number followed by `s`, `m`, `h`, `d` or `w`
+/// (`90m`, `12h`, `30d`); `None` when it is not one or overflows.
+pub fn parse_age(text: &str) -> Option<Duration> {
+    let t = text.trim();
+    let unit: u64 = match t.chars().last()? {
+        's' => 1,
+        'm' => 60,
+        'h' => 3_600,
+        'd' => 86_400,
+        'w' => 604_800,
+        _ => return None,
+    };
+    let digits = &t[..t.len() - 1];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits
+        .parse::<u64>()
+        .ok()?
+        .checked_mul(unit)
+        .map(Duration::from_secs)
+}
+
 /// The first 16 hex digits of a key, as lists show it.
 pub fn short_key(key: &str) -> &str {
     key.get(..16).unwrap_or(key)
@@ -76,6 +99,17 @@ pub fn short_key(key: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ages_have_a_unit() {
+        assert_eq!(parse_age("30d"), Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_age("90m"), Some(Duration::from_secs(5_400)));
+        assert_eq!(parse_age("0s"), Some(Duration::ZERO));
+        assert_eq!(parse_age("2w"), Some(Duration::from_secs(1_209_600)));
+        for bad in ["30", "d", "-1d", "1.5h", "3y", "", "99999999999999999999d"] {
+            assert_eq!(parse_age(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn sizes_read_like_du() {

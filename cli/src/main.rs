@@ -4,7 +4,8 @@
 //! * `provium run [PROFILE] -- CMD...` — a command in a fresh guest;
 //! * `provium shell [PROFILE]` — an interactive shell in a fresh guest;
 //! * `provium image build|list|gc` — the guest image cache;
-//! * `provium fixtures list|clean|dir` — the fixture cache.
+//! * `provium fixtures list|clean|dir` — the fixture cache;
+//! * `provium fixtures push|pull|prune` — the remote fixture store;
 //! * `provium shard` — the spec files of one shard of a suite.
 //!
 //! Exit codes: 0 success, 1 failure, 2 usage error; `run` passes the
@@ -19,6 +20,7 @@ mod fmt;
 mod image;
 mod run;
 mod shard;
+mod share;
 mod shell;
 mod term;
 
@@ -64,6 +66,11 @@ fn main() {
         Command::Image(ImageCommand::Gc(args)) => done("image gc", image::collect(args)),
         Command::Fixtures(FixturesCommand::List) => done("fixtures list", fixtures::list()),
         Command::Fixtures(FixturesCommand::Clean) => done("fixtures clean", fixtures::clean()),
+        Command::Fixtures(FixturesCommand::Push(args)) => done("fixtures push", share::push(args)),
+        Command::Fixtures(FixturesCommand::Pull(args)) => done("fixtures pull", share::pull(args)),
+        Command::Fixtures(FixturesCommand::Prune(args)) => {
+            done("fixtures prune", share::prune(args))
+        }
         Command::Fixtures(FixturesCommand::Dir) => {
             fixtures::dir();
             exit::SUCCESS

@@ -13,22 +13,15 @@ use mlua::{Lua, Table};
 
 use super::errors::ret;
 use crate::fixtures::meta::EntryMeta;
-use crate::fixtures::remote::{self, Expect, Remote, Transfer};
+use crate::fixtures::remote::{self, Expect, Remote, ThisMachine, Transfer};
 use crate::fixtures::{cache_dir, Cache};
-use crate::vm::snapshot::SnapshotMeta;
 
 /// Transfers at least this long get a progress line.
 const NOTABLE: Duration = Duration::from_secs(1);
 
 /// What this machine wants of the artifact of `hex`.
 fn expect(hex: &str) -> Result<Expect, String> {
-    let image = crate::image::boot::default_image_cached()
-        .map_err(|e| format!("cannot prepare the default guest: {e}"))?;
-    Ok(Expect {
-        key: hex.to_string(),
-        protocol: provium_protocol::PROTOCOL_VERSION,
-        image: image.key.clone(),
-    })
+    ThisMachine::current().map(|m| m.expect(hex))
 }
 
 /// The configured store; a broken setting is warned about and counts as
@@ -71,22 +64,8 @@ fn pull(hex: &str, builder: &str, manifest: Vec<String>) -> Option<String> {
             return None;
         }
     };
-    let stage = remote::staging_dir(cache.dir(), hex);
-    let _ = std::fs::remove_dir_all(&stage);
-    let result = remote
-        .pull(&expect, &stage)
-        .map_err(|e| e.to_string())
-        .and_then(|pulled| match pulled {
-            None => Ok(None),
-            Some(t) => SnapshotMeta::load(&stage)
-                .map_err(|e| format!("the pulled snapshot is unusable: {e}"))
-                .and_then(|_| {
-                    let meta = EntryMeta::new(builder, manifest);
-                    cache.install(hex, &stage, &meta).map_err(|e| e.to_string())
-                })
-                .map(|dir| Some((dir, t))),
-        });
-    let _ = std::fs::remove_dir_all(&stage);
+    let meta = EntryMeta::new(builder, manifest);
+    let result = remote::pull_into(&remote, &cache, &expect, &meta).map_err(|e| e.to_string());
     match result {
         Ok(None) => {
             tracing::debug!("fixture {builder}: {hex} is not in {}", remote.location());
