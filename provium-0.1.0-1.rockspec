@@ -64,6 +64,7 @@ build = {
          ["provium.vm"] = "lua/provium/vm.lua",
          ["provium.fixtures"] = "lua/provium/fixtures.lua",
          ["provium.busted"] = "lua/provium/busted.lua",
+         ["provium.durations"] = "lua/provium/durations.lua",
          ["provium.assertions"] = "lua/provium/assertions.lua",
          -- LuaLS types (never loaded at run time).
          ["provium._meta"] = "lua/provium/_meta.lua",

@@ -14,7 +14,8 @@ Exit status: 0 success, 1 failure (the message says what failed and how to fix i
 2 usage error. `provium run` exits with the guest command's status instead.
 
 Environment: PROVIUM_LOG (log filter), PROVIUM_ACCEL=kvm|tcg, PROVIUM_VSOCK=kernel|vhost-user,
-PROVIUM_QEMU, PROVIUM_CONFIG (profiles), XDG_CACHE_HOME (caches), PROVIUM_FIXTURE_CACHE.";
+PROVIUM_QEMU, PROVIUM_CONFIG (profiles), XDG_CACHE_HOME (caches), PROVIUM_FIXTURE_CACHE,
+PROVIUM_FIXTURE_REMOTE (the remote fixture store).";
 
 /// Boot real Linux guests under QEMU: run commands and shells in them, check
 /// the host, manage provium's caches.
@@ -60,7 +61,7 @@ The guest is killed on every way out, also when the terminal closes.")]
     /// Build, list and garbage-collect the guest image cache
     #[command(subcommand)]
     Image(ImageCommand),
-    /// List, clean or locate the fixture cache (`provium.vm_fixture` snapshots)
+    /// The fixture cache (`provium.vm_fixture` snapshots) and its remote store
     #[command(subcommand)]
     Fixtures(FixturesCommand),
     /// Print the spec files of one shard of a suite, for parallel CI runners
@@ -69,7 +70,9 @@ Spec files are the *_spec.lua files under the given directories and the files
 named directly. Every runner given the same files (and durations) computes the
 same split: together the shards run each file exactly once. With --durations
 (lines of `seconds path`), the longest files are placed first, each on the shard
-with the least time so far; without, every file counts the same.
+with the least time so far; without, every file counts the same. Every runner
+must read the same durations file. `busted --helper=provium.durations spec/`
+records them (into $PROVIUM_DURATIONS, else .provium-durations).
 
 Examples:
   busted $(provium shard --total 4 --index \"$MATRIX_INDEX\" spec/)

@@ -112,6 +112,7 @@ fn spec_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ShardError> {
             out.push(p.clone());
         }
     }
+    let mut out: Vec<PathBuf> = out.iter().map(|p| plain(p)).collect();
     out.sort();
     out.dedup();
     Ok(out)
@@ -137,6 +138,20 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ShardError> {
     Ok(())
 }
 
+/// `path` without `.` components (`./spec/a_spec.lua` is `spec/a_spec.lua`),
+/// so that spec files and recorded durations name files alike.
+fn plain(path: &Path) -> PathBuf {
+    let out: PathBuf = path
+        .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect();
+    if out.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        out
+    }
+}
+
 /// `seconds path` lines (blank lines and `#` comments skipped).
 fn read_durations(path: &Path) -> Result<HashMap<PathBuf, f64>, ShardError> {
     let text = std::fs::read_to_string(path).map_err(|source| ShardError::Read {
@@ -153,7 +168,7 @@ fn read_durations(path: &Path) -> Result<HashMap<PathBuf, f64>, ShardError> {
             .split_once(char::is_whitespace)
             .and_then(|(secs, file)| {
                 let secs: f64 = secs.parse().ok()?;
-                (secs.is_finite() && secs >= 0.0).then(|| (PathBuf::from(file.trim()), secs))
+                (secs.is_finite() && secs >= 0.0).then(|| (plain(Path::new(file.trim())), secs))
             });
         let Some((file, secs)) = parsed else {
             return Err(ShardError::Durations {
@@ -245,6 +260,20 @@ mod tests {
             err.to_string().starts_with("cannot read /nonexistent/spec"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn paths_lose_their_dot_components() {
+        assert_eq!(
+            plain(Path::new("./spec/a_spec.lua")),
+            Path::new("spec/a_spec.lua")
+        );
+        assert_eq!(
+            plain(Path::new("spec/./b/c.lua")),
+            Path::new("spec/b/c.lua")
+        );
+        assert_eq!(plain(Path::new("/abs/x.lua")), Path::new("/abs/x.lua"));
+        assert_eq!(plain(Path::new("./")), Path::new("."));
     }
 
     #[test]
