@@ -5,6 +5,7 @@ use std::fmt;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use provium::fixtures::remote::Remote;
 use provium::fixtures::{self, Cache};
 use provium::image;
 use provium::image::agent::AGENT;
@@ -125,6 +126,7 @@ pub fn doctor(args: &DoctorArgs) -> i32 {
     report(&mut checks, default_image());
     report(&mut checks, image_cache());
     report(&mut checks, fixture_cache());
+    report(&mut checks, fixture_store());
     if args.boot {
         let boot = if exit_code(&checks) == exit::FAILURE {
             Check::new("boot", Status::Skip, "not tried: a check above failed")
@@ -298,6 +300,44 @@ fn image_cache() -> Check {
         Check::new(NAME, Status::Warn, detail).fix("provium image gc")
     } else {
         Check::new(NAME, Status::Ok, detail)
+    }
+}
+
+/// The remote fixture store, when one is set: it answers and lists its
+/// fixtures. A store never fails a test, so a broken one is a warning.
+fn fixture_store() -> Check {
+    const NAME: &str = "fixture store";
+    let remote = match Remote::configured() {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return Check::new(
+                NAME,
+                Status::Skip,
+                "none set (PROVIUM_FIXTURE_REMOTE, or [fixtures] remote in provium.toml)",
+            )
+        }
+        Err(e) => {
+            return Check::new(NAME, Status::Warn, e.to_string()).fix(
+                "correct PROVIUM_FIXTURE_REMOTE (oci://host[:port]/repository) or provium.toml",
+            )
+        }
+    };
+    let start = Instant::now();
+    match remote.keys() {
+        Ok(keys) => Check::new(
+            NAME,
+            Status::Ok,
+            format!(
+                "{}: {} fixture(s), answered in {}",
+                remote.location(),
+                keys.len(),
+                human::seconds(start.elapsed())
+            ),
+        ),
+        Err(e) => Check::new(NAME, Status::Warn, e.to_string()).fix(
+            "check the address and the credentials (PROVIUM_FIXTURE_REMOTE_TOKEN, \
+             _USER/_PASSWORD or docker login); meanwhile fixtures are built here",
+        ),
     }
 }
 

@@ -196,6 +196,7 @@ fn doctor_prints_every_check_and_passes_here() {
         "default guest",
         "image cache",
         "fixture cache",
+        "fixture store",
     ] {
         assert!(
             stdout
@@ -214,6 +215,23 @@ fn doctor_prints_every_check_and_passes_here() {
             );
         }
     }
+}
+
+#[test]
+fn doctor_warns_about_an_unreachable_fixture_store_and_still_passes() {
+    let out = output(provium(&["doctor"]).env("PROVIUM_FIXTURE_REMOTE", "oci://127.0.0.1:1/x"));
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("warn  fixture store"))
+        .unwrap_or_else(|| panic!("no fixture store warning in:\n{stdout}"));
+    assert!(
+        line.contains("oci+http://127.0.0.1:1/x: listing the fixtures failed")
+            && line.contains("Connection refused")
+            && line.contains("; fix: check the address and the credentials"),
+        "{line}"
+    );
 }
 
 #[test]
