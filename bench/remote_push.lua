@@ -1,5 +1,6 @@
--- Pushing fixtures to an OCI registry with `provium fixtures push`: wall
--- time and the peak memory (max RSS) of the provium process, for the
+-- Pushing fixtures to an OCI registry with `provium fixtures push`, and
+-- pulling them into an empty cache with `provium fixtures pull`: wall time
+-- and the peak memory (max RSS) of the provium process, for the
 -- default-guest fixture and for one whose guest holds SIZE MB of random
 -- data in RAM (incompressible: its artifact is as large as its RAM). A real
 -- registry (Debian's docker-registry on 127.0.0.1, data in a temporary
@@ -65,10 +66,23 @@ local function push(key, round)
   return assert(tonumber(out:match("wall=([%d.]+)")), out), assert(tonumber(out:match("rss_kb=(%d+)")), out) / 1024, mb
 end
 
+--- Pulls the fixture `key` from where round `round` pushed it into an
+-- empty cache → seconds, peak RSS (MB).
+local function pull(key, round)
+  local out, code = guest.sh(string.format(
+    "PROVIUM_FIXTURE_CACHE=%s/pull%d-%s /usr/bin/time -f 'rss_kb=%%M wall=%%e' %s fixtures pull --remote oci://%s/bench/push%d-%s",
+    dir, round, key:sub(1, 8), cli, addr, round, key:sub(1, 8)))
+  assert(code == 0 and out:find("pulled 1 (", 1, true), out)
+  guest.sh(string.format("rm -rf %s/pull%d-%s", dir, round, key:sub(1, 8)))
+  return assert(tonumber(out:match("wall=([%d.]+)")), out), assert(tonumber(out:match("rss_kb=(%d+)")), out) / 1024
+end
+
 local t, rss, mb = { small = {}, large = {} }, { small = {}, large = {} }, {}
+local pt, prss = { small = {}, large = {} }, { small = {}, large = {} }
 for r = 1, rounds do
   for _, name in ipairs({ "small", "large" }) do
     t[name][r], rss[name][r], mb[name] = push(keys[name], r)
+    pt[name][r], prss[name][r] = pull(keys[name], r)
   end
 end
 stop()
@@ -77,4 +91,7 @@ for _, name in ipairs({ "small", "large" }) do
   print(string.format("%-5s fixture, %6.1f MB artifact: push median %.2f s [%s], peak RSS median %.0f MB [%s]",
     name, mb[name], u.median(t[name]), u.fmt_list(t[name], "%.2f"),
     u.median(rss[name]), u.fmt_list(rss[name], "%.0f")))
+  print(string.format("%-5s fixture, %6.1f MB artifact: pull median %.2f s [%s], peak RSS median %.0f MB [%s]",
+    name, mb[name], u.median(pt[name]), u.fmt_list(pt[name], "%.2f"),
+    u.median(prss[name]), u.fmt_list(prss[name], "%.0f")))
 end
