@@ -10,7 +10,7 @@ pub const DEFAULT_MEMORY_MIB: u64 = 256;
 /// The least memory a guest may be given.
 pub const MIN_MEMORY_MIB: u64 = 64;
 /// The most virtual CPUs a guest may be given.
-pub const MAX_CPUS: u32 = 64;
+pub const MAX_CPUS: u32 = provium::vm::MAX_CPUS;
 /// How long a guest may take from starting QEMU to its agent's answer.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 

@@ -94,7 +94,8 @@ fn install(hex: String, snap: AnyUserData, builder: String, manifest: Table) -> 
 fn stage_dir(hex: &str) -> ApiResult<PathBuf> {
     let c = cache()?;
     Ok(c.dir().join(format!(
-        ".tmp-stage{}-{}-0",
+        "{}stage{}-{}-0",
+        crate::fixtures::cache::TMP_PREFIX,
         &hex[..hex.len().min(12)],
         std::process::id()
     )))

@@ -140,7 +140,8 @@ impl VmConfig {
             if !m.is_nil() {
                 memory = Some(args::size(CALL, "opts.memory", &m)?);
             }
-            cpus = args::field_int(CALL, &t, "cpus", "opts", 1, 64)?.map(|c| c as u32);
+            cpus = args::field_int(CALL, &t, "cpus", "opts", 1, crate::vm::MAX_CPUS as i64)?
+                .map(|c| c as u32);
             let tr: Value = t.raw_get("transport")?;
             match &tr {
                 Value::Nil => {}

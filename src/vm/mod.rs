@@ -15,6 +15,13 @@
 //! the serial port: it snapshots, and under TCG it is also the faster of the
 //! two (see BENCHMARKS.md).
 
+/// The most virtual CPUs a VM (or a snapshot restored) may have.
+pub const MAX_CPUS: u32 = 64;
+
+/// The most guest memory a snapshot may describe, in MiB (1 TiB, as much as
+/// a shared fixture's RAM file may hold).
+pub const MAX_SNAPSHOT_MEMORY_MIB: u64 = 1 << 20;
+
 pub mod accel;
 pub mod cause;
 pub mod console;

@@ -40,6 +40,13 @@ proptest! {
             }
         };
         prop_assert!(state && ram >= 2, "loaded without its state and RAM files");
+        // Only machines this host may start.
+        prop_assert!((1..=crate::vm::MAX_CPUS).contains(&meta.cpus), "cpus {}", meta.cpus);
+        prop_assert!(
+            (1..=crate::vm::MAX_SNAPSHOT_MEMORY_MIB).contains(&meta.memory_mib),
+            "memory_mib {}",
+            meta.memory_mib
+        );
         // serde skips unknown keys without checking their strings' escapes,
         // so a file that loads may still hold a lone surrogate there (which
         // `Value` refuses); the fields that count were checked by the load.
@@ -98,8 +105,8 @@ fn json_value() -> impl Strategy<Value = Value> {
     ]
 }
 
-/// A field with a valid value (another one than in the file, mostly), or an
-/// unknown field.
+/// A field with a valid value (another one than in the file, mostly), a
+/// number just out of its range, or an unknown field.
 fn valid_field() -> impl Strategy<Value = (&'static str, Value)> {
     let name = |c: Vec<char>| Value::from(c.into_iter().collect::<String>());
     prop_oneof![
@@ -107,8 +114,11 @@ fn valid_field() -> impl Strategy<Value = (&'static str, Value)> {
         Just(("protocol", json!(provium_protocol::PROTOCOL_VERSION))),
         prop_oneof![Just("serial"), Just("vsock")].prop_map(|t| ("transport", json!(t))),
         prop_oneof![Just("kvm"), Just("tcg")].prop_map(|a| ("accel", json!(a))),
+        // Mostly in range (a valid field), sometimes anything.
+        (1..=crate::vm::MAX_SNAPSHOT_MEMORY_MIB).prop_map(|n| ("memory_mib", json!(n))),
         any::<u64>().prop_map(|n| ("memory_mib", json!(n))),
-        any::<u32>().prop_map(|n| ("cpus", json!(n))),
+        (1..=crate::vm::MAX_CPUS).prop_map(|n| ("cpus", json!(n))),
+        (0..=128u32).prop_map(|n| ("cpus", json!(n))),
         vec(any::<char>(), 0..12).prop_map(move |c| ("vm", name(c))),
         any::<u64>().prop_map(|n| ("created", json!(n))),
         json_value().prop_map(|v| ("port", v)),

@@ -50,8 +50,8 @@ pub(super) fn any_meta() -> impl Strategy<Value = SnapshotMeta> {
     (
         any::<bool>(),
         any::<bool>(),
-        any::<u64>(),
-        any::<u32>(),
+        1..=crate::vm::MAX_SNAPSHOT_MEMORY_MIB,
+        1..=crate::vm::MAX_CPUS,
         vec(any::<char>(), 0..16).prop_map(|c| c.into_iter().collect::<String>()),
         any::<u64>(),
         any::<bool>(),
@@ -117,6 +117,9 @@ fn value() -> impl Strategy<Value = String> {
         Just(String::new()),
         any::<u64>().prop_map(|n| n.to_string()),
         any::<u32>().prop_map(|n| n.to_string()),
+        // In range for memory_mib and cpus, and around their ends.
+        (1..=crate::vm::MAX_SNAPSHOT_MEMORY_MIB).prop_map(|n| n.to_string()),
+        (0..=128u32).prop_map(|n| n.to_string()),
         prop_oneof![Just("serial"), Just("vsock"), Just("tcg"), Just("kvm")].prop_map(String::from),
         "[ -~]{0,12}",
         vec(any::<char>(), 0..8).prop_map(|c| c.into_iter().collect()),
@@ -293,6 +296,13 @@ proptest! {
             }
         };
         prop_assert!(state && ram >= 2, "loaded without its state and RAM files");
+        // Only machines this host may start.
+        prop_assert!((1..=crate::vm::MAX_CPUS).contains(&meta.cpus), "cpus {}", meta.cpus);
+        prop_assert!(
+            (1..=crate::vm::MAX_SNAPSHOT_MEMORY_MIB).contains(&meta.memory_mib),
+            "memory_mib {}",
+            meta.memory_mib
+        );
         // Migrated: the JSON file says the same, and is read from now on.
         let json = std::fs::read(meta_path(&dir.0)).expect("snapshot.json written");
         let written: SnapshotMeta = serde_json::from_slice(&json).expect("valid JSON");

@@ -19,7 +19,7 @@
 //! created = 1764990000
 //! ```
 
-use super::{accel_named, transport_named, SnapshotMeta};
+use super::{accel_named, cpus_in_range, memory_in_range, transport_named, SnapshotMeta};
 
 /// Parses the text; the error names the field (the caller names the file).
 pub(super) fn parse(text: &str) -> Result<SnapshotMeta, String> {
@@ -28,8 +28,8 @@ pub(super) fn parse(text: &str) -> Result<SnapshotMeta, String> {
         protocol: number32(text, "protocol")?,
         transport: transport_named(field(text, "transport")?)?,
         accel: accel_named(field(text, "accel")?)?,
-        memory_mib: number(text, "memory_mib")?,
-        cpus: number32(text, "cpus")?,
+        memory_mib: memory_in_range(number(text, "memory_mib")?)?,
+        cpus: cpus_in_range(number32(text, "cpus")?)?,
         vm: field(text, "vm")?.to_string(),
         created: number(text, "created")?,
         balloon: match field(text, "balloon") {

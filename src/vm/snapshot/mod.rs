@@ -45,7 +45,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::accel::Accel;
-use super::Transport;
+use super::{Transport, MAX_CPUS, MAX_SNAPSHOT_MEMORY_MIB};
 use crate::metadata::{MetadataError, MetadataFile};
 
 /// Version of the directory layout; bumped on any incompatible change
@@ -206,6 +206,27 @@ impl SnapshotMeta {
     }
 }
 
+/// `memory_mib` if it is 1 to [`MAX_SNAPSHOT_MEMORY_MIB`]: a snapshot shared
+/// through a registry must not make this host start any size of machine.
+fn memory_in_range(mib: u64) -> Result<u64, String> {
+    if (1..=MAX_SNAPSHOT_MEMORY_MIB).contains(&mib) {
+        Ok(mib)
+    } else {
+        Err(format!(
+            "memory_mib {mib} is out of range (1 to {MAX_SNAPSHOT_MEMORY_MIB})"
+        ))
+    }
+}
+
+/// `cpus` if it is 1 to [`MAX_CPUS`].
+fn cpus_in_range(cpus: u32) -> Result<u32, String> {
+    if (1..=MAX_CPUS).contains(&cpus) {
+        Ok(cpus)
+    } else {
+        Err(format!("cpus {cpus} is out of range (1 to {MAX_CPUS})"))
+    }
+}
+
 /// Refuses a snapshot of another format or protocol.
 fn check_versions(dir: &Path, format: u32, protocol: u32) -> Result<(), SnapshotError> {
     if format == FORMAT && protocol == provium_protocol::PROTOCOL_VERSION {
@@ -305,11 +326,11 @@ mod field {
     }
 
     pub(super) fn memory_mib<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        number(d, "memory_mib")
+        super::memory_in_range(number(d, "memory_mib")?).map_err(D::Error::custom)
     }
 
     pub(super) fn cpus<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-        number(d, "cpus")
+        super::cpus_in_range(number(d, "cpus")?).map_err(D::Error::custom)
     }
 
     pub(super) fn created<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
@@ -557,6 +578,27 @@ mod tests {
             assert!(err.starts_with(&head), "{key}: {err}");
             assert!(err.contains(want), "{key}: {err}");
             assert!(err.contains(" at line "), "{key}: {err}");
+        }
+        // Well-formed, but no machine this host should start.
+        for (key, value, want) in [
+            ("cpus", json!(0), "cpus 0 is out of range (1 to 64)"),
+            ("cpus", json!(65), "cpus 65 is out of range (1 to 64)"),
+            ("memory_mib", json!(0), "memory_mib 0 is out of range"),
+            (
+                "memory_mib",
+                json!(2_097_152u64),
+                "memory_mib 2097152 is out of range (1 to 1048576)",
+            ),
+        ] {
+            let s = Scratch::with_data();
+            let mut doc = valid.clone();
+            doc.as_object_mut().unwrap().insert(key.into(), value);
+            fs::write(meta_path(&s.0), serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+            let err = SnapshotMeta::load(&s.0).unwrap_err().to_string();
+            assert!(
+                err.contains("is not a snapshot: ") && err.contains(want),
+                "{err}"
+            );
         }
         for text in ["", "{", "not json", "[2]", "{\"format\": 2,}"] {
             let s = Scratch::with_data();
