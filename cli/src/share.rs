@@ -199,19 +199,10 @@ pub fn pull(args: &PullArgs) -> Result<(), FixturesError> {
         }
         // A builder of this key in another process finishes first; its
         // entry then counts as present.
-        let _lock = match cache.try_lock(key)? {
-            Some(held) => held,
-            None => {
-                let who = cache
-                    .lock_holder(key)
-                    .ok()
-                    .flatten()
-                    .map(|s| format!(" by {s}"))
-                    .unwrap_or_default();
-                println!("waiting  {short}  (being built here{who})");
-                cache.lock(key)?
-            }
-        };
+        let _lock = cache.lock_or_wait(key, |holder| {
+            let who = holder.map(|s| format!(" by {s}")).unwrap_or_default();
+            println!("waiting  {short}  (being built here{who})");
+        })?;
         if cache.lookup(key).is_some() {
             println!("present  {short}  {}", config.builder);
             there += 1;

@@ -55,19 +55,14 @@ fn key(lua: &Lua, builder: String, package_path: String) -> ApiResult<Table> {
 fn lock(lua: &Lua, hex: String, label: String) -> ApiResult<AnyUserData> {
     let c = cache()?;
     let err = |e| ApiError::msg(format!("{CALL}: {e}"));
-    let held = match c.try_lock(&hex).map_err(err)? {
-        Some(l) => l,
-        None => {
-            let who = c
-                .lock_holder(&hex)
-                .ok()
-                .flatten()
+    let held = c
+        .lock_or_wait(&hex, |holder| {
+            let who = holder
                 .map(|s| format!(" (being built by {s})"))
                 .unwrap_or_default();
             tracing::info!("waiting for fixture {label}{who}");
-            c.lock(&hex).map_err(err)?
-        }
-    };
+        })
+        .map_err(err)?;
     Ok(lua.create_userdata(BuildLock(std::sync::Mutex::new(Some(held))))?)
 }
 
