@@ -37,6 +37,23 @@ local function machine(cache, remote, path)
     cache, remote, script))
 end
 
+--- Inside a describe: a registry for its tests in a new directory, started
+-- before the first test (`started(dir, addr)` is told where) and stopped,
+-- the directory removed, after the last.
+local function with_registry(started)
+  local dir, stop
+  lazy_setup(function()
+    dir = fresh_dir()
+    local addr
+    addr, stop = registry.start(dir)
+    started(dir, addr)
+  end)
+  lazy_teardown(function()
+    if stop then stop() end
+    if dir then sh("rm -rf " .. dir) end
+  end)
+end
+
 local function count(s, pat)
   local n = 0
   for _ in s:gmatch(pat) do n = n + 1 end
@@ -44,16 +61,8 @@ local function count(s, pat)
 end
 
 describe("fixtures shared through an OCI registry", function()
-  local dir, addr, stop
-
-  lazy_setup(function()
-    dir = fresh_dir()
-    addr, stop = registry.start(dir)
-  end)
-  lazy_teardown(function()
-    if stop then stop() end
-    if dir then sh("rm -rf " .. dir) end
-  end)
+  local dir, addr
+  with_registry(function(d, a) dir, addr = d, a end)
 
   it("a second machine restores what the first pushed, without building", function()
     local log = dir .. "/builds-a.log"
@@ -147,16 +156,8 @@ local function fixtures_cmd(cache, args)
 end
 
 describe("provium fixtures push, pull and prune", function()
-  local dir, addr, stop
-
-  lazy_setup(function()
-    dir = fresh_dir()
-    addr, stop = registry.start(dir)
-  end)
-  lazy_teardown(function()
-    if stop then stop() end
-    if dir then sh("rm -rf " .. dir) end
-  end)
+  local dir, addr
+  with_registry(function(d, a) dir, addr = d, a end)
 
   it("push shares a local build, pull warms another cache, prune deletes by age", function()
     local log = dir .. "/builds.log"

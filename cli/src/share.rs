@@ -70,16 +70,58 @@ pub fn select<'a>(
     Ok(out)
 }
 
-/// Fails when any of `tried` transfers failed.
-fn outcome(failed: usize, tried: usize, what: &'static str) -> Result<(), FixturesError> {
-    if failed == 0 {
-        Ok(())
-    } else {
-        Err(FixturesError::Failed {
-            failed,
-            tried,
-            what,
-        })
+/// What a command did, fixture by fixture: each outcome prints its line
+/// and is counted.
+#[derive(Default)]
+struct Tally {
+    /// Transfers (or deletions) made, and their bytes.
+    done: usize,
+    bytes: u64,
+    /// Fixtures already where they were to go.
+    present: usize,
+    /// Fixtures not taken, with the reason printed.
+    skipped: usize,
+    /// Transfers that failed, with the error printed.
+    failed: usize,
+}
+
+impl Tally {
+    fn done(&mut self, line: String, bytes: u64) {
+        println!("{line}");
+        self.done += 1;
+        self.bytes += bytes;
+    }
+
+    fn present(&mut self, short: &str, detail: &str) {
+        if detail.is_empty() {
+            println!("present  {short}");
+        } else {
+            println!("present  {short}  {detail}");
+        }
+        self.present += 1;
+    }
+
+    fn skipped(&mut self, short: &str, why: impl std::fmt::Display) {
+        println!("skipped  {short}  {why}");
+        self.skipped += 1;
+    }
+
+    fn failed(&mut self, short: &str, e: impl std::fmt::Display) {
+        println!("FAILED   {short}  {e}");
+        self.failed += 1;
+    }
+
+    /// Fails when any of the tries failed.
+    fn outcome(&self, what: &'static str) -> Result<(), FixturesError> {
+        if self.failed == 0 {
+            Ok(())
+        } else {
+            Err(FixturesError::Failed {
+                failed: self.failed,
+                tried: self.done + self.failed,
+                what,
+            })
+        }
     }
 }
 
@@ -96,54 +138,51 @@ pub fn push(args: &PushArgs) -> Result<(), FixturesError> {
     }
     let here = this_machine()?;
     let present: HashSet<String> = remote.keys()?.into_iter().collect();
-    let (mut pushed, mut bytes, mut there, mut skipped, mut failed) = (0, 0, 0, 0, 0);
+    let mut tally = Tally::default();
     for hex in chosen {
         let Some(entry) = entries.iter().find(|e| e.hex == *hex) else {
             continue;
         };
         let short = fmt::short_key(hex);
         if present.contains(hex) {
-            println!("present  {short}  {}", builder(entry));
-            there += 1;
+            tally.present(short, &builder(entry));
             continue;
         }
         let meta = match cache.meta(hex) {
             Ok(Some(m)) => m,
             Ok(None) => continue,
             Err(e) => {
-                println!("skipped  {short}  its metadata is unreadable: {e}");
-                skipped += 1;
+                tally.skipped(short, format!("its metadata is unreadable: {e}"));
                 continue;
             }
         };
         if let Err(why) = here.made_here(&meta) {
-            println!("skipped  {short}  {why}");
-            skipped += 1;
+            tally.skipped(short, why);
             continue;
         }
         let label = meta.builder.display().to_string();
         match remote.push(&here.expect(hex), &entry.path, &label) {
-            Ok(t) => {
-                println!(
+            Ok(t) => tally.done(
+                format!(
                     "pushed   {short}  {:>8} in {}  {label}",
                     megabytes(t.bytes),
                     fmt::seconds(t.elapsed)
-                );
-                pushed += 1;
-                bytes += t.bytes;
-            }
-            Err(e) => {
-                println!("FAILED   {short}  {e}");
-                failed += 1;
-            }
+                ),
+                t.bytes,
+            ),
+            Err(e) => tally.failed(short, e),
         }
     }
     println!(
-        "pushed {pushed} ({}) to {}; {there} already there, {skipped} skipped, {failed} failed",
-        megabytes(bytes),
-        remote.location()
+        "pushed {} ({}) to {}; {} already there, {} skipped, {} failed",
+        tally.done,
+        megabytes(tally.bytes),
+        remote.location(),
+        tally.present,
+        tally.skipped,
+        tally.failed
     );
-    outcome(failed, pushed + failed, "pushes")
+    tally.outcome("pushes")
 }
 
 fn builder(e: &EntryInfo) -> String {
@@ -166,35 +205,31 @@ pub fn pull(args: &PullArgs) -> Result<(), FixturesError> {
     let cached: HashSet<String> = cache.list()?.into_iter().map(|e| e.hex).collect();
     let here = this_machine()?;
     let origin = remote.location().to_string();
-    let (mut pulled, mut bytes, mut there, mut skipped, mut failed) = (0, 0, 0, 0, 0);
+    let mut tally = Tally::default();
     for key in chosen {
         let short = fmt::short_key(key);
         if cached.contains(key) {
-            println!("present  {short}");
-            there += 1;
+            tally.present(short, "");
             continue;
         }
         let listed = match remote.describe(key) {
             Ok(Some(l)) => l,
             Ok(None) => continue,
             Err(e) => {
-                println!("FAILED   {short}  {e}");
-                failed += 1;
+                tally.failed(short, e);
                 continue;
             }
         };
         let config = match listed.config {
             Ok(c) => c,
             Err(e) => {
-                println!("skipped  {short}  {e}");
-                skipped += 1;
+                tally.skipped(short, e);
                 continue;
             }
         };
         let expect = here.expect(key);
         if let Err(e) = config.check(&expect) {
-            println!("skipped  {short}  {e}");
-            skipped += 1;
+            tally.skipped(short, e);
             continue;
         }
         // A builder of this key in another process finishes first; its
@@ -204,8 +239,7 @@ pub fn pull(args: &PullArgs) -> Result<(), FixturesError> {
             println!("waiting  {short}  (being built here{who})");
         })?;
         if cache.lookup(key).is_some() {
-            println!("present  {short}  {}", config.builder);
-            there += 1;
+            tally.present(short, &config.builder);
             continue;
         }
         let meta = EntryMeta::new(
@@ -213,27 +247,27 @@ pub fn pull(args: &PullArgs) -> Result<(), FixturesError> {
             here.pulled_manifest(&origin, &config.builder),
         );
         match remote::pull_into(&remote, &cache, &expect, &meta) {
-            Ok(Some((_, t))) => {
-                println!(
+            Ok(Some((_, t))) => tally.done(
+                format!(
                     "pulled   {short}  {:>8} in {}  {}",
                     megabytes(t.bytes),
                     fmt::seconds(t.elapsed),
                     config.builder
-                );
-                pulled += 1;
-                bytes += t.bytes;
-            }
+                ),
+                t.bytes,
+            ),
             Ok(None) => {}
-            Err(e) => {
-                println!("FAILED   {short}  {e}");
-                failed += 1;
-            }
+            Err(e) => tally.failed(short, e),
         }
     }
     println!(
-        "pulled {pulled} ({}) from {origin}; {there} already cached, {skipped} skipped \
-         (made for another provium or guest image, or not a fixture), {failed} failed",
-        megabytes(bytes)
+        "pulled {} ({}) from {origin}; {} already cached, {} skipped \
+         (made for another provium or guest image, or not a fixture), {} failed",
+        tally.done,
+        megabytes(tally.bytes),
+        tally.present,
+        tally.skipped,
+        tally.failed
     );
     for e in cache.evict(cap_bytes()?)? {
         println!(
@@ -241,7 +275,7 @@ pub fn pull(args: &PullArgs) -> Result<(), FixturesError> {
             fmt::short_key(&e.hex)
         );
     }
-    outcome(failed, pulled + failed, "pulls")
+    tally.outcome("pulls")
 }
 
 /// Why prune deletes an artifact, if it does.
@@ -280,15 +314,15 @@ pub fn prune(args: &PruneArgs) -> Result<(), FixturesError> {
     } else {
         "deleted"
     };
-    let (mut deleted, mut bytes, mut kept, mut failed) = (0, 0, 0, 0);
+    let mut tally = Tally::default();
+    let mut kept = 0;
     for key in &keys {
         let short = fmt::short_key(key);
         let listed = match remote.describe(key) {
             Ok(Some(l)) => l,
             Ok(None) => continue,
             Err(e) => {
-                println!("FAILED   {short}  {e}");
-                failed += 1;
+                tally.failed(short, e);
                 continue;
             }
         };
@@ -302,26 +336,24 @@ pub fn prune(args: &PruneArgs) -> Result<(), FixturesError> {
             remote.delete(&listed.digest)
         };
         match done {
-            Ok(()) => {
-                println!("{verb}  {short}  {:>8}  {why}", megabytes(listed.bytes));
-                deleted += 1;
-                bytes += listed.bytes;
-            }
-            Err(e) => {
-                println!("FAILED   {short}  {e}");
-                failed += 1;
-            }
+            Ok(()) => tally.done(
+                format!("{verb}  {short}  {:>8}  {why}", megabytes(listed.bytes)),
+                listed.bytes,
+            ),
+            Err(e) => tally.failed(short, e),
         }
     }
     println!(
-        "{verb} {deleted} ({}) from {}; {kept} kept, {failed} failed",
-        megabytes(bytes),
-        remote.location()
+        "{verb} {} ({}) from {}; {kept} kept, {} failed",
+        tally.done,
+        megabytes(tally.bytes),
+        remote.location(),
+        tally.failed
     );
-    if deleted > 0 && !args.dry_run {
+    if tally.done > 0 && !args.dry_run {
         println!("the registry frees their space in its garbage collection");
     }
-    outcome(failed, deleted + failed, "deletions")
+    tally.outcome("deletions")
 }
 
 /// Errors of the store, for `FixturesError`.
